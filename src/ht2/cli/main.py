@@ -1,0 +1,43 @@
+"""The `ht2` command: a thin layer of subcommands over the library."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ht2 import __version__
+from ht2.cli import compress, models_cmd
+from ht2.errors import HT2Error
+
+SUBCOMMANDS = (compress, models_cmd)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ht2",
+        description="Compress trained CNNs by hierarchical Tucker-2 (HT-2) and SVD "
+        "decomposition. Run `ht2 COMMAND --help` for each command.",
+    )
+    parser.add_argument("--version", action="version", version=f"ht2 {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in SUBCOMMANDS:
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; bad input is a one-line error and exit code 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except HT2Error as error:
+        print(f"ht2: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ht2: interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

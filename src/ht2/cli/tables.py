@@ -1,0 +1,72 @@
+"""Plain-text and Markdown tables for reports (presentation only)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ht2.surgery import CompressionReport
+
+
+def render(headers: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool = False) -> str:
+    """Columns padded to their widest cell; numbers right-aligned. Markdown pipes on request."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+    numeric = [all(_looks_numeric(r[i]) for r in rows) and bool(rows) for i in range(len(headers))]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [c.rjust(w) if n else c.ljust(w) for c, w, n in zip(cells, widths, numeric, strict=True)]
+        return ("| " + " | ".join(padded) + " |") if markdown else "  ".join(padded).rstrip()
+
+    rule = (
+        "|" + "|".join(("-" * (w + 1) + ":") if n else ("-" * (w + 2)) for w, n in zip(widths, numeric, strict=True)) + "|"
+        if markdown else "  ".join("-" * w for w in widths)
+    )
+    return "\n".join([line(headers), rule, *(line(r) for r in rows)])
+
+
+def _looks_numeric(cell: str) -> bool:
+    stripped = cell.replace(",", "").replace("x", "").replace("%", "").replace(".", "").strip()
+    return stripped.isdigit() or cell.strip() in {"", "-"}
+
+
+def _ranks(ranks: dict[str, int]) -> str:
+    return " ".join(f"{k}={v}" for k, v in ranks.items()) if ranks else "-"
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def report_table(report: CompressionReport, markdown: bool = False) -> str:
+    """Per-layer lines (name, method, ranks, params, MACs, error) and the totals."""
+    headers = ["layer", "method", "ranks", "params", "params after", "MACs", "MACs after", "rel err"]
+    rows = [
+        [
+            layer.name, layer.method, _ranks(layer.ranks), _count(layer.params_before),
+            _count(layer.params_after), _count(layer.macs_before), _count(layer.macs_after),
+            "-" if layer.rel_error is None else f"{layer.rel_error:.4f}",
+        ]
+        for layer in report.layers
+    ]
+    lines = [render(headers, rows, markdown), "", summary(report)]
+    dense = [layer for layer in report.layers if layer.method == "dense" and layer.reason]
+    if dense:
+        lines.append("left dense: " + "; ".join(f"{d.name} ({d.reason})" for d in dense[:8]))
+        if len(dense) > 8:
+            lines[-1] += f"; and {len(dense) - 8} more (see report.json)"
+    return "\n".join(lines)
+
+
+def summary(report: CompressionReport) -> str:
+    """One line of totals with the reduction factors."""
+    text = (
+        f"{report.model} {report.method} e={report.energy}: {len(report.replaced)} of "
+        f"{len(report.layers)} layers replaced; params {report.params_before:,} -> "
+        f"{report.params_after:,} ({report.param_reduction:.2f}x fewer)"
+    )
+    if report.mac_reduction is not None:
+        text += (
+            f"; MACs {report.macs_before:,} -> {report.macs_after:,} "
+            f"({report.mac_reduction:.2f}x fewer)"
+        )
+    return text + f"; {report.seconds:.2f} s"

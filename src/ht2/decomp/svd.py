@@ -1,0 +1,69 @@
+"""Truncated SVD of a matrix and Tucker-1 of a kernel on its out-channel mode."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ht2.decomp.basis import left_singular
+from ht2.decomp.ranks import energy_rank
+
+
+@dataclass(frozen=True)
+class LowRankFactors:
+    """W (m x n) ~= second @ first, with first of shape (r, n) and second of shape (m, r)."""
+
+    first: torch.Tensor
+    second: torch.Tensor
+    rank: int
+    rel_error: float
+
+
+def _pick_rank(s2: torch.Tensor, energy: float | None, rank: int | None) -> int:
+    if (energy is None) == (rank is None):
+        raise ValueError("give exactly one of energy or rank")
+    if rank is not None:
+        if rank < 1:
+            raise ValueError(f"rank must be >= 1, got {rank}")
+        return rank
+    return energy_rank(s2, energy)
+
+
+def truncated_svd(
+    matrix: torch.Tensor, energy: float | None = None, rank: int | None = None
+) -> LowRankFactors:
+    """Best rank-r approximation of `matrix` as two factors, r from `energy` or given.
+
+    The factors are orthogonal projections of the matrix itself (U_r^T W and U_r, or V_r and
+    W V_r), so no singular value is ever divided by. Returned in the matrix's dtype.
+    """
+    m, n = matrix.shape
+    a = matrix.detach().to(torch.float64)
+    wide = m <= n
+    basis, s2 = left_singular(a if wide else a.T)
+    r = min(_pick_rank(s2, energy, rank), min(m, n))
+    kept = basis[:, :r]
+    if wide:
+        first, second = kept.T @ a, kept
+    else:
+        first, second = kept.T, a @ kept
+    total = s2.sum()
+    discarded = (total - s2[:r].sum()).clamp_min(0)
+    rel_error = float((discarded / total).sqrt()) if total > 0 else 0.0
+    dtype = matrix.dtype
+    return LowRankFactors(first.to(dtype), second.to(dtype), r, rel_error)
+
+
+def tucker1(
+    kernel: torch.Tensor, energy: float | None = None, rank: int | None = None
+) -> LowRankFactors:
+    """Tucker-1 of a T x C x D1 x D2 kernel on its out-channel mode (the paper's "SVD" of a conv).
+
+    `first` has shape (r, C, D1, D2): a conv C -> r with the original geometry;
+    `second` has shape (T, r): the 1 x 1 conv r -> T.
+    """
+    t = kernel.shape[0]
+    factors = truncated_svd(kernel.reshape(t, -1), energy=energy, rank=rank)
+    first = factors.first.reshape(factors.rank, *kernel.shape[1:])
+    return LowRankFactors(first, factors.second, factors.rank, factors.rel_error)

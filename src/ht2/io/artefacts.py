@@ -1,0 +1,146 @@
+"""Save and load compressed models as model.safetensors + ht2.json: no pickle anywhere."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ht2 import __version__
+from ht2.errors import HT2Error
+from ht2.io.atomic import atomic_directory
+from ht2.surgery import CompressionReport, apply_plan, collect_plan
+
+FORMAT = "ht2"
+FORMAT_VERSION = 1
+MANIFEST = "ht2.json"
+TENSORS = "model.safetensors"
+REPORT = "report.json"
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write `data` as indented JSON (the caller arranges atomicity)."""
+    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+
+
+def manifest_of(model: nn.Module, report: CompressionReport | None = None) -> dict[str, Any]:
+    """The ht2.json content for `model`: format, architecture, energy and the plan."""
+    arch = getattr(model, "ht2_arch", None)
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "ht2_version": __version__,
+        "arch": arch if isinstance(arch, dict) else None,
+        "model_class": type(model).__name__,
+        "energy": report.energy if report else None,
+        "method": report.method if report else None,
+        "plan": collect_plan(model),
+    }
+
+
+def write_model(model: nn.Module, directory: Path, report: CompressionReport | None) -> None:
+    """Write the three files into an existing (temporary) directory."""
+    tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(directory / TENSORS), metadata={"format": FORMAT})
+    write_json(directory / MANIFEST, manifest_of(model, report))
+    if report is not None:
+        write_json(directory / REPORT, report.to_dict())
+
+
+def save(
+    model: nn.Module, directory: str | os.PathLike, report: CompressionReport | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Save a (compressed) model folder; all or nothing: written aside, then renamed into place."""
+    with atomic_directory(Path(directory), overwrite=overwrite) as staging:
+        write_model(model, staging, report)
+    return Path(directory)
+
+
+def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
+    """Read and check DIR/ht2.json."""
+    path = Path(directory) / MANIFEST
+    if not Path(directory).is_dir():
+        raise HT2Error(f"{directory} is not a folder; give a folder written by `ht2 compress`")
+    if not path.is_file():
+        raise HT2Error(f"{path} is missing: {directory} is not a folder written by `ht2 compress`")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise HT2Error(f"{path} is not valid JSON (truncated?): {error}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise HT2Error(f"{path} is not an ht2 manifest (no \"format\": \"ht2\")")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise HT2Error(
+            f"{path} has format_version {version!r}; this ht2 {__version__} reads up to "
+            f"{FORMAT_VERSION}: upgrade ht2"
+        )
+    if not isinstance(manifest.get("plan"), list):
+        raise HT2Error(f"{path} has no plan list")
+    return manifest
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file, with a one-line error naming it when that fails."""
+    if not path.is_file():
+        raise HT2Error(f"{path} is missing")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise HT2Error(f"{path} cannot be read (truncated or not safetensors): {error}") from None
+
+
+def load_state_strict(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Load `tensors` into `model`, every key and shape matching, else a one-line error."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in tensors]
+    unexpected = [k for k in tensors if k not in expected]
+    wrong = [
+        f"{k} {tuple(tensors[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in tensors and tensors[k].shape != v.shape
+    ]
+    problems = []
+    if missing:
+        problems.append("missing keys " + ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else ""))
+    if unexpected:
+        problems.append(
+            "unexpected keys " + ", ".join(unexpected[:5]) + (" ..." if len(unexpected) > 5 else "")
+        )
+    if wrong:
+        problems.append("shape mismatch " + ", ".join(wrong[:3]))
+    if problems:
+        raise HT2Error(f"{path} does not fit the model: {'; '.join(problems)}")
+    model.load_state_dict(tensors, strict=True)
+
+
+def load(
+    directory: str | os.PathLike, model: nn.Module | None = None, map_location: str = "cpu"
+) -> nn.Module:
+    """Rebuild a saved model: architecture from the registry (or `model`), plan, then tensors.
+
+    The result is in eval mode and computes exactly what the saved model computed.
+    """
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    tensors = read_tensors(directory / TENSORS)
+    if model is None:
+        arch = manifest.get("arch")
+        if not arch:
+            raise HT2Error(
+                f"{directory} holds a {manifest.get('model_class', 'custom')} model that is not "
+                "in the registry: pass the architecture, ht2.load(dir, model=MyNet())"
+            )
+        from ht2.models import create
+
+        model = create(arch["name"], **arch.get("kwargs", {}))
+    apply_plan(model, manifest["plan"])
+    load_state_strict(model, tensors, directory / TENSORS)
+    return model.to(map_location).eval()

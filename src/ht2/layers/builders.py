@@ -1,0 +1,53 @@
+"""Handlers keyed by (method, layer type): decompose a dense layer, or rebuild from a plan."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from ht2.decomp import HT2Ranks
+from ht2.layers.base import FactorizedLayer
+from ht2.layers.ht2_conv import HT2Conv2d
+from ht2.layers.spec import ConvSpec, LinearSpec, spec_from_dict
+from ht2.layers.svd_conv import SVDConv2d
+from ht2.layers.svd_linear import SVDLinear
+
+_HANDLERS: dict[tuple[str, type], type[FactorizedLayer]] = {
+    ("ht2", nn.Conv2d): HT2Conv2d,
+    ("svd", nn.Conv2d): SVDConv2d,
+    ("svd", nn.Linear): SVDLinear,
+}
+_SPEC_TYPES = {ConvSpec: nn.Conv2d, LinearSpec: nn.Linear}
+
+
+def _handler(method: str, layer_type: type) -> type[FactorizedLayer]:
+    try:
+        return _HANDLERS[(method, layer_type)]
+    except KeyError:
+        raise ValueError(f"method {method!r} does not apply to {layer_type.__name__}") from None
+
+
+def _typed_ranks(handler: type[FactorizedLayer], ranks: dict[str, int]) -> dict[str, Any]:
+    if handler is HT2Conv2d:
+        return {"ranks": HT2Ranks(int(ranks["r1"]), int(ranks["r13"]), int(ranks["r3"]))}
+    return {"rank": int(ranks["r"])}
+
+
+def factorize(
+    layer: nn.Module, method: str, energy: float | None = None,
+    ranks: dict[str, int] | None = None,
+) -> FactorizedLayer:
+    """Decompose a dense Conv2d/Linear by `method`, ranks from `energy` or given."""
+    handler = _handler(method, type(layer))
+    if ranks is not None:
+        return handler.from_dense(layer, **_typed_ranks(handler, ranks))
+    return handler.from_dense(layer, energy=energy)
+
+
+def build_factorized(entry: dict[str, Any]) -> FactorizedLayer:
+    """An untrained factorized module with the structure a plan entry describes."""
+    spec = spec_from_dict(entry["layer"])
+    handler = _handler(entry["method"], _SPEC_TYPES[type(spec)])
+    typed = _typed_ranks(handler, entry["ranks"])
+    return handler(spec, *typed.values(), energy=entry.get("energy"))

@@ -1,0 +1,48 @@
+"""Decide, per layer, how to factorize it (or why to leave it dense)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from torch import nn
+
+METHODS = ("ht2", "svd")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A method to apply, or None with the reason the layer stays dense."""
+
+    method: str | None
+    reason: str = ""
+
+
+def is_candidate(module: nn.Module) -> bool:
+    """Layers the report lists: every convolution and every Linear."""
+    return isinstance(module, (nn.Linear, nn.modules.conv._ConvNd))
+
+
+def paper_policy(module: nn.Module, is_first_conv: bool, method: str = "ht2") -> Decision:
+    """The paper's rule: first and 1x1 convs by SVD, other kxk convs by `method`, Linear by SVD."""
+    if isinstance(module, nn.Linear):
+        return Decision("svd")
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        return Decision(None, f"{type(module).__name__} is not supported; left dense")
+    if not isinstance(module, nn.Conv2d):
+        return Decision(None, f"{type(module).__name__} is not supported (Conv2d only); left dense")
+    if module.groups != 1:
+        kind = "depthwise" if module.groups == module.in_channels else "grouped"
+        return Decision(None, f"{kind} convolution (groups={module.groups}) is left dense")
+    if is_first_conv or tuple(module.kernel_size) == (1, 1):
+        return Decision("svd")
+    return Decision(method)
+
+
+def matches(name: str, include: list[str] | None, exclude: list[str] | None) -> str:
+    """Empty string when `name` passes the include/exclude globs, else the reason it does not."""
+    if include and not any(fnmatchcase(name, pattern) for pattern in include):
+        return "not matched by --include"
+    if exclude and any(fnmatchcase(name, pattern) for pattern in exclude):
+        return "matched by --exclude"
+    return ""

@@ -1,0 +1,64 @@
+"""What a compression did, layer by layer, as data (JSON) and as a table (people)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class LayerReport:
+    """One Conv/Linear layer: what was done to it and what it cost."""
+
+    name: str
+    type: str
+    method: str  # "ht2" | "svd" | "dense"
+    ranks: dict[str, int] = field(default_factory=dict)
+    params_before: int = 0
+    params_after: int = 0
+    macs_before: int | None = None
+    macs_after: int | None = None
+    rel_error: float | None = None
+    reason: str = ""
+
+
+@dataclass
+class CompressionReport:
+    """The whole model: totals before and after, and every layer's line."""
+
+    model: str
+    method: str
+    energy: float | None
+    keep_if_larger: bool
+    params_before: int
+    params_after: int
+    macs_before: int | None
+    macs_after: int | None
+    seconds: float
+    layers: list[LayerReport] = field(default_factory=list)
+
+    @property
+    def param_reduction(self) -> float:
+        return self.params_before / max(self.params_after, 1)
+
+    @property
+    def mac_reduction(self) -> float | None:
+        if self.macs_before is None or not self.macs_after:
+            return None
+        return self.macs_before / self.macs_after
+
+    @property
+    def replaced(self) -> list[LayerReport]:
+        return [layer for layer in self.layers if layer.method != "dense"]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["param_reduction"] = self.param_reduction
+        data["mac_reduction"] = self.mac_reduction
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CompressionReport:
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        fields["layers"] = [LayerReport(**layer) for layer in data.get("layers", [])]
+        return cls(**fields)
