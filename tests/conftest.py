@@ -1,26 +1,9 @@
-"""Shared fixtures: paths to the real data and weights in ../shared (skipped when absent)."""
+"""Every test starts from the same random state."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-WEIGHTS = SHARED / "weights"
-REFERENCE_RANKS = SHARED / "docs" / "reference-ranks.json"
-RESNET_WEIGHTS = {
-    "cifar10_resnet20": WEIGHTS / "resnet20-12fca82f.th",
-    "cifar10_resnet56": WEIGHTS / "resnet56-4bfd9763.th",
-}
-
-
-def shared_file(path: Path) -> Path:
-    """`path` if it exists, else skip the test saying what is missing."""
-    if not path.exists():
-        pytest.skip(f"{path} is absent (the shared data folder is not next to this checkout)")
-    return path
 
 
 @pytest.fixture(autouse=True)

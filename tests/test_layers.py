@@ -36,8 +36,16 @@ GRID = list(itertools.product(GEOMETRIES, MODES, [True, False]))
 
 def _conv(geometry, mode: str, bias: bool) -> nn.Conv2d:
     kernel, stride, padding, dilation = geometry
-    return nn.Conv2d(6, 7, kernel, stride=stride, padding=padding, dilation=dilation,
-                     padding_mode=mode, bias=bias)
+    return nn.Conv2d(
+        6,
+        7,
+        kernel,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        padding_mode=mode,
+        bias=bias,
+    )
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -98,8 +106,9 @@ def test_linear_to_dense_round_trip() -> None:
 @pytest.mark.parametrize(
     "layer",
     [
-        HT2Conv2d.from_dense(nn.Conv2d(4, 6, 3, padding="same", padding_mode="circular"),
-                             energy=0.8),
+        HT2Conv2d.from_dense(
+            nn.Conv2d(4, 6, 3, padding="same", padding_mode="circular"), energy=0.8
+        ),
         SVDConv2d.from_dense(nn.Conv2d(4, 6, (1, 3), stride=2, bias=False), energy=0.8),
         SVDLinear.from_dense(nn.Linear(7, 5), energy=0.8),
     ],
@@ -113,8 +122,9 @@ def test_plan_entry_rebuilds_the_same_structure(layer) -> None:
 
 
 def test_spec_round_trips_through_its_dict() -> None:
-    spec = ConvSpec.of(nn.Conv2d(3, 5, (2, 3), stride=(1, 2), padding=(1, 0), dilation=2,
-                                 padding_mode="replicate"))
+    spec = ConvSpec.of(
+        nn.Conv2d(3, 5, (2, 3), stride=(1, 2), padding=(1, 0), dilation=2, padding_mode="replicate")
+    )
     assert ConvSpec.from_dict(spec.to_dict()) == spec
     same = ConvSpec.of(nn.Conv2d(3, 5, 3, padding="same"))
     assert ConvSpec.from_dict(same.to_dict()) == same

@@ -12,17 +12,28 @@ from ht2 import models
 
 def add_model_source(parser: argparse.ArgumentParser) -> None:
     """MODEL and where its weights come from: --weights FILE, --pretrained or --random-init."""
-    parser.add_argument("model", metavar="MODEL",
-                        help="registry name, e.g. cifar10_resnet20, resnet50 (see `ht2 models`)")
+    parser.add_argument(
+        "model",
+        metavar="MODEL",
+        help="registry name, e.g. cifar10_resnet20, resnet50 (see `ht2 models`)",
+    )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--weights", metavar="FILE",
-                        help="state dict to load: .pth/.pt/.th (read with weights_only) or "
-                        ".safetensors")
-    source.add_argument("--pretrained", action="store_true",
-                        help="the model's published weights (torchvision downloads them when "
-                        "online; offline, use --weights)")
-    source.add_argument("--random-init", action="store_true",
-                        help="random weights: for trying sizes and speed, not accuracy")
+    source.add_argument(
+        "--weights",
+        metavar="FILE",
+        help="state dict to load: .pth/.pt/.th (read with weights_only) or .safetensors",
+    )
+    source.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="the model's published weights (torchvision downloads them when "
+        "online; offline, use --weights)",
+    )
+    source.add_argument(
+        "--random-init",
+        action="store_true",
+        help="random weights: for trying sizes and speed, not accuracy",
+    )
 
 
 def model_from_args(args: argparse.Namespace) -> nn.Module:

@@ -21,31 +21,56 @@ EXAMPLES = """examples:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "compress", help="compress a model by HT-2/SVD at an energy level",
+        "compress",
+        help="compress a model by HT-2/SVD at an energy level",
         description="Replace the first conv and 1x1 convs by SVD, other kxk convs by HT-2 and "
         "Linear layers by SVD, ranks chosen by the energy rule; write DIR/model.safetensors, "
         "DIR/ht2.json and DIR/report.json.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_source(parser)
-    parser.add_argument("--energy", type=float, default=0.9,
-                        help="fraction of singular-value energy each rank keeps, in (0, 1]; "
-                        "lower is smaller (default: 0.9)")
-    parser.add_argument("--method", choices=METHODS, default="ht2",
-                        help="decomposition of kxk convs (default: ht2)")
-    parser.add_argument("--no-keep-if-larger", dest="keep_if_larger", action="store_false",
-                        help="factorize every chosen layer even when its factors are not smaller "
-                        "(reproduces the reference's ranks and sizes; default: keep such layers "
-                        "dense)")
-    parser.add_argument("--include", action="append", metavar="GLOB",
-                        help="compress only layers whose name matches (repeatable; default: all)")
-    parser.add_argument("--exclude", action="append", metavar="GLOB",
-                        help="leave layers whose name matches dense (repeatable; default: none)")
-    parser.add_argument("--out", required=True, type=Path, metavar="DIR",
-                        help="output folder (must not exist or be empty, unless --force)")
+    parser.add_argument(
+        "--energy",
+        type=float,
+        default=0.9,
+        help="fraction of singular-value energy each rank keeps, in (0, 1]; "
+        "lower is smaller (default: 0.9)",
+    )
+    parser.add_argument(
+        "--method", choices=METHODS, default="ht2", help="decomposition of kxk convs (default: ht2)"
+    )
+    parser.add_argument(
+        "--no-keep-if-larger",
+        dest="keep_if_larger",
+        action="store_false",
+        help="factorize every chosen layer even when its factors are not smaller "
+        "(reproduces the reference's ranks and sizes; default: keep such layers "
+        "dense)",
+    )
+    parser.add_argument(
+        "--include",
+        action="append",
+        metavar="GLOB",
+        help="compress only layers whose name matches (repeatable; default: all)",
+    )
+    parser.add_argument(
+        "--exclude",
+        action="append",
+        metavar="GLOB",
+        help="leave layers whose name matches dense (repeatable; default: none)",
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="output folder (must not exist or be empty, unless --force)",
+    )
     parser.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
-    parser.add_argument("--json", action="store_true",
-                        help="print report.json to stdout instead of the table")
+    parser.add_argument(
+        "--json", action="store_true", help="print report.json to stdout instead of the table"
+    )
     parser.set_defaults(run=run)
 
 
@@ -53,9 +78,14 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(args.out, overwrite=args.force)
     model = model_from_args(args)
     report = compress(
-        model, energy=args.energy, method=args.method, include=args.include,
-        exclude=args.exclude, example_input=example_input(args.model),
-        keep_if_larger=args.keep_if_larger, progress=not args.json,
+        model,
+        energy=args.energy,
+        method=args.method,
+        include=args.include,
+        exclude=args.exclude,
+        example_input=example_input(args.model),
+        keep_if_larger=args.keep_if_larger,
+        progress=not args.json,
     )
     with atomic_directory(args.out, overwrite=args.force) as staging:
         write_model(model, staging, report)

@@ -10,7 +10,9 @@ from ht2 import models
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "models", help="list model names", description="List the registry's model names "
+        "models",
+        help="list model names",
+        description="List the registry's model names "
         "(timm models are reachable as timm/NAME when timm is installed).",
     )
     parser.add_argument("pattern", nargs="?", default="*", help="glob filter (default: *)")

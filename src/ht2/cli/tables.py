@@ -6,20 +6,31 @@ from collections.abc import Sequence
 
 from ht2.surgery import CompressionReport
 
+MAX_REASONS = 6
+
 
 def render(headers: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool = False) -> str:
     """Columns padded to their widest cell; numbers right-aligned. Markdown pipes on request."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
     numeric = [all(_looks_numeric(r[i]) for r in rows) and bool(rows) for i in range(len(headers))]
 
     def line(cells: Sequence[str]) -> str:
-        padded = [c.rjust(w) if n else c.ljust(w) for c, w, n in zip(cells, widths, numeric, strict=True)]
+        padded = [
+            c.rjust(w) if n else c.ljust(w) for c, w, n in zip(cells, widths, numeric, strict=True)
+        ]
         return ("| " + " | ".join(padded) + " |") if markdown else "  ".join(padded).rstrip()
 
     rule = (
-        "|" + "|".join(("-" * (w + 1) + ":") if n else ("-" * (w + 2)) for w, n in zip(widths, numeric, strict=True)) + "|"
-        if markdown else "  ".join("-" * w for w in widths)
+        "|"
+        + "|".join(
+            ("-" * (w + 1) + ":") if n else ("-" * (w + 2))
+            for w, n in zip(widths, numeric, strict=True)
+        )
+        + "|"
+        if markdown
+        else "  ".join("-" * w for w in widths)
     )
     return "\n".join([line(headers), rule, *(line(r) for r in rows)])
 
@@ -39,21 +50,37 @@ def _count(value: int | None) -> str:
 
 def report_table(report: CompressionReport, markdown: bool = False) -> str:
     """Per-layer lines (name, method, ranks, params, MACs, error) and the totals."""
-    headers = ["layer", "method", "ranks", "params", "params after", "MACs", "MACs after", "rel err"]
+    headers = [
+        "layer",
+        "method",
+        "ranks",
+        "params",
+        "params after",
+        "MACs",
+        "MACs after",
+        "rel err",
+    ]
     rows = [
         [
-            layer.name, layer.method, _ranks(layer.ranks), _count(layer.params_before),
-            _count(layer.params_after), _count(layer.macs_before), _count(layer.macs_after),
+            layer.name,
+            layer.method,
+            _ranks(layer.ranks),
+            _count(layer.params_before),
+            _count(layer.params_after),
+            _count(layer.macs_before),
+            _count(layer.macs_after),
             "-" if layer.rel_error is None else f"{layer.rel_error:.4f}",
         ]
         for layer in report.layers
     ]
     lines = [render(headers, rows, markdown), "", summary(report)]
     dense = [layer for layer in report.layers if layer.method == "dense" and layer.reason]
-    if dense:
-        lines.append("left dense: " + "; ".join(f"{d.name} ({d.reason})" for d in dense[:8]))
-        if len(dense) > 8:
-            lines[-1] += f"; and {len(dense) - 8} more (see report.json)"
+    for layer in dense[:MAX_REASONS]:
+        lines.append(f"left dense: {layer.name}: {layer.reason}")
+    if len(dense) > MAX_REASONS:
+        lines.append(f"left dense: {len(dense) - MAX_REASONS} more layers (see report.json)")
+    if any("not fewer than" in layer.reason for layer in dense):
+        lines.append("(--no-keep-if-larger factorizes layers even where that does not shrink them)")
     return "\n".join(lines)
 
 

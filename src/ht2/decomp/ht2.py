@@ -77,7 +77,7 @@ def ht2_decompose(
     c, d1, t, d2 = x.shape
     u1 = left_singular(x.reshape(c, -1))[0][:, : chosen.r1]
     u3 = left_singular(x.permute(2, 0, 1, 3).reshape(t, -1))[0][:, : chosen.r3]
-    core = torch.einsum("ca,tb,chtw->ahbw", u1, u3, x)
+    core = torch.einsum("tb,ahtw->ahbw", u3, torch.einsum("ca,chtw->ahtw", u1, x))
     m = core.reshape(chosen.r1 * d1, chosen.r3 * d2)
     g = left_singular(m)[0][:, : chosen.r13]
     g1 = g.reshape(chosen.r1, d1, chosen.r13)
@@ -91,8 +91,10 @@ def ht2_decompose(
 def ht2_reconstruct_x(
     u1: torch.Tensor, g1: torch.Tensor, g2: torch.Tensor, u3: torch.Tensor
 ) -> torch.Tensor:
-    """The contraction of the four factors as X (C x D1 x T x D2)."""
-    return torch.einsum("ca,ahk,kbw,tb->chtw", u1, g1, g2, u3)
+    """The contraction of the four factors as X (C x D1 x T x D2), one pair at a time."""
+    left = torch.einsum("ca,ahk->chk", u1, g1)
+    right = torch.einsum("kbw,tb->ktw", g2, u3)
+    return torch.einsum("chk,ktw->chtw", left, right)
 
 
 def ht2_reconstruct(factors: HT2Factors) -> torch.Tensor:

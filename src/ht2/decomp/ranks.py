@@ -14,7 +14,7 @@ def check_energy(energy: float) -> float:
 
 
 def energy_rank(squared_singular_values: torch.Tensor, energy: float) -> int:
-    """Smallest r whose cumulative energy (s_1^2 + ... + s_r^2) / sum s_i^2 is strictly above `energy`.
+    """Smallest r with (s_1^2 + ... + s_r^2) / sum s_i^2 strictly above `energy`.
 
     `squared_singular_values` must be sorted in decreasing order. Energy 1 keeps every value
     (the strict rule can never be met exactly there); an all-zero spectrum keeps one.

@@ -15,6 +15,7 @@ from torch import nn
 from ht2 import __version__
 from ht2.errors import HT2Error
 from ht2.io.atomic import atomic_directory
+from ht2.models.weights import state_dict_mismatches
 from ht2.surgery import CompressionReport, apply_plan, collect_plan
 
 FORMAT = "ht2"
@@ -46,7 +47,9 @@ def manifest_of(model: nn.Module, report: CompressionReport | None = None) -> di
 
 def write_model(model: nn.Module, directory: Path, report: CompressionReport | None) -> None:
     """Write the three files into an existing (temporary) directory."""
-    tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+    tensors = {
+        k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()
+    }
     save_file(tensors, str(directory / TENSORS), metadata={"format": FORMAT})
     write_json(directory / MANIFEST, manifest_of(model, report))
     if report is not None:
@@ -54,7 +57,9 @@ def write_model(model: nn.Module, directory: Path, report: CompressionReport | N
 
 
 def save(
-    model: nn.Module, directory: str | os.PathLike, report: CompressionReport | None = None,
+    model: nn.Module,
+    directory: str | os.PathLike,
+    report: CompressionReport | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Save a (compressed) model folder; all or nothing: written aside, then renamed into place."""
@@ -75,7 +80,7 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise HT2Error(f"{path} is not valid JSON (truncated?): {error}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise HT2Error(f"{path} is not an ht2 manifest (no \"format\": \"ht2\")")
+        raise HT2Error(f'{path} is not an ht2 manifest (no "format": "ht2")')
     version = manifest.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise HT2Error(
@@ -99,23 +104,7 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 def load_state_strict(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
     """Load `tensors` into `model`, every key and shape matching, else a one-line error."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in tensors]
-    unexpected = [k for k in tensors if k not in expected]
-    wrong = [
-        f"{k} {tuple(tensors[k].shape)} vs {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in tensors and tensors[k].shape != v.shape
-    ]
-    problems = []
-    if missing:
-        problems.append("missing keys " + ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else ""))
-    if unexpected:
-        problems.append(
-            "unexpected keys " + ", ".join(unexpected[:5]) + (" ..." if len(unexpected) > 5 else "")
-        )
-    if wrong:
-        problems.append("shape mismatch " + ", ".join(wrong[:3]))
+    problems = state_dict_mismatches(model.state_dict(), tensors)
     if problems:
         raise HT2Error(f"{path} does not fit the model: {'; '.join(problems)}")
     model.load_state_dict(tensors, strict=True)

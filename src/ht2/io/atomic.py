@@ -17,7 +17,9 @@ def check_output_dir(directory: Path, overwrite: bool) -> None:
     if directory.exists() and not directory.is_dir():
         raise HT2Error(f"output {directory} exists and is not a folder")
     if directory.is_dir() and any(directory.iterdir()) and not overwrite:
-        raise HT2Error(f"output folder {directory} exists and is not empty; use --force to replace it")
+        raise HT2Error(
+            f"output folder {directory} exists and is not empty; use --force to replace it"
+        )
 
 
 @contextmanager
@@ -33,7 +35,9 @@ def atomic_directory(directory: Path, overwrite: bool = False) -> Iterator[Path]
     try:
         yield staging
         if directory.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".old", dir=parent))
+            retired = Path(
+                tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".old", dir=parent)
+            )
             os.replace(directory, retired / "old")
             os.replace(staging, directory)
             shutil.rmtree(retired, ignore_errors=True)

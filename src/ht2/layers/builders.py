@@ -35,7 +35,9 @@ def _typed_ranks(handler: type[FactorizedLayer], ranks: dict[str, int]) -> dict[
 
 
 def factorize(
-    layer: nn.Module, method: str, energy: float | None = None,
+    layer: nn.Module,
+    method: str,
+    energy: float | None = None,
     ranks: dict[str, int] | None = None,
 ) -> FactorizedLayer:
     """Decompose a dense Conv2d/Linear by `method`, ranks from `energy` or given."""

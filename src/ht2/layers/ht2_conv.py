@@ -26,12 +26,24 @@ class HT2Conv2d(FactorizedLayer):
         (d1, d2), (s1, s2), (l1, l2) = spec.kernel_size, spec.stride, spec.dilation
         self.reduce = nn.Conv2d(spec.in_channels, ranks.r1, 1, bias=False)
         self.vertical = nn.Conv2d(
-            ranks.r1, ranks.r13, (d1, 1), stride=(s1, 1), padding=spec.padding_along(0),
-            dilation=(l1, 1), bias=False, padding_mode=spec.padding_mode,
+            ranks.r1,
+            ranks.r13,
+            (d1, 1),
+            stride=(s1, 1),
+            padding=spec.padding_along(0),
+            dilation=(l1, 1),
+            bias=False,
+            padding_mode=spec.padding_mode,
         )
         self.horizontal = nn.Conv2d(
-            ranks.r13, ranks.r3, (1, d2), stride=(1, s2), padding=spec.padding_along(1),
-            dilation=(1, l2), bias=False, padding_mode=spec.padding_mode,
+            ranks.r13,
+            ranks.r3,
+            (1, d2),
+            stride=(1, s2),
+            padding=spec.padding_along(1),
+            dilation=(1, l2),
+            bias=False,
+            padding_mode=spec.padding_mode,
         )
         self.expand = nn.Conv2d(ranks.r3, spec.out_channels, 1, bias=spec.bias)
 
@@ -57,7 +69,9 @@ class HT2Conv2d(FactorizedLayer):
         g1 = self.vertical.weight[..., 0]
         g2 = self.horizontal.weight[:, :, 0, :]
         u3 = self.expand.weight[:, :, 0, 0]
-        return torch.einsum("ac,kah,bkw,tb->tchw", u1, g1, g2, u3)
+        left = torch.einsum("ac,kah->chk", u1, g1)
+        right = torch.einsum("bkw,tb->ktw", g2, u3)
+        return torch.einsum("chk,ktw->tchw", left, right)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.expand(self.horizontal(self.vertical(self.reduce(x))))

@@ -35,17 +35,29 @@ class ConvSpec:
     def of(cls, conv: nn.Conv2d) -> ConvSpec:
         padding = conv.padding if isinstance(conv.padding, str) else _pair(conv.padding)
         return cls(
-            conv.in_channels, conv.out_channels, _pair(conv.kernel_size), _pair(conv.stride),
-            padding, _pair(conv.dilation), conv.groups, conv.bias is not None, conv.padding_mode,
+            conv.in_channels,
+            conv.out_channels,
+            _pair(conv.kernel_size),
+            _pair(conv.stride),
+            padding,
+            _pair(conv.dilation),
+            conv.groups,
+            conv.bias is not None,
+            conv.padding_mode,
         )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ConvSpec:
         padding = data["padding"]
         return cls(
-            int(data["in_channels"]), int(data["out_channels"]), _pair(data["kernel_size"]),
-            _pair(data["stride"]), padding if isinstance(padding, str) else _pair(padding),
-            _pair(data["dilation"]), int(data["groups"]), bool(data["bias"]),
+            int(data["in_channels"]),
+            int(data["out_channels"]),
+            _pair(data["kernel_size"]),
+            _pair(data["stride"]),
+            padding if isinstance(padding, str) else _pair(padding),
+            _pair(data["dilation"]),
+            int(data["groups"]),
+            bool(data["bias"]),
             str(data["padding_mode"]),
         )
 
@@ -61,8 +73,14 @@ class ConvSpec:
     def build(self) -> nn.Conv2d:
         """A fresh dense conv with exactly these hyper-parameters."""
         return nn.Conv2d(
-            self.in_channels, self.out_channels, self.kernel_size, stride=self.stride,
-            padding=self.padding, dilation=self.dilation, groups=self.groups, bias=self.bias,
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            groups=self.groups,
+            bias=self.bias,
             padding_mode=self.padding_mode,
         )
 

@@ -20,8 +20,14 @@ class SVDConv2d(FactorizedLayer):
             raise ValueError(f"SVD conv needs groups=1, got groups={spec.groups}")
         super().__init__(spec, {"r": rank}, energy)
         self.reduce = nn.Conv2d(
-            spec.in_channels, rank, spec.kernel_size, stride=spec.stride, padding=spec.padding,
-            dilation=spec.dilation, bias=False, padding_mode=spec.padding_mode,
+            spec.in_channels,
+            rank,
+            spec.kernel_size,
+            stride=spec.stride,
+            padding=spec.padding,
+            dilation=spec.dilation,
+            bias=False,
+            padding_mode=spec.padding_mode,
         )
         self.expand = nn.Conv2d(rank, spec.out_channels, 1, bias=spec.bias)
 

@@ -27,7 +27,7 @@ def _leaf_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torc
 
 
 def layer_macs(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
-    """MACs of every Conv (transposed too) and Linear module for one sample, keyed by qualified name.
+    """MACs of every Conv (transposed too) and Linear module for one sample, by qualified name.
 
     Counts output elements x in-channels/groups x kernel area for convolutions and
     in x out for linear layers (the convention of the paper's tables). The example input's

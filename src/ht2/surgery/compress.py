@@ -96,14 +96,20 @@ def compress(
 
     reports = []
     work = tqdm(
-        list(zip(layers, decisions, strict=True)), desc="decomposing", unit="layer",
-        disable=not progress, leave=False,
+        list(zip(layers, decisions, strict=True)),
+        desc="decomposing",
+        unit="layer",
+        disable=not progress,
+        leave=False,
     )
     for (name, module), decision in work:
         work.set_postfix_str(name, refresh=False)
         report = LayerReport(
-            name=name, type=type(module).__name__, method="dense",
-            params_before=count_params(module), params_after=count_params(module),
+            name=name,
+            type=type(module).__name__,
+            method="dense",
+            params_before=count_params(module),
+            params_after=count_params(module),
             reason=decision.reason,
         )
         if decision.method is not None:
@@ -111,8 +117,8 @@ def compress(
             size = count_params(factorized)
             if keep_if_larger and size >= report.params_before:
                 report.reason = (
-                    f"factorized form would have {size} parameters, not fewer than "
-                    f"{report.params_before}; kept dense (--no-keep-if-larger to force)"
+                    f"factors would have {size:,} parameters, not fewer than "
+                    f"{report.params_before:,}"
                 )
             else:
                 model.set_submodule(name, factorized)
@@ -128,9 +134,14 @@ def compress(
             report.macs_before = macs_under(macs_before, report.name)
             report.macs_after = macs_under(macs_after, report.name)
     return CompressionReport(
-        model=_model_name(model), method=method, energy=energy, keep_if_larger=keep_if_larger,
-        params_before=params_before, params_after=count_params(model),
+        model=_model_name(model),
+        method=method,
+        energy=energy,
+        keep_if_larger=keep_if_larger,
+        params_before=params_before,
+        params_after=count_params(model),
         macs_before=sum(macs_before.values()) if macs_before is not None else None,
         macs_after=sum(macs_after.values()) if macs_after is not None else None,
-        seconds=time.perf_counter() - start, layers=reports,
+        seconds=time.perf_counter() - start,
+        layers=reports,
     )

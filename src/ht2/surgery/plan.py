@@ -38,7 +38,9 @@ def apply_plan(model: nn.Module, plan: list[dict[str, Any]]) -> nn.Module:
         try:
             current = model.get_submodule(name)
         except AttributeError:
-            raise HT2Error(f"the plan names layer '{name}', which the model does not have") from None
+            raise HT2Error(
+                f"the plan names layer '{name}', which the model does not have"
+            ) from None
         expected = spec_from_dict(entry["layer"])
         found = _spec_of(current)
         if found != expected:

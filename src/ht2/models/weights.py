@@ -1,0 +1,133 @@
+"""Reading weight files (torch pickles loaded with weights_only, safetensors) into models."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ht2.errors import HT2Error
+
+TORCH_SUFFIXES = (".pth", ".pt", ".th", ".bin")
+SAFETENSORS_SUFFIX = ".safetensors"
+_SHOWN_KEYS = 5
+
+
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Read a state dict from a .pth/.pt/.th/.bin or .safetensors file, 'module.' stripped."""
+    file = Path(path)
+    if not file.exists():
+        raise HT2Error(f"weights file {file} does not exist; check the path")
+    if not file.is_file():
+        raise HT2Error(f"weights file {file} is not a file; pass the path of a weights file")
+    suffix = file.suffix.lower()
+    if suffix in TORCH_SUFFIXES:
+        obj = _load_torch(file)
+    elif suffix == SAFETENSORS_SUFFIX:
+        obj = _load_safetensors(file)
+    else:
+        known = ", ".join((*TORCH_SUFFIXES, SAFETENSORS_SUFFIX))
+        raise HT2Error(
+            f"weights file {file} has an unknown suffix '{file.suffix}'; use one of {known}"
+        )
+    return _extract_state_dict(obj, file)
+
+
+def _load_torch(file: Path) -> Any:
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only" in str(exc).lower():
+            raise HT2Error(
+                f"weights file {file} is a pickle that weights_only loading refuses (it may run "
+                "code); re-save it as a plain state dict or .safetensors"
+            ) from None
+        raise _corrupt(file, exc) from None
+    except PermissionError:
+        raise HT2Error(f"weights file {file} cannot be read (permission denied)") from None
+    except Exception as exc:  # torch raises many types (RuntimeError, EOFError, KeyError, ...)
+        raise _corrupt(file, exc) from None
+
+
+def _load_safetensors(file: Path) -> Any:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(file, device="cpu")
+    except PermissionError:
+        raise HT2Error(f"weights file {file} cannot be read (permission denied)") from None
+    except Exception as exc:  # SafetensorError and friends
+        raise _corrupt(file, exc) from None
+
+
+def _corrupt(file: Path, exc: BaseException) -> HT2Error:
+    reason = type(exc).__name__
+    return HT2Error(
+        f"weights file {file} is corrupt or truncated ({reason}); download or save it again"
+    )
+
+
+def _extract_state_dict(obj: Any, file: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model"):
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+    tensors: dict[str, torch.Tensor] = {}
+    if isinstance(obj, Mapping):
+        for key, value in obj.items():
+            if isinstance(key, str) and isinstance(value, torch.Tensor):
+                tensors[key.removeprefix("module.")] = value
+    if not tensors:
+        raise HT2Error(
+            f"weights file {file} holds no state dict (no tensors found at the top level or under "
+            "'state_dict' or 'model'); save model.state_dict() instead"
+        )
+    return tensors
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
+    """Load a weights file into model, strictly: every key and shape must match."""
+    state = read_state_dict(path)
+    problems = state_dict_mismatches(model.state_dict(), state)
+    if problems:
+        arch = getattr(model, "ht2_arch", {}).get("name", type(model).__name__)
+        raise HT2Error(
+            f"weights file {path} does not fit {arch}: {'; '.join(problems)}; "
+            "pass weights saved from this architecture (or the matching model name)"
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def state_dict_mismatches(
+    expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]
+) -> list[str]:
+    """Missing keys, unexpected keys and shape mismatches, each as one short phrase."""
+    # BatchNorm fills in a missing num_batches_tracked itself (files saved before PyTorch 0.4.1).
+    missing = [k for k in expected if k not in found and not k.endswith(".num_batches_tracked")]
+    unexpected = [k for k in found if k not in expected]
+    shapes = [
+        f"{k} expects {tuple(expected[k].shape)} but the file has {tuple(found[k].shape)}"
+        for k in expected
+        if k in found and expected[k].shape != found[k].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys {_first(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys {_first(unexpected)}")
+    if shapes:
+        problems.append(f"shape mismatch {_first(shapes)}")
+    return problems
+
+
+def _first(items: list[str]) -> str:
+    shown = ", ".join(items[:_SHOWN_KEYS])
+    if len(items) > _SHOWN_KEYS:
+        shown += f", … ({len(items)} in all)"
+    return shown
