@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from ht2 import models
+from ht2.errors import HT2Error
+from ht2.io import load
+from ht2.io.artefacts import MANIFEST
+from ht2.models import ModelEntry
 
 
 def add_model_source(parser: argparse.ArgumentParser) -> None:
@@ -45,3 +50,28 @@ def model_from_args(args: argparse.Namespace) -> nn.Module:
 def example_input(model_name: str) -> torch.Tensor:
     """A batch of one zero image at the registry's input size."""
     return torch.zeros(1, *models.get_entry(model_name).input_size)
+
+
+def is_model_dir(spec: str) -> bool:
+    """True when `spec` names a compressed model folder (it holds ht2.json)."""
+    return Path(spec).is_dir() and (Path(spec) / MANIFEST).is_file()
+
+
+def load_model_or_dir(spec: str, weights: str | None = None) -> tuple[nn.Module, ModelEntry]:
+    """A compressed model folder (DIR with ht2.json) or a registry name with optional weights.
+
+    Returns the model in eval mode and its registry entry (input size, normalisation). A
+    folder saved from a model outside the registry cannot be used here (no entry).
+    """
+    if is_model_dir(spec):
+        if weights:
+            raise HT2Error(
+                f"{spec} is a compressed model folder; it carries its weights (drop --weights)"
+            )
+        model = load(spec)
+        return model, models.get_entry(model.ht2_arch["name"])
+    if Path(spec).exists():
+        raise HT2Error(
+            f"{spec} is not a model name nor a folder written by `ht2 compress` (no ht2.json)"
+        )
+    return models.create(spec, weights=weights), models.get_entry(spec)
