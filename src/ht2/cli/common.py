@@ -9,10 +9,19 @@ import torch
 from torch import nn
 
 from ht2 import models
+from ht2.decomp import check_energy
 from ht2.errors import HT2Error
 from ht2.io import load
 from ht2.io.artefacts import MANIFEST
 from ht2.models import ModelEntry
+
+
+def energy_value(text: str) -> float:
+    """argparse type for an energy: a float in (0, 1]."""
+    try:
+        return check_energy(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"energy must be in (0, 1], got {text}") from None
 
 
 def add_model_source(parser: argparse.ArgumentParser) -> None:

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from ht2.cli.common import add_model_source, example_input, model_from_args
+from ht2.cli.common import add_model_source, energy_value, example_input, model_from_args
 from ht2.cli.tables import report_table
 from ht2.io import atomic_directory, check_output_dir
 from ht2.io.artefacts import write_model
@@ -32,7 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_model_source(parser)
     parser.add_argument(
         "--energy",
-        type=float,
+        type=energy_value,
         default=0.9,
         help="fraction of singular-value energy each rank keeps, in (0, 1]; "
         "lower is smaller (default: 0.9)",

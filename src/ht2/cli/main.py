@@ -12,8 +12,15 @@ from ht2.errors import HT2Error
 SUBCOMMANDS = (compress, models_cmd)
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line (and a pointer to --help), exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="ht2",
         description="Compress trained CNNs by hierarchical Tucker-2 (HT-2) and SVD "
         "decomposition. Run `ht2 COMMAND --help` for each command.",
@@ -28,7 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; bad input is a one-line error and exit code 2."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help, --version, or a usage error already printed
+        return int(done.code or 0)
     try:
         return args.run(args)
     except HT2Error as error:

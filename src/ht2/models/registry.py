@@ -51,7 +51,7 @@ def get_entry(name: str) -> ModelEntry:
     lowered = name.strip().lower()
     if lowered != name:
         return get_entry(lowered)
-    close = difflib.get_close_matches(name, [*list_models(), *ALIASES], n=3)
+    close = _close_names(name)
     hint = f"did you mean: {', '.join(close)}? " if close else ""
     raise HT2Error(f"unknown model '{name}'; {hint}(see `ht2 models`)")
 
@@ -93,3 +93,12 @@ def _check_json(name: str, kwargs: dict[str, Any]) -> None:
             f"options for {name} must be JSON values (numbers, strings, booleans, lists): "
             f"got {kwargs!r}"
         ) from None
+
+
+def _close_names(name: str) -> list[str]:
+    """Up to three known names near `name`, also matching without a family prefix."""
+    known = [*list_models(), *ALIASES]
+    short = {n.split("_", 1)[1]: n for n in known if n.startswith(("cifar10_", "imagenet_"))}
+    scored = difflib.get_close_matches(name, [*known, *short], n=6)
+    suggestions = dict.fromkeys(short.get(n, n) for n in scored)
+    return list(suggestions)[:3]
