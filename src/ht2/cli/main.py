@@ -6,10 +6,10 @@ import argparse
 import sys
 
 from ht2 import __version__
-from ht2.cli import compress, models_cmd
+from ht2.cli import benchmark, compress, evaluate, models_cmd, report_cmd
 from ht2.errors import HT2Error
 
-SUBCOMMANDS = (compress, models_cmd)
+SUBCOMMANDS = (compress, models_cmd, benchmark, report_cmd, evaluate)
 
 
 class OneLineErrorParser(argparse.ArgumentParser):

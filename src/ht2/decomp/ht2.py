@@ -71,12 +71,17 @@ def ht2_decompose(
         raise ValueError(f"HT-2 needs a 4-D kernel, got shape {tuple(kernel.shape)}")
     if (energy is None) == (ranks is None):
         raise ValueError("give exactly one of energy or ranks")
-    w = kernel.detach().to(torch.float64)
-    chosen = _clipped(ranks if ranks is not None else ht2_ranks(w, energy), w.shape)
-    x = _permuted(w)
+    x = _permuted(kernel.detach().to(torch.float64))
     c, d1, t, d2 = x.shape
-    u1 = left_singular(x.reshape(c, -1))[0][:, : chosen.r1]
-    u3 = left_singular(x.permute(2, 0, 1, 3).reshape(t, -1))[0][:, : chosen.r3]
+    u1_all, s2_in = left_singular(x.reshape(c, -1))
+    u3_all, s2_out = left_singular(x.permute(2, 0, 1, 3).reshape(t, -1))
+    if ranks is None:
+        s2_split = squared_singular_values(x.reshape(c * d1, t * d2))
+        ranks = HT2Ranks(
+            energy_rank(s2_in, energy), energy_rank(s2_split, energy), energy_rank(s2_out, energy)
+        )
+    chosen = _clipped(ranks, kernel.shape)
+    u1, u3 = u1_all[:, : chosen.r1], u3_all[:, : chosen.r3]
     core = torch.einsum("tb,ahtw->ahbw", u3, torch.einsum("ca,chtw->ahtw", u1, x))
     m = core.reshape(chosen.r1 * d1, chosen.r3 * d2)
     g = left_singular(m)[0][:, : chosen.r13]

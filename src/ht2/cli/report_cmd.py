@@ -1,0 +1,67 @@
+"""`ht2 report`: show the stored report of a compressed model folder again."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from ht2.cli.tables import report_table
+from ht2.errors import HT2Error
+from ht2.io.artefacts import REPORT
+from ht2.surgery import CompressionReport
+
+EXAMPLES = """examples:
+  ht2 report out/r20-e0.8
+  ht2 report out/r20-e0.8 --markdown >> RESULTS.md
+  ht2 report out/r20-e0.8 --json | jq .mac_reduction
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "report",
+        help="print the per-layer report of a compressed model folder",
+        description="Print DIR/report.json, written by `ht2 compress`, as the same per-layer "
+        "table that `ht2 compress` printed.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("directory", type=Path, metavar="DIR", help="folder from `ht2 compress`")
+    style = parser.add_mutually_exclusive_group()
+    style.add_argument(
+        "--markdown", action="store_true", help="print a Markdown table (default: plain text)"
+    )
+    style.add_argument(
+        "--json", action="store_true", help="print report.json as stored (default: a table)"
+    )
+    parser.set_defaults(run=run)
+
+
+def read_report(directory: Path) -> tuple[dict[str, Any], CompressionReport]:
+    """The raw JSON of DIR/report.json and the report it holds; problems name the file."""
+    if not directory.is_dir():
+        raise HT2Error(f"{directory} is not a folder; give a folder written by `ht2 compress`")
+    path = directory / REPORT
+    if not path.is_file():
+        raise HT2Error(f"{path} is missing: {directory} has no compression report")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise HT2Error(f"{path} is not valid JSON (truncated?): {error}") from None
+    try:
+        report = CompressionReport.from_dict(data)
+        report_table(report)  # every field must also render
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
+        raise HT2Error(f"{path} is not an ht2 compression report: {error}") from None
+    return data, report
+
+
+def run(args: argparse.Namespace) -> int:
+    data, report = read_report(args.directory)
+    if args.json:
+        print(json.dumps(data, indent=1))
+    else:
+        print(report_table(report, markdown=args.markdown))
+    return 0

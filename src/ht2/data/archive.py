@@ -1,0 +1,67 @@
+"""A .tar.gz of an ImageFolder tree, extracted once into the cache and reused after."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path, PurePosixPath
+
+from ht2.data.paths import cache_root
+from ht2.errors import HT2Error
+
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+
+
+def is_archive(path: Path) -> bool:
+    """True when `path` is named like a tar archive this package extracts."""
+    return path.name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in ARCHIVE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _check_members(tar: tarfile.TarFile, archive: Path) -> None:
+    """Refuse members that would land outside the target or are not plain files and folders."""
+    for member in tar.getmembers():
+        parts = PurePosixPath(member.name).parts
+        if member.name.startswith("/") or ".." in parts or not (member.isfile() or member.isdir()):
+            raise HT2Error(f"{archive} holds an unsafe member '{member.name}'; not extracting it")
+
+
+def extract_to(archive: Path, target: Path) -> Path:
+    """Extract `archive` into `target` unless it is already there; all or nothing.
+
+    Extraction goes to a temporary folder beside `target` that is renamed into place, so an
+    interrupted run or a concurrent one never leaves a half-extracted `target`.
+    """
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        with tarfile.open(archive) as tar:
+            _check_members(tar, archive)
+            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            tar.extractall(staging, **safe)
+        os.replace(staging, target)
+    except (tarfile.TarError, EOFError) as error:
+        raise HT2Error(f"cannot extract {archive}: {error}") from None
+    except OSError:
+        if not target.is_dir():  # not a concurrent extraction that finished first
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def extract_once(archive: Path) -> Path:
+    """The extracted copy of `archive` in the cache, keyed by its file name and size."""
+    size = archive.stat().st_size
+    return extract_to(archive, cache_root() / "extracted" / f"{_stem(archive)}-{size}")

@@ -1,0 +1,81 @@
+"""Top-1 and top-5 accuracy of a classifier over a loader, with its throughput."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ht2.errors import HT2Error
+
+TOP_K = 5
+
+
+def _total_images(loader: Iterable[Any]) -> int | None:
+    dataset = getattr(loader, "dataset", None)
+    try:
+        return len(dataset) if dataset is not None else None
+    except TypeError:
+        return None
+
+
+def evaluate_accuracy(
+    model: nn.Module,
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    desc: str = "evaluating",
+) -> dict[str, Any]:
+    """Top-1 and top-5 accuracy (percent) of `model` over `loader`'s (images, labels) batches.
+
+    Returns {"top1", "top5", "n", "images_per_second", "seconds"}; top5 is None for fewer than
+    five classes. The model is moved to `device` and run in eval mode under inference_mode;
+    its train/eval mode is restored afterwards. Empty batches (all images undecodable) are
+    skipped; `n` counts the images actually scored.
+    """
+    was_training = model.training
+    model.to(device).eval()
+    top1 = top5 = seen = 0
+    classes = 0
+    start = time.perf_counter()
+    try:
+        with (
+            torch.inference_mode(),
+            tqdm(
+                total=_total_images(loader),
+                desc=desc,
+                unit="img",
+                file=sys.stderr,
+                disable=not progress,
+                leave=False,
+            ) as bar,
+        ):
+            for images, labels in loader:
+                if len(labels) == 0:
+                    continue
+                logits = model(images.to(device, non_blocking=True))
+                labels = labels.to(logits.device)
+                classes = logits.shape[1]
+                best = logits.topk(min(TOP_K, classes), dim=1).indices
+                hits = best.eq(labels[:, None])
+                top1 += int(hits[:, 0].sum())
+                top5 += int(hits.any(dim=1).sum())
+                seen += len(labels)
+                bar.update(len(labels))
+    finally:
+        model.train(was_training)
+    seconds = time.perf_counter() - start
+    if seen == 0:
+        raise HT2Error("no image was evaluated: the data set is empty or none could be decoded")
+    return {
+        "top1": 100.0 * top1 / seen,
+        "top5": 100.0 * top5 / seen if classes >= TOP_K else None,
+        "n": seen,
+        "images_per_second": seen / seconds if seconds > 0 else float("inf"),
+        "seconds": seconds,
+    }
