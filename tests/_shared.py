@@ -36,3 +36,30 @@ def cifar10_jpeg_dir() -> Path:
 
     archive = shared_file(CIFAR10_JPEG)
     return extract_to(archive, TEST_DATA / f"cifar10-jpeg-{archive.stat().st_size}")
+
+
+def write_image_tree(
+    root: Path,
+    splits: tuple[str, ...] = ("train", "test"),
+    classes: tuple[str, ...] = ("a", "b", "c"),
+    per_class: int = 4,
+    size: tuple[int, int] = (32, 32),
+    suffix: str = ".png",
+) -> Path:
+    """A tiny ImageFolder tree of random RGB images: root/<split>/<class>/<NNN><suffix>.
+
+    `size` is (width, height); the images are the same on every call.
+    """
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    width, height = size
+    for split in splits:
+        for name in classes:
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for index in range(per_class):
+                pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{index:03d}{suffix}")
+    return root

@@ -45,7 +45,7 @@ def test_folder_holds_safetensors_plan_and_report(tmp_path: Path) -> None:
         "report.json",
     ]
     manifest = json.loads((tmp_path / "out" / MANIFEST).read_text())
-    assert manifest["arch"] == {"name": "cifar10_resnet20", "kwargs": {}}
+    assert manifest["arch"] == {"name": "cifar10_resnet20", "kwargs": {}, "weights": None}
     assert manifest["energy"] == 0.7 and manifest["format_version"] == 1
     assert [e["name"] for e in manifest["plan"]] == [r.name for r in report.replaced]
     first = manifest["plan"][0]

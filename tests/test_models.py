@@ -111,7 +111,7 @@ def test_aliases_resolve_to_canonical_names() -> None:
     assert models.get_entry("imagenet_googlenet").name == "googlenet"
     assert models.get_entry("imagenet_resnet50").name == "resnet50"
     model = models.create("imagenet_resnet18")
-    assert model.ht2_arch == {"name": "resnet18", "kwargs": {}}
+    assert model.ht2_arch == {"name": "resnet18", "kwargs": {}, "weights": None}
     assert model.fc.out_features == 1000
 
 
@@ -136,7 +136,7 @@ def test_list_models() -> None:
 
 def test_ht2_arch_rebuilds_the_same_architecture() -> None:
     model = models.create("cifar10_resnet32", num_classes=7)
-    assert model.ht2_arch == {"name": "cifar10_resnet32", "kwargs": {"num_classes": 7}}
+    assert model.ht2_arch == {"name": "cifar10_resnet32", "kwargs": {"num_classes": 7}, "weights": None}
     rebuilt = models.create(model.ht2_arch["name"], **model.ht2_arch["kwargs"])
     assert rebuilt.ht2_arch == model.ht2_arch
     shapes = {k: v.shape for k, v in rebuilt.state_dict().items()}
@@ -302,7 +302,7 @@ def test_pretrained_from_hub_cache(tmp_path: Path, monkeypatch) -> None:
     _put_in_hub_cache(tmp_path, "resnet18", state)
     model = models.create("imagenet_resnet18", weights="pretrained")
     _assert_same_state(model, state)
-    assert model.ht2_arch == {"name": "resnet18", "kwargs": {}}
+    assert model.ht2_arch == {"name": "resnet18", "kwargs": {}, "weights": "pretrained"}
 
 
 def test_googlenet_defaults_and_pretrained_rebuild(tmp_path: Path, monkeypatch) -> None:
@@ -320,7 +320,9 @@ def test_googlenet_defaults_and_pretrained_rebuild(tmp_path: Path, monkeypatch) 
     _put_in_hub_cache(tmp_path, "googlenet", published.state_dict())
     model = models.create("imagenet_googlenet", weights="pretrained")
     assert model.aux1 is None and model.transform_input
-    assert model.ht2_arch == {"name": "googlenet", "kwargs": {"transform_input": True}}
+    assert model.ht2_arch == {
+        "name": "googlenet", "kwargs": {"transform_input": True}, "weights": "pretrained"
+    }
     rebuilt = models.create(model.ht2_arch["name"], **model.ht2_arch["kwargs"])
     assert rebuilt.transform_input
     assert rebuilt.state_dict().keys() == model.state_dict().keys()

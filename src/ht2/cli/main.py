@@ -6,10 +6,28 @@ import argparse
 import sys
 
 from ht2 import __version__
-from ht2.cli import benchmark, compress, evaluate, models_cmd, report_cmd
+from ht2.cli import (
+    benchmark,
+    calibrate,
+    compress,
+    evaluate,
+    finetune,
+    models_cmd,
+    report_cmd,
+    train_cmd,
+)
 from ht2.errors import HT2Error
 
-SUBCOMMANDS = (compress, models_cmd, benchmark, report_cmd, evaluate)
+SUBCOMMANDS = (
+    compress,
+    evaluate,
+    calibrate,
+    finetune,
+    train_cmd,
+    benchmark,
+    report_cmd,
+    models_cmd,
+)
 
 
 class OneLineErrorParser(argparse.ArgumentParser):

@@ -56,6 +56,18 @@ def write_model(model: nn.Module, directory: Path, report: CompressionReport | N
         write_json(directory / REPORT, report.to_dict())
 
 
+def save_into(model: nn.Module, directory: Path, report: CompressionReport | None) -> None:
+    """Write the model files into an existing folder that holds other things (a training run),
+    each file under a temporary name first, then renamed over the old one."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic_directory(directory / ".model-files", overwrite=True) as staging:
+        write_model(model, staging, report)
+    staged = directory / ".model-files"
+    for item in staged.iterdir():
+        os.replace(item, directory / item.name)
+    staged.rmdir()
+
+
 def save(
     model: nn.Module,
     directory: str | os.PathLike,
@@ -130,6 +142,7 @@ def load(
         from ht2.models import create
 
         model = create(arch["name"], **arch.get("kwargs", {}))
+        model.ht2_arch = dict(arch)
     apply_plan(model, manifest["plan"])
     load_state_strict(model, tensors, directory / TENSORS)
     return model.to(map_location).eval()

@@ -51,7 +51,7 @@ def evaluate_accuracy(
                 desc=desc,
                 unit="img",
                 file=sys.stderr,
-                disable=not progress,
+                disable=None if progress else True,  # None: off when not a terminal
                 leave=False,
             ) as bar,
         ):

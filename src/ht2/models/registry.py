@@ -60,7 +60,8 @@ def create(name: str, weights: str | os.PathLike[str] | None = None, **kwargs: A
     """Build model `name` in eval mode: random init, a weights file, or weights='pretrained'.
 
     `kwargs` go to the architecture's builder; the model records them in `model.ht2_arch`
-    so that `create(arch["name"], **arch["kwargs"])` rebuilds the same architecture.
+    so that `create(arch["name"], **arch["kwargs"])` rebuilds the same architecture, and the
+    weights' source (None, "pretrained" or an absolute path), so a teacher can be rebuilt.
     """
     entry = get_entry(name)
     _check_json(entry.name, kwargs)
@@ -69,7 +70,7 @@ def create(name: str, weights: str | os.PathLike[str] | None = None, **kwargs: A
         model, arch_kwargs = entry.pretrained(dict(kwargs))
     else:
         model, arch_kwargs = _build(entry, kwargs), dict(kwargs)
-    model.ht2_arch = {"name": entry.name, "kwargs": arch_kwargs}
+    model.ht2_arch = {"name": entry.name, "kwargs": arch_kwargs, "weights": _source(weights)}
     if weights is not None and not pretrained:
         load_weights(model, weights)
     return model.eval()
@@ -98,7 +99,15 @@ def _check_json(name: str, kwargs: dict[str, Any]) -> None:
 def _close_names(name: str) -> list[str]:
     """Up to three known names near `name`, also matching without a family prefix."""
     known = [*list_models(), *ALIASES]
-    short = {n.split("_", 1)[1]: n for n in known if n.startswith(("cifar10_", "imagenet_"))}
+    prefixed = [n for n in known if n.startswith(("cifar10_", "imagenet_"))]
+    short = {n.split("_", 1)[1]: n for n in prefixed if n.split("_", 1)[1] not in known}
     scored = difflib.get_close_matches(name, [*known, *short], n=6)
     suggestions = dict.fromkeys(short.get(n, n) for n in scored)
     return list(suggestions)[:3]
+
+
+def _source(weights: str | os.PathLike[str] | None) -> str | None:
+    """Where the weights came from, in a form that still means the same from another folder."""
+    if weights is None or weights == PRETRAINED:
+        return weights
+    return str(os.path.abspath(weights))

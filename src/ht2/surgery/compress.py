@@ -99,7 +99,7 @@ def compress(
         list(zip(layers, decisions, strict=True)),
         desc="decomposing",
         unit="layer",
-        disable=not progress,
+        disable=None if progress else True,  # None: off when not a terminal
         leave=False,
     )
     for (name, module), decision in work:

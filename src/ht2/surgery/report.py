@@ -36,6 +36,7 @@ class CompressionReport:
     macs_after: int | None
     seconds: float
     layers: list[LayerReport] = field(default_factory=list)
+    accuracy: dict[str, Any] | None = None  # top-1/top-5 once evaluated (calibrate, finetune)
 
     @property
     def param_reduction(self) -> float:

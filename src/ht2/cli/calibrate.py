@@ -1,0 +1,122 @@
+"""`ht2 calibrate`: re-estimate BatchNorm statistics of a compressed model, no training."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from torch import nn
+
+from ht2 import models
+from ht2.data import eval_dataset, make_loader, train_dataset
+from ht2.io import atomic_directory, check_output_dir, load
+from ht2.io.artefacts import REPORT, write_model
+from ht2.metrics.accuracy import evaluate_accuracy
+from ht2.models import ModelEntry
+from ht2.surgery import CompressionReport
+from ht2.train import recalibrate_batchnorm
+
+EXAMPLES = """examples:
+  ht2 calibrate out/r20-e0.9 --data ~/data/cifar10 --out out/r20-e0.9-cal
+  ht2 calibrate out/r20-e0.9 --data ~/data/cifar10 --images 4096 --evaluate --out out/cal
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "calibrate",
+        help="re-estimate BatchNorm statistics of a compressed model",
+        description="Reset every BatchNorm's running mean and variance and re-estimate them on "
+        "training images (evaluation transform, no gradient step), then write a compressed "
+        "model folder again. Recovers much of the accuracy that decomposition loses.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("source", metavar="DIR", help="compressed model folder (ht2 compress)")
+    parser.add_argument(
+        "--data",
+        required=True,
+        metavar="PATH",
+        help="data folder with train/ (as for `ht2 evaluate`)",
+    )
+    parser.add_argument(
+        "--images",
+        type=int,
+        default=2048,
+        help="training images to use, class-balanced (default: 2048)",
+    )
+    parser.add_argument("--batch-size", type=int, default=256, help="batch size (default: 256)")
+    parser.add_argument("--workers", type=int, default=2, help="data workers (default: 2)")
+    parser.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="also measure top-1/top-5 on the eval split before and after (default: off)",
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="output folder (must not exist or be empty, unless --force)",
+    )
+    parser.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(run=run)
+
+
+def calibrate_on_train_images(
+    model: nn.Module, entry: ModelEntry, data: str, images: int, batch_size: int, workers: int
+) -> int:
+    """Recalibrate `model`'s BatchNorms on `images` class-balanced training images."""
+    dataset = train_dataset(data, entry, augment=False, limit=images)
+    if len(dataset) < images:
+        print(
+            f"note: only {len(dataset)} training images available for calibration", file=sys.stderr
+        )
+    loader = make_loader(dataset, batch_size, workers)
+    return recalibrate_batchnorm(model, loader, len(dataset))
+
+
+def _accuracy(model: nn.Module, entry: ModelEntry, data: str, args) -> dict:
+    loader = make_loader(eval_dataset(data, entry, cache=True), args.batch_size, args.workers)
+    return evaluate_accuracy(model, loader, "cpu", progress=not args.json)
+
+
+def run(args: argparse.Namespace) -> int:
+    check_output_dir(args.out, overwrite=args.force)
+    model = load(args.source)
+    entry = models.get_entry(model.ht2_arch["name"])
+    result: dict = {"images": 0}
+    if args.evaluate:
+        result["before"] = _accuracy(model, entry, args.data, args)
+    result["images"] = calibrate_on_train_images(
+        model, entry, args.data, args.images, args.batch_size, args.workers
+    )
+    if args.evaluate:
+        result["after"] = _accuracy(model, entry, args.data, args)
+    report_path = Path(args.source) / REPORT
+    report = (
+        CompressionReport.from_dict(json.loads(report_path.read_text()))
+        if report_path.is_file()
+        else None
+    )
+    if report is not None and args.evaluate:
+        after = result["after"]
+        report.accuracy = {
+            "top1": after["top1"],
+            "top5": after["top5"],
+            "calibrated_images": result["images"],
+        }
+    with atomic_directory(args.out, overwrite=args.force) as staging:
+        write_model(model, staging, report)
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        line = f"calibrated BatchNorm statistics on {result['images']} images"
+        if args.evaluate:
+            line += f"; top-1 {result['before']['top1']:.2f} % -> {result['after']['top1']:.2f} %"
+        print(line)
+        print(f"wrote {args.out}/", file=sys.stderr)
+    return 0

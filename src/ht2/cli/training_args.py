@@ -1,0 +1,127 @@
+"""Training flags shared by `ht2 train` and `ht2 finetune`; each help shows its default."""
+
+from __future__ import annotations
+
+import argparse
+
+from ht2.errors import HT2Error
+from ht2.train import RECIPES, TrainConfig, recipe_config
+from ht2.train.loop import AMP_DTYPES
+from ht2.train.schedules import SCHEDULES
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _milestones(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"milestones are epochs like 150,225, got {text}"
+        ) from None
+
+
+def add_training_args(parser: argparse.ArgumentParser, default_recipe: str | None) -> None:
+    """The optimiser, schedule and run flags; a recipe fills what the flags leave unset."""
+    d = TrainConfig() if default_recipe is None else recipe_config(default_recipe)
+    add = parser.add_argument
+    add(
+        "--data",
+        required=True,
+        metavar="PATH",
+        help="CIFAR-10 or ImageNet-style folder with train/ and test/ (or val/), a .tar.gz of "
+        "one, or cifar10[:ROOT] for torchvision's format",
+    )
+    add(
+        "--recipe",
+        choices=sorted(RECIPES),
+        default=default_recipe,
+        help=f"preset of the options below; flags override it (default: {default_recipe})",
+    )
+    add("--epochs", type=_positive_int, help=f"epochs (default: {d.epochs})")
+    add("--lr", type=float, help=f"peak learning rate (default: {d.lr})")
+    add("--momentum", type=float, help=f"SGD momentum (default: {d.momentum})")
+    add(
+        "--nesterov",
+        action=argparse.BooleanOptionalAction,
+        help=f"Nesterov momentum (default: {d.nesterov})",
+    )
+    add(
+        "--wd",
+        dest="weight_decay",
+        type=float,
+        help=f"weight decay, not applied to biases and norms (default: {d.weight_decay})",
+    )
+    add(
+        "--batch-size",
+        type=_positive_int,
+        help=f"global batch, split across torchrun processes (default: {d.batch_size})",
+    )
+    add("--schedule", choices=SCHEDULES, help=f"learning-rate schedule (default: {d.schedule})")
+    add(
+        "--milestones",
+        type=_milestones,
+        help="epochs where multistep multiplies the lr by "
+        f"--gamma, e.g. 150,225 (default: {','.join(map(str, d.milestones)) or 'none'})",
+    )
+    add(
+        "--step-size",
+        type=_positive_int,
+        help=f"epochs between step decays (default: {d.step_size})",
+    )
+    add("--gamma", type=float, help=f"decay factor of multistep/step (default: {d.gamma})")
+    add("--label-smoothing", type=float, help=f"label smoothing (default: {d.label_smoothing})")
+    add(
+        "--max-steps",
+        type=_positive_int,
+        help="stop after this many optimiser steps, for smoke runs (default: no limit)",
+    )
+    add("--amp", choices=["none", *AMP_DTYPES], help=f"mixed precision on CUDA (default: {d.amp})")
+    add(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        help=f"channels_last memory format (default: {d.channels_last})",
+    )
+    add("--clip-grad", type=float, help="clip the gradient norm to this (default: off)")
+    add("--lighting", type=float, help=f"PCA lighting noise std (default: {d.lighting})")
+    add("--seed", type=int, help=f"random seed (default: {d.seed})")
+    add(
+        "--workers",
+        type=int,
+        help=f"data loading processes per training process (default: {d.workers})",
+    )
+    add(
+        "--train-limit",
+        type=_positive_int,
+        help="use only this many training images, class-balanced (default: all)",
+    )
+    add(
+        "--eval-limit",
+        type=_positive_int,
+        help="evaluate on this many images, class-balanced (default: all)",
+    )
+    add("--device", choices=["auto", "cpu", "cuda"], help=f"where to train (default: {d.device})")
+    add(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="output folder: best model, log.jsonl, "
+        "checkpoint/ (must not exist or be empty, unless --resume or --force)",
+    )
+    add("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    add("--force", action="store_true", help="start again in a non-empty --out, deleting it")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The recipe's config with every flag the user gave laid over it."""
+    if args.resume and args.force:
+        raise HT2Error("--resume and --force contradict each other; pick one")
+    base = recipe_config(args.recipe)
+    names = TrainConfig.__dataclass_fields__
+    given = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    return base.updated(**given)

@@ -1,0 +1,301 @@
+"""A whole run: data, model, optimiser, epochs, evaluation, checkpoints, log, best model.
+
+Used by `ht2 train` and `ht2 finetune`, on CPU, one GPU or many processes under torchrun.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DistributedSampler
+
+from ht2.data import eval_dataset, make_loader, train_dataset
+from ht2.errors import HT2Error
+from ht2.models import ModelEntry
+from ht2.train.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
+from ht2.train.config import TrainConfig
+from ht2.train.distributed import (
+    World,
+    checksums_agree,
+    setup_world,
+    teardown_world,
+    wrap_model,
+)
+from ht2.train.lighting import add_lighting_noise
+from ht2.train.loop import StepSettings, evaluate, train_one_epoch
+from ht2.train.schedules import build_optimizer, build_scheduler
+
+CHECKPOINT = "checkpoint"
+LOG = "log.jsonl"
+SaveBest = Callable[[nn.Module, Path, dict[str, Any]], None]
+
+
+@dataclass
+class RunResult:
+    """What a run achieved: the best epoch's accuracy and every epoch's log line."""
+
+    best_top1: float
+    best_epoch: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    world_size: int = 1
+
+
+def say(world: World, message: str) -> None:
+    """Print a progress line on rank 0 only (stderr keeps stdout for --json)."""
+    if world.is_main:
+        print(message, file=sys.stderr, flush=True)
+
+
+def reseed(seed: int) -> None:
+    """Seed every generator, so an epoch is the same whether or not the run was resumed."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def prepare_output(out: Path, resume: bool, force: bool) -> None:
+    """Refuse to mix runs: an existing non-empty folder needs --resume or --force."""
+    if resume:
+        read_checkpoint_meta(out / CHECKPOINT)
+        return
+    if out.exists() and not out.is_dir():
+        raise HT2Error(f"output {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise HT2Error(
+                f"output folder {out} exists and is not empty; use --resume to "
+                "continue its run or --force to start again"
+            )
+
+
+def _clear(out: Path) -> None:
+    for item in out.iterdir():
+        shutil.rmtree(item) if item.is_dir() else item.unlink()
+
+
+def _per_process_batch(config: TrainConfig, world: World) -> int:
+    if config.batch_size % world.size:
+        raise HT2Error(
+            f"--batch-size {config.batch_size} is the global batch and must be "
+            f"divisible by the {world.size} torchrun processes"
+        )
+    return config.batch_size // world.size
+
+
+def _rewrite_log(path: Path, upto_epoch: int) -> list[dict[str, Any]]:
+    """Keep the log lines of completed epochs (a resumed run rewrites the rest)."""
+    if not path.is_file():
+        return []
+    kept = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    kept = [line for line in kept if line["epoch"] <= upto_epoch]
+    path.write_text("".join(json.dumps(line) + "\n" for line in kept))
+    return kept
+
+
+def fit(
+    model: nn.Module,
+    entry: ModelEntry,
+    data: str,
+    config: TrainConfig,
+    out: Path,
+    save_best: SaveBest,
+    teacher: nn.Module | None = None,
+    resume: bool = False,
+    force: bool = False,
+    evaluate_first: bool = False,
+) -> RunResult:
+    """Train `model` by `config` on `data`, keeping the best epoch in `out` via `save_best`."""
+    world = setup_world(config.device)
+    try:
+        return _fit(
+            model,
+            entry,
+            data,
+            config,
+            out,
+            save_best,
+            teacher,
+            resume,
+            force,
+            evaluate_first,
+            world,
+        )
+    finally:
+        teardown_world(world)
+
+
+def _fit(
+    model, entry, data, config, out, save_best, teacher, resume, force, evaluate_first, world: World
+) -> RunResult:
+    prepare_output(out, resume, force)
+    batch = _per_process_batch(config, world)
+    if config.amp != "none" and world.device.type != "cuda":
+        say(world, f"note: --amp {config.amp} applies on CUDA only; training in float32")
+    train_set = train_dataset(data, entry, augment=True, limit=config.train_limit)
+    eval_set = eval_dataset(data, entry, limit=config.eval_limit)
+    sampler = DistributedSampler(
+        train_set, num_replicas=world.size, rank=world.rank, shuffle=True, seed=config.seed
+    )
+    drop_last = len(train_set) // world.size >= 2 * batch
+    train_loader = make_loader(
+        train_set, batch, config.workers, sampler=sampler, drop_last=drop_last
+    )
+    eval_shard = list(range(world.rank, len(eval_set), world.size))
+    eval_loader = make_loader(eval_set, batch, config.workers, sampler=eval_shard)
+    say(
+        world,
+        f"{len(train_set):,} training images, {len(eval_set):,} evaluation images; "
+        f"global batch {config.batch_size} = {batch} per process x {world.size} "
+        f"process(es) on {world.device}",
+    )
+
+    model.to(world.device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if teacher is not None:
+        teacher.to(world.device).eval()
+    net = wrap_model(model, world)
+    steps_per_epoch = len(train_loader)
+    if config.max_steps is not None:
+        steps_per_epoch = min(steps_per_epoch, config.max_steps)
+    optimizer = build_optimizer(
+        model, config.lr, config.momentum, config.nesterov, config.weight_decay
+    )
+    scheduler, per_step = build_scheduler(
+        config.schedule,
+        optimizer,
+        config.lr,
+        config.epochs,
+        steps_per_epoch,
+        config.milestones,
+        config.step_size,
+        config.gamma,
+    )
+    scaler = torch.amp.GradScaler(
+        world.device.type, enabled=config.amp == "fp16" and world.device.type == "cuda"
+    )
+    std = tuple(entry.std)
+    settings = StepSettings(
+        world.device,
+        config.amp,
+        config.channels_last,
+        config.clip_grad,
+        config.label_smoothing,
+        teacher if config.distill else None,
+        config.distill_temperature,
+        config.distill_weight,
+        (lambda x: add_lighting_noise(x, config.lighting, std)) if config.lighting > 0 else None,
+    )
+
+    name = getattr(model, "ht2_arch", {}).get("name", type(model).__name__)
+    start_epoch, best_top1, best_epoch = 0, -1.0, -1
+    history: list[dict[str, Any]] = []
+    if resume:
+        meta = load_checkpoint(out / CHECKPOINT, model, optimizer, scheduler, scaler)
+        if meta.get("model") != name:
+            raise HT2Error(f"checkpoint in {out} is for {meta.get('model')}, not {name}")
+        start_epoch, best_top1, best_epoch = meta["epoch"], meta["best_top1"], meta["best_epoch"]
+        history = _rewrite_log(out / LOG, start_epoch) if world.is_main else []
+        say(
+            world,
+            f"resuming after epoch {start_epoch} (best top-1 {best_top1:.2f} at epoch "
+            f"{best_epoch})",
+        )
+    elif world.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        if force:
+            _clear(out)
+
+    if evaluate_first and not resume:
+        first = evaluate(model, eval_loader, world, desc="eval (before training)")
+        say(
+            world,
+            f"epoch 0 (before training): top-1 {first['top1']:.2f} %, top-5 {first['top5']:.2f} %",
+        )
+        history.append({"epoch": 0, "top1": first["top1"], "top5": first["top5"]})
+        best_top1, best_epoch = first["top1"], 0
+        if world.is_main:
+            _append_log(out / LOG, history[-1])
+            save_best(model, out, {"epoch": 0, **first})
+
+    steps_done = 0
+    for epoch in range(start_epoch, config.epochs):
+        reseed(config.seed + epoch)
+        sampler.set_epoch(epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        remaining = None if config.max_steps is None else config.max_steps - steps_done
+        trained = train_one_epoch(
+            net,
+            train_loader,
+            optimizer,
+            scheduler,
+            per_step,
+            scaler,
+            settings,
+            world,
+            max_steps=remaining,
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+        )
+        steps_done += trained["steps"]
+        if not per_step:
+            scheduler.step()
+        scored = evaluate(model, eval_loader, world, desc=f"eval {epoch + 1}")
+        line = {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "loss": trained["loss"],
+            "train_top1": trained["top1"],
+            "top1": scored["top1"],
+            "top5": scored["top5"],
+            "seconds": trained["seconds"],
+            "images_per_second": trained["images_per_second"],
+        }
+        history.append(line)
+        improved = scored["top1"] > best_top1
+        if improved:
+            best_top1, best_epoch = scored["top1"], epoch + 1
+        say(
+            world,
+            f"epoch {epoch + 1}/{config.epochs}: loss {trained['loss']:.4f}, top-1 "
+            f"{scored['top1']:.2f} %, top-5 {scored['top5']:.2f} %, "
+            f"{trained['seconds']:.0f} s ({trained['images_per_second']:.0f} img/s)"
+            + (" *best*" if improved else ""),
+        )
+        if world.is_main:
+            _append_log(out / LOG, line)
+            if improved:
+                save_best(model, out, {"epoch": epoch + 1, **scored})
+            meta = {
+                "model": name,
+                "epoch": epoch + 1,
+                "best_top1": best_top1,
+                "best_epoch": best_epoch,
+                "config": config.to_dict(),
+                "saved": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            }
+            save_checkpoint(out / CHECKPOINT, model, optimizer, scheduler, scaler, meta)
+        if config.max_steps is not None and steps_done >= config.max_steps:
+            say(world, f"stopping: --max-steps {config.max_steps} reached")
+            break
+
+    agree, sums = checksums_agree(model, world)
+    if world.distributed:
+        if not agree:
+            raise HT2Error(f"the {world.size} processes ended with different weights: {sums}")
+        say(world, f"all {world.size} processes hold identical weights (checksum {sums[0]:.6f})")
+    say(world, f"best top-1 {best_top1:.2f} % at epoch {best_epoch}; model in {out}")
+    return RunResult(best_top1, best_epoch, history, world.size)
+
+
+def _append_log(path: Path, line: dict[str, Any]) -> None:
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(line) + "\n")

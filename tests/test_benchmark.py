@@ -1,0 +1,253 @@
+"""Latency helpers and `ht2 benchmark`: alternation, JSON schema, per-layer rows, bad input."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import ht2
+from ht2.cli.main import main
+from ht2.metrics import (
+    Timing,
+    factorized_layers,
+    layer_input_shapes,
+    num_threads,
+    time_layers,
+    time_models,
+)
+
+FAST = ["--repeats", "2", "--warmup", "1", "--threads", "1"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """One CPU thread: on a shared machine two OpenMP threads can stall for whole seconds."""
+    with num_threads(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def compressed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CIFAR ResNet-20 (random init) compressed at e=0.7, saved as a model folder."""
+    with num_threads(1):
+        model = ht2.models.create("cifar10_resnet20")
+        report = ht2.compress(
+            model, energy=0.7, example_input=torch.zeros(1, 3, 32, 32), keep_if_larger=False
+        )
+    return ht2.save(model, tmp_path_factory.mktemp("bench") / "r20", report)
+
+
+def _stored_report(directory: Path) -> dict:
+    return json.loads((directory / "report.json").read_text())
+
+
+def _run(args: list[str], capsys) -> tuple[int, str, str]:
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+class Recorder:
+    """A fake model that notes its name (and the thread count) each time it runs."""
+
+    def __init__(self, name: str, log: list[str], threads: list[int]) -> None:
+        self.name, self.log, self.threads = name, log, threads
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.log.append(self.name)
+        self.threads.append(torch.get_num_threads())
+        return x
+
+
+def test_time_models_alternates_run_by_run() -> None:
+    log: list[str] = []
+    threads: list[int] = []
+    models = [Recorder(name, log, threads) for name in "abc"]
+    timings = time_models(models, torch.zeros(1), repeats=4, warmup=2, threads=1)
+    assert log == ["a", "b", "c"] * 6
+    assert set(threads) == {1}
+    assert [len(t.times_ms) for t in timings] == [4, 4, 4]
+
+
+def test_time_models_gives_positive_medians() -> None:
+    big, small = nn.Linear(256, 256).eval(), nn.Linear(256, 8).eval()
+    timings = time_models([big, small], torch.randn(64, 256), repeats=5, warmup=1)
+    for timing in timings:
+        assert timing.median_ms > 0
+        assert timing.min_ms <= timing.q1_ms <= timing.median_ms <= timing.q3_ms <= timing.max_ms
+        assert timing.iqr_ms >= 0
+
+
+def test_timing_summary() -> None:
+    timing = Timing((5.0, 1.0, 4.0, 2.0, 3.0))
+    assert timing.median_ms == 3.0
+    assert (timing.q1_ms, timing.q3_ms, timing.iqr_ms) == (2.0, 4.0, 2.0)
+    assert (timing.min_ms, timing.max_ms) == (1.0, 5.0)
+    assert Timing((7.0,)).iqr_ms == 0.0
+
+
+def test_time_models_rejects_bad_counts() -> None:
+    with pytest.raises(ht2.HT2Error, match="repeats"):
+        time_models([nn.Identity()], torch.zeros(1), repeats=0)
+    with pytest.raises(ht2.HT2Error, match="warm-up"):
+        time_models([nn.Identity()], torch.zeros(1), warmup=-1)
+
+
+def test_num_threads_restores_the_setting() -> None:
+    before = torch.get_num_threads()
+    with num_threads(before + 1):
+        assert torch.get_num_threads() == before + 1
+    assert torch.get_num_threads() == before
+
+
+def test_layer_input_shapes_are_what_each_layer_sees(compressed: Path) -> None:
+    model = ht2.load(compressed)
+    shapes = layer_input_shapes(model, torch.zeros(3, 3, 32, 32))
+    assert set(shapes) == {name for name, _ in factorized_layers(model)}
+    assert shapes["conv1"] == (3, 3, 32, 32)
+    assert shapes["layer2.0.conv1"] == (3, 16, 32, 32)
+    assert shapes["layer3.2.conv2"] == (3, 64, 8, 8)
+    assert shapes["linear"] == (3, 64)
+
+
+def test_time_layers_pairs_every_factorized_layer_with_its_dense_original(
+    compressed: Path,
+) -> None:
+    model = ht2.load(compressed)
+    results = time_layers(model, torch.zeros(2, 3, 32, 32), repeats=2, warmup=0)
+    stored = {layer["name"]: layer for layer in _stored_report(compressed)["layers"]}
+    assert [r.name for r in results] == [name for name, _ in factorized_layers(model)]
+    for result in results:
+        layer = stored[result.name]
+        assert result.method == layer["method"] and result.ranks == layer["ranks"]
+        assert result.input_shape[0] == 2
+        assert (result.macs_dense, result.macs_factorized) == (
+            layer["macs_before"],
+            layer["macs_after"],
+        )
+        assert result.dense.median_ms > 0 and result.factorized.median_ms > 0
+        assert result.speedup == result.dense.median_ms / result.factorized.median_ms
+
+
+def test_benchmark_json_without_baseline(compressed: Path, capsys) -> None:
+    code, stdout, _ = _run(
+        ["benchmark", str(compressed), "--batch-sizes", "1,2", "--json", *FAST], capsys
+    )
+    assert code == 0
+    result = json.loads(stdout)
+    assert "layers" not in result
+    assert [row["batch_size"] for row in result["rows"]] == [1, 2]
+    for row in result["rows"]:
+        assert set(row) == {"batch_size", "latency_ms", "latency_iqr_ms"}
+        assert row["latency_ms"] > 0 and row["latency_iqr_ms"] >= 0
+
+
+def test_benchmark_json_against_the_baseline(compressed: Path, capsys) -> None:
+    code, stdout, _ = _run(
+        [
+            "benchmark",
+            str(compressed),
+            "--against",
+            "cifar10_resnet20",
+            "--batch-sizes",
+            "2",
+            "--json",
+            *FAST,
+        ],
+        capsys,
+    )
+    assert code == 0
+    (row,) = json.loads(stdout)["rows"]
+    assert {
+        "batch_size",
+        "latency_ms",
+        "latency_iqr_ms",
+        "baseline_latency_ms",
+        "speedup",
+        "mac_reduction",
+    } <= set(row)
+    stored = _stored_report(compressed)
+    assert row["mac_reduction"] == pytest.approx(stored["macs_before"] / stored["macs_after"])
+    assert row["speedup"] == pytest.approx(row["baseline_latency_ms"] / row["latency_ms"])
+    assert row["baseline_latency_ms"] > 0
+
+
+def test_benchmark_per_layer_covers_every_replaced_layer(compressed: Path, capsys) -> None:
+    code, stdout, _ = _run(
+        ["benchmark", str(compressed), "--per-layer", "--batch-sizes", "1,2", "--json", *FAST],
+        capsys,
+    )
+    assert code == 0
+    layers = json.loads(stdout)["layers"]
+    stored = _stored_report(compressed)["layers"]
+    replaced = {layer["name"] for layer in stored if layer["method"] != "dense"}
+    for size in (1, 2):
+        rows = [layer for layer in layers if layer["batch_size"] == size]
+        assert {row["name"] for row in rows} == replaced
+        assert len(rows) == len(replaced)
+        for row in rows:
+            assert row["dense_ms"] > 0 and row["factorized_ms"] > 0
+            assert row["input_shape"][0] == size
+
+
+def test_benchmark_prints_tables(compressed: Path, capsys) -> None:
+    code, stdout, _ = _run(
+        [
+            "benchmark",
+            str(compressed),
+            "--against",
+            "cifar10_resnet20",
+            "--per-layer",
+            "--batch-sizes",
+            "1",
+            *FAST,
+        ],
+        capsys,
+    )
+    assert code == 0
+    header = stdout.splitlines()[0].split()
+    assert header[:3] == ["batch", "ms", "IQR"] and "speedup" in header
+    assert "per layer at batch size 1" in stdout
+    assert "layer3.2.conv2" in stdout and "factorized ms" in stdout
+
+
+def _fails(args: list[str], capsys, needle: str) -> None:
+    code, stdout, stderr = _run(args, capsys)
+    assert code == 2
+    assert stdout == ""
+    assert len(stderr.strip().splitlines()) == 1
+    assert stderr.startswith("ht2") and needle in stderr
+
+
+@pytest.mark.parametrize("sizes", ["0", "1,-4", "1,x", "", "2.5"])
+def test_bad_batch_sizes(sizes: str, capsys) -> None:
+    _fails(["benchmark", "cifar10_resnet20", "--batch-sizes", sizes, *FAST], capsys, sizes)
+
+
+def test_cuda_without_a_gpu(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    _fails(["benchmark", "cifar10_resnet20", "--device", "cuda", *FAST], capsys, "CUDA")
+
+
+def test_against_a_model_of_another_input_size(compressed: Path, capsys) -> None:
+    _fails(
+        ["benchmark", str(compressed), "--against", "resnet18", *FAST],
+        capsys,
+        "input size",
+    )
+
+
+def test_per_layer_needs_a_compressed_model(capsys) -> None:
+    _fails(["benchmark", "cifar10_resnet20", "--per-layer", *FAST], capsys, "--per-layer")
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--repeats", "0"), ("--warmup", "-1"), ("--threads", "0")]
+)
+def test_bad_counts(flag: str, value: str, capsys) -> None:
+    _fails(["benchmark", "cifar10_resnet20", flag, value], capsys, flag)
