@@ -256,3 +256,36 @@ def test_cifar10_offline_says_to_use_a_folder(tmp_path: Path, monkeypatch) -> No
         assert "pass --data DIR" in message and "name resolution" in message
     with pytest.raises(HT2Error, match="train and test, not 'val'"):
         eval_dataset("cifar10", CIFAR, split="val")
+
+
+def _fake_cifar10_batches(root: Path, per_batch: int = 6) -> Path:
+    """torchvision's cifar-10-batches-py layout with a few random images per batch."""
+    import pickle
+
+    import numpy as np
+
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {
+            "data": rng.integers(0, 256, (per_batch, 3 * 32 * 32), dtype=np.uint8),
+            "labels": [i % 10 for i in range(per_batch)],
+        }
+        (folder / name).write_bytes(pickle.dumps(batch))
+    meta = {"label_names": [f"class{i}" for i in range(10)]}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta))
+    return root
+
+
+def test_cifar10_batches_under_a_root(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("torchvision.datasets.cifar.check_integrity", lambda *args: True)
+    root = _fake_cifar10_batches(tmp_path / "batches")
+    for data in (f"cifar10:{root}", str(root), str(root / "cifar-10-batches-py")):
+        dataset = eval_dataset(data, CIFAR)
+        assert dataset.split == "test" and len(dataset) == 6 and len(dataset.classes) == 10
+    assert len(train_dataset(f"cifar10:{root}", CIFAR, limit=20)) == 20
+    plain = _all(eval_dataset(str(root), CIFAR))
+    cached = _all(eval_dataset(str(root), CIFAR, cache=True))
+    assert torch.equal(plain[0], cached[0]) and torch.equal(plain[1], cached[1])
+    assert plain[0].shape == (6, 3, 32, 32)

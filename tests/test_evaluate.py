@@ -79,10 +79,11 @@ def tiny_cifar(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def random_weights(tmp_path: Path) -> Path:
+def resnet(tmp_path: Path) -> list[str]:
+    """MODEL --weights FILE for a ResNet-20 with random weights."""
     path = tmp_path / "random.pth"
     torch.save(models.create("cifar10_resnet20").state_dict(), path)
-    return path
+    return ["cifar10_resnet20", "--weights", str(path)]
 
 
 def _run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
@@ -91,20 +92,9 @@ def _run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_cli_json_has_exactly_the_figures(tiny_cifar: Path, random_weights: Path, capsys) -> None:
-    code, out, _ = _run(
-        capsys,
-        "cifar10_resnet20",
-        "--weights",
-        str(random_weights),
-        "--data",
-        str(tiny_cifar),
-        "--workers",
-        "0",
-        "--batch-size",
-        "7",
-        "--json",
-    )
+def test_cli_json_has_exactly_the_figures(tiny_cifar: Path, resnet: list[str], capsys) -> None:
+    options = "--workers 0 --batch-size 10 --json".split()
+    code, out, _ = _run(capsys, *resnet, "--data", str(tiny_cifar), *options)
     assert code == 0
     result = json.loads(out)
     assert list(result) == ["top1", "top5", "n", "images_per_second"]
@@ -115,17 +105,8 @@ def test_cli_summary_of_a_compressed_folder(tiny_cifar: Path, tmp_path: Path, ca
     model = models.create("cifar10_resnet20")
     report = ht2.compress(model, energy=0.5, example_input=torch.zeros(1, 3, 32, 32))
     ht2.save(model, tmp_path / "small", report)
-    code, out, _ = _run(
-        capsys,
-        str(tmp_path / "small"),
-        "--data",
-        str(tiny_cifar),
-        "--limit",
-        "10",
-        "--cache",
-        "--workers",
-        "0",
-    )
+    options = "--limit 10 --cache --workers 0".split()
+    code, out, _ = _run(capsys, str(tmp_path / "small"), "--data", str(tiny_cifar), *options)
     assert code == 0
     assert "(test split, 10 images)" in out and "top-1" in out and "images/s" in out
 
@@ -152,54 +133,33 @@ def test_cli_help_teaches_and_states_defaults(capsys) -> None:
     ],
 )
 def test_cli_bad_inputs_are_one_line_errors(
-    tiny_cifar: Path, random_weights: Path, capsys, extra: list[str], message: str
+    tiny_cifar: Path, resnet: list[str], capsys, extra: list[str], message: str
 ) -> None:
-    argv = ["cifar10_resnet20", "--weights", str(random_weights), "--data", str(tiny_cifar)]
-    code, out, err = _run(capsys, *argv, "--workers", "0", *extra)
+    code, out, err = _run(capsys, *resnet, "--data", str(tiny_cifar), "--workers", "0", *extra)
     assert code == 2 and out == ""
     assert err.startswith("ht2: error: ") and err.count("\n") == 1
     assert re.search(message, err)
 
 
-def test_cli_missing_split_folders(tmp_path: Path, random_weights: Path, capsys) -> None:
+def test_cli_missing_split_folders(tmp_path: Path, resnet: list[str], capsys) -> None:
     data = write_image_tree(tmp_path / "flat", splits=("train",), classes=CIFAR10_CLASSES)
-    code, _, err = _run(
-        capsys, "cifar10_resnet20", "--weights", str(random_weights), "--data", str(data)
-    )
+    code, _, err = _run(capsys, *resnet, "--data", str(data))
     assert code == 2 and "has no test/ or val/ folder (found: train/)" in err
 
 
-def test_cli_cuda_without_gpu(tiny_cifar: Path, random_weights: Path, capsys, monkeypatch) -> None:
+def test_cli_cuda_without_gpu(tiny_cifar: Path, resnet: list[str], capsys, monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    code, _, err = _run(
-        capsys,
-        "cifar10_resnet20",
-        "--weights",
-        str(random_weights),
-        "--data",
-        str(tiny_cifar),
-        "--device",
-        "cuda",
-    )
+    code, _, err = _run(capsys, *resnet, "--data", str(tiny_cifar), "--device", "cuda")
     assert code == 2 and err == (
         "ht2: error: --device cuda: no CUDA GPU is available to torch here; use --device cpu\n"
     )
 
 
-def test_cli_needs_weights_and_matching_classes(tmp_path: Path, random_weights, capsys) -> None:
+def test_cli_needs_weights_and_matching_classes(tmp_path: Path, resnet: list[str], capsys) -> None:
     three = write_image_tree(tmp_path / "three", splits=("test",))
     code, _, err = _run(capsys, "cifar10_resnet20", "--data", str(three))
     assert code == 2 and "--weights FILE or --pretrained" in err
-    code, _, err = _run(
-        capsys,
-        "cifar10_resnet20",
-        "--weights",
-        str(random_weights),
-        "--data",
-        str(three),
-        "--workers",
-        "0",
-    )
+    code, _, err = _run(capsys, *resnet, "--data", str(three), "--workers", "0")
     assert code == 2 and "has 3 class folders but cifar10_resnet20 predicts 10 classes" in err
 
 
@@ -240,19 +200,9 @@ def test_resnet20_compressed_at_0_9_scores_34_percent(
 ) -> None:
     weights = shared_file(RESNET_WEIGHTS["cifar10_resnet20"])
     out = tmp_path / "r20-e0.9"
+    options = "--energy 0.9 --no-keep-if-larger --json".split()
     code = main(
-        [
-            "compress",
-            "cifar10_resnet20",
-            "--weights",
-            str(weights),
-            "--energy",
-            "0.9",
-            "--no-keep-if-larger",
-            "--out",
-            str(out),
-            "--json",
-        ]
+        ["compress", "cifar10_resnet20", "--weights", str(weights), "--out", str(out)] + options
     )
     assert code == 0
     capsys.readouterr()

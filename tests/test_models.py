@@ -136,7 +136,11 @@ def test_list_models() -> None:
 
 def test_ht2_arch_rebuilds_the_same_architecture() -> None:
     model = models.create("cifar10_resnet32", num_classes=7)
-    assert model.ht2_arch == {"name": "cifar10_resnet32", "kwargs": {"num_classes": 7}, "weights": None}
+    assert model.ht2_arch == {
+        "name": "cifar10_resnet32",
+        "kwargs": {"num_classes": 7},
+        "weights": None,
+    }
     rebuilt = models.create(model.ht2_arch["name"], **model.ht2_arch["kwargs"])
     assert rebuilt.ht2_arch == model.ht2_arch
     shapes = {k: v.shape for k, v in rebuilt.state_dict().items()}
@@ -321,7 +325,9 @@ def test_googlenet_defaults_and_pretrained_rebuild(tmp_path: Path, monkeypatch) 
     model = models.create("imagenet_googlenet", weights="pretrained")
     assert model.aux1 is None and model.transform_input
     assert model.ht2_arch == {
-        "name": "googlenet", "kwargs": {"transform_input": True}, "weights": "pretrained"
+        "name": "googlenet",
+        "kwargs": {"transform_input": True},
+        "weights": "pretrained",
     }
     rebuilt = models.create(model.ht2_arch["name"], **model.ht2_arch["kwargs"])
     assert rebuilt.transform_input

@@ -253,8 +253,8 @@ def footnote(args: argparse.Namespace, device: torch.device, macs: list[int]) ->
     threads = args.threads or torch.get_num_threads()
     text = (
         f"median and interquartile range of {args.repeats} timed runs after {args.warmup} "
-        f"warm-up runs, ms per batch; {device}, {threads} threads; {args.model}: "
-        f"{macs[0]:,} MACs per sample"
+        f"warm-up runs, ms per batch; {device}, {threads} thread{'s' * (threads != 1)}; "
+        f"{args.model}: {macs[0]:,} MACs per sample"
     )
     if args.against:
         text += f"; baseline {args.against}: {macs[1]:,} MACs, run in turn with it"

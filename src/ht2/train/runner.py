@@ -82,6 +82,25 @@ def _clear(out: Path) -> None:
         shutil.rmtree(item) if item.is_dir() else item.unlink()
 
 
+def check_resumable(meta: dict[str, Any], name: str, config: TrainConfig, out: Path) -> None:
+    """Refuse to resume a checkpoint of another model or with an incompatible schedule."""
+    if meta.get("model") != name:
+        raise HT2Error(
+            f"the checkpoint in {out} is for another model ({meta.get('model')}), not {name}"
+        )
+    saved = meta.get("config", {})
+    if saved.get("schedule") != config.schedule:
+        raise HT2Error(
+            f"the checkpoint in {out} was trained with --schedule {saved.get('schedule')}; "
+            "resume with the same schedule"
+        )
+    if config.schedule == "onecycle" and saved.get("epochs") != config.epochs:
+        raise HT2Error(
+            "a one-cycle schedule is planned for the whole run: resume with the same "
+            f"--epochs {saved.get('epochs')}"
+        )
+
+
 def _per_process_batch(config: TrainConfig, world: World) -> int:
     if config.batch_size % world.size:
         raise HT2Error(
@@ -200,9 +219,8 @@ def _fit(
     start_epoch, best_top1, best_epoch = 0, -1.0, -1
     history: list[dict[str, Any]] = []
     if resume:
+        check_resumable(read_checkpoint_meta(out / CHECKPOINT), name, config, out)
         meta = load_checkpoint(out / CHECKPOINT, model, optimizer, scheduler, scaler)
-        if meta.get("model") != name:
-            raise HT2Error(f"checkpoint in {out} is for {meta.get('model')}, not {name}")
         start_epoch, best_top1, best_epoch = meta["epoch"], meta["best_top1"], meta["best_epoch"]
         history = _rewrite_log(out / LOG, start_epoch) if world.is_main else []
         say(
