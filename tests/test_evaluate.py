@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 import ht2
-from ht2 import HT2Error, models
+from ht2 import models
 from ht2.cli.main import build_parser, main
 from ht2.metrics.accuracy import evaluate_accuracy
 from tests._shared import RESNET_WEIGHTS, TEST_DATA, cifar10_jpeg_dir, shared_file, write_image_tree
@@ -62,12 +62,12 @@ def test_top5_counts_the_five_best_scores(capsys: pytest.CaptureFixture) -> None
     assert capsys.readouterr().err == ""
 
 
-def test_empty_batches_are_skipped_and_nothing_is_an_error() -> None:
+def test_empty_batches_are_skipped_and_nothing_scores_zero() -> None:
     empty = (torch.empty(0), torch.empty(0, dtype=torch.long))
     batches = [empty, (torch.zeros(2, 3, 2, 2), torch.tensor([0, 1]))]
     assert evaluate_accuracy(FixedScores([1.0, 0.0]), batches, progress=False)["n"] == 2
-    with pytest.raises(HT2Error, match="no image was evaluated"):
-        evaluate_accuracy(FixedScores([1.0, 0.0]), [empty], progress=False)
+    nothing = evaluate_accuracy(FixedScores([1.0, 0.0]), [empty], progress=False)
+    assert (nothing["top1"], nothing["top5"], nothing["n"]) == (0.0, 0.0, 0)
 
 
 # The CLI on a synthetic data set
@@ -161,6 +161,16 @@ def test_cli_needs_weights_and_matching_classes(tmp_path: Path, resnet: list[str
     assert code == 2 and "--weights FILE or --pretrained" in err
     code, _, err = _run(capsys, *resnet, "--data", str(three), "--workers", "0")
     assert code == 2 and "has 3 class folders but cifar10_resnet20 predicts 10 classes" in err
+
+
+def test_cli_nothing_decodable(tmp_path: Path, resnet: list[str], capsys) -> None:
+    data = write_image_tree(
+        tmp_path / "bad", splits=("test",), classes=CIFAR10_CLASSES, per_class=1
+    )
+    for image in data.glob("test/*/*.png"):
+        image.write_bytes(b"not a png")
+    code, _, err = _run(capsys, *resnet, "--data", str(data), "--workers", "0")
+    assert code == 2 and "could be decoded; nothing was scored" in err
 
 
 # The real CIFAR-10 test split (10,000 JPEGs) with the shared ResNet-20 weights

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 import torch
 
 from ht2.cli.common import is_model_dir, load_model_or_dir
-from ht2.data import eval_dataset, make_loader
-from ht2.data.loader import check_batch_size, check_workers
 from ht2.errors import HT2Error
-from ht2.metrics.accuracy import evaluate_accuracy
 
 DESCRIPTION = """\
 Measure the top-1 and top-5 accuracy and the throughput of a registry model (with
@@ -125,7 +121,17 @@ def _weights(args: argparse.Namespace) -> str | None:
     return args.weights or ("pretrained" if args.pretrained else None)
 
 
-def _summary(args: argparse.Namespace, dataset: Any, result: dict[str, Any]) -> str:
+def _classes(model: torch.nn.Module, entry: Any) -> int:
+    """How many classes the model predicts: its build arguments, else its registry entry."""
+    arch = getattr(model, "ht2_arch", None) or {}
+    return int((arch.get("kwargs") or {}).get("num_classes", entry.num_classes))
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _summary(args: argparse.Namespace, device: str, dataset: Any, result: dict[str, Any]) -> str:
     top5 = "n/a" if result["top5"] is None else f"{result['top5']:.2f} %"
     skipped = len(dataset) - result["n"]
     lines = [
@@ -134,35 +140,44 @@ def _summary(args: argparse.Namespace, dataset: Any, result: dict[str, Any]) -> 
         + (f", {skipped} undecodable skipped)" if skipped else ")"),
         f"top-1   {result['top1']:.2f} %",
         f"top-5   {top5}",
-        f"speed   {result['images_per_second']:.0f} images/s ({result['seconds']:.1f} s "
-        f"on {args.device_used})",
+        f"speed   {result['images_per_second']:.0f} images/s "
+        f"({result['seconds']:.1f} s on {device})",
     ]
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here: torchvision's import would slow every other `ht2` command's start.
+    from ht2.data import eval_dataset, make_loader
+    from ht2.data.loader import check_batch_size, check_workers
+    from ht2.metrics.accuracy import evaluate_accuracy
+
     check_batch_size(args.batch_size)
     check_workers(args.workers)
     if args.limit is not None and args.limit <= 0:
         raise HT2Error(f"--limit must be a positive number of images, not {args.limit}")
-    args.device_used = _device(args.device)
+    device = _device(args.device)
     model, entry = load_model_or_dir(args.model, _weights(args))
     dataset = eval_dataset(args.data, entry, split=args.split, limit=args.limit, cache=args.cache)
-    if len(dataset.classes) != entry.num_classes:
+    if len(dataset.classes) != _classes(model, entry):
         raise HT2Error(
-            f"{dataset.location} has {len(dataset.classes)} class folders but {entry.name} "
-            f"predicts {entry.num_classes} classes; give a data set with its classes"
+            f"{dataset.location} has {len(dataset.classes)} class folders but {args.model} "
+            f"predicts {_classes(model, entry)} classes; give a data set with its classes"
         )
     loader = make_loader(dataset, args.batch_size, workers=args.workers)
     result = evaluate_accuracy(
-        model, loader, device=args.device_used, progress=not args.json, desc=entry.name
+        model, loader, device=device, progress=not args.json, desc=entry.name
     )
+    if result["n"] == 0:
+        raise HT2Error(f"no image in {dataset.location} could be decoded; nothing was scored")
     if args.json:
-        keys = ("top1", "top5", "n", "images_per_second")
-        out = {k: round(result[k], 4) if isinstance(result[k], float) else result[k] for k in keys}
-        out["images_per_second"] = round(result["images_per_second"], 1)
-        print(json.dumps(out))
+        figures = {
+            "top1": _rounded(result["top1"], 4),
+            "top5": _rounded(result["top5"], 4),
+            "n": result["n"],
+            "images_per_second": _rounded(result["images_per_second"], 1),
+        }
+        print(json.dumps(figures))
     else:
-        print(_summary(args, dataset, result))
-    sys.stdout.flush()
+        print(_summary(args, device, dataset, result))
     return 0

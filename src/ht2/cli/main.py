@@ -14,6 +14,7 @@ from ht2.cli import (
     finetune,
     models_cmd,
     report_cmd,
+    sweep,
     train_cmd,
 )
 from ht2.errors import HT2Error
@@ -24,6 +25,7 @@ SUBCOMMANDS = (
     calibrate,
     finetune,
     train_cmd,
+    sweep,
     benchmark,
     report_cmd,
     models_cmd,

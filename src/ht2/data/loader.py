@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -36,7 +37,7 @@ def make_loader(
     batch_size: int,
     workers: int = 2,
     shuffle: bool = False,
-    sampler: Sampler | None = None,
+    sampler: Sampler | Iterable[int] | None = None,
     drop_last: bool = False,
 ) -> DataLoader:
     """Batches of (images, labels) from `dataset`, decoded by `workers` processes.

@@ -32,7 +32,7 @@ def split_folder(root: Path, split: str | None) -> tuple[str, Path]:
     for name in wanted:
         if name in found:
             return name, root / name
-    listed = ", ".join(f"{name}/" for name in found) or "none"
+    listed = ", ".join(f"{name}/" for name in found) or "no folders"
     expected = " or ".join(f"{name}/" for name in wanted)
     raise HT2Error(
         f"{root} has no {expected} folder (found: {listed}); give an ImageFolder tree "

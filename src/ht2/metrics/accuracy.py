@@ -11,8 +11,6 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ht2.errors import HT2Error
-
 TOP_K = 5
 
 
@@ -36,7 +34,8 @@ def evaluate_accuracy(
     Returns {"top1", "top5", "n", "images_per_second", "seconds"}; top5 is None for fewer than
     five classes. The model is moved to `device` and run in eval mode under inference_mode;
     its train/eval mode is restored afterwards. Empty batches (all images undecodable) are
-    skipped; `n` counts the images actually scored.
+    skipped; `n` counts the images actually scored, and with none scored (an empty shard,
+    say) both accuracies are 0.0.
     """
     was_training = model.training
     model.to(device).eval()
@@ -70,11 +69,10 @@ def evaluate_accuracy(
     finally:
         model.train(was_training)
     seconds = time.perf_counter() - start
-    if seen == 0:
-        raise HT2Error("no image was evaluated: the data set is empty or none could be decoded")
+    share = 100.0 / seen if seen else 0.0
     return {
-        "top1": 100.0 * top1 / seen,
-        "top5": 100.0 * top5 / seen if classes >= TOP_K else None,
+        "top1": top1 * share,
+        "top5": top5 * share if classes >= TOP_K or seen == 0 else None,
         "n": seen,
         "images_per_second": seen / seconds if seconds > 0 else float("inf"),
         "seconds": seconds,

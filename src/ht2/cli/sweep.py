@@ -1,0 +1,165 @@
+"""`ht2 sweep`: compress at several energies, evaluate and time each, draw the Pareto plot."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from torch import nn
+
+from ht2 import models
+from ht2.cli.benchmark import parse_batch_sizes
+from ht2.cli.common import add_model_source, energy_value
+from ht2.errors import HT2Error
+from ht2.io import atomic_directory, check_output_dir
+from ht2.metrics.latency import num_threads
+from ht2.surgery import METHODS
+
+EXAMPLES = """examples:
+  ht2 sweep cifar10_resnet20 --weights resnet20.th --data ~/data/cifar10 --out sweeps/r20
+  ht2 sweep cifar10_resnet56 --weights resnet56.th --data ~/data/cifar10 \\
+      --energies 0.9,0.7,0.5 --methods ht2,svd --out sweeps/r56
+"""
+
+
+def _energies(text: str) -> list[float]:
+    values = [energy_value(part) for part in text.split(",") if part.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one energy, e.g. 0.9,0.7")
+    return values
+
+
+def _batch_sizes(text: str) -> list[int]:
+    try:
+        return parse_batch_sizes(text)
+    except HT2Error as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _methods(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [name for name in names if name not in METHODS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"methods are among {', '.join(METHODS)}, got {text}")
+    return names
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "sweep",
+        help="compress at several energies; table and Pareto plot",
+        description="For each method and energy: compress a fresh copy, measure top-1 on the "
+        "eval split, and time it against the original at each batch size (alternating runs). "
+        "Writes OUT/sweep.json, OUT/sweep.md and OUT/pareto.png.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_model_source(parser)
+    parser.add_argument(
+        "--energies",
+        type=_energies,
+        default=_energies("0.9,0.8,0.7,0.6,0.5"),
+        help="comma-separated energies (default: 0.9,0.8,0.7,0.6,0.5)",
+    )
+    parser.add_argument(
+        "--methods",
+        type=_methods,
+        default=["ht2"],
+        help=f"comma-separated methods among {', '.join(METHODS)}; one curve each (default: ht2)",
+    )
+    parser.add_argument(
+        "--data",
+        metavar="PATH",
+        help="eval data as for `ht2 evaluate`; without it accuracy is skipped (default: none)",
+    )
+    parser.add_argument("--limit", type=int, help="evaluate on this many images (default: all)")
+    parser.add_argument("--workers", type=int, default=2, help="data workers (default: 2)")
+    parser.add_argument(
+        "--batch-sizes",
+        type=_batch_sizes,
+        default=[1, 128],
+        help="batch sizes to time (default: 1,128)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=10, help="timed runs per model and batch size (default: 10)"
+    )
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument(
+        "--no-keep-if-larger",
+        dest="keep_if_larger",
+        action="store_false",
+        help="factorize even layers that do not shrink (default: keep them dense)",
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="output folder (must not exist or be empty, unless --force)",
+    )
+    parser.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
+    parser.add_argument("--json", action="store_true", help="print sweep.json to stdout")
+    parser.set_defaults(run=run)
+
+
+def _scorer(args: argparse.Namespace):
+    if not args.data:
+        return None
+    from ht2.data import eval_dataset, make_loader
+    from ht2.metrics.accuracy import evaluate_accuracy
+
+    entry = models.get_entry(args.model)
+    loader = make_loader(
+        eval_dataset(args.data, entry, limit=args.limit, cache=True), 256, args.workers
+    )
+
+    def score(model: nn.Module) -> float:
+        return evaluate_accuracy(model, loader, progress=False)["top1"]
+
+    return score
+
+
+def run(args: argparse.Namespace) -> int:
+    from ht2.experiments import plot_pareto, sweep, sweep_markdown
+
+    check_output_dir(args.out, overwrite=args.force)
+    if args.repeats < 1:
+        raise HT2Error(f"--repeats must be at least 1, got {args.repeats}")
+    weights = args.weights or ("pretrained" if args.pretrained else None)
+    entry = models.get_entry(args.model)
+    models.create(args.model, weights=weights)  # fail early on bad weights
+
+    def make_model() -> nn.Module:
+        return models.create(args.model, weights=weights)
+
+    with num_threads(args.threads):
+        base, rows = sweep(
+            make_model,
+            entry.input_size,
+            args.energies,
+            args.methods,
+            _scorer(args),
+            args.batch_sizes,
+            args.repeats,
+            args.keep_if_larger,
+        )
+    result = {
+        "model": entry.name,
+        "weights": weights,
+        "data": args.data,
+        "limit": args.limit,
+        "original": base,
+        "rows": [row.to_dict() for row in rows],
+    }
+    with atomic_directory(args.out, overwrite=args.force) as staging:
+        (staging / "sweep.json").write_text(json.dumps(result, indent=1) + "\n")
+        (staging / "sweep.md").write_text(sweep_markdown(entry.name, base, rows))
+        plot_pareto(rows, staging / "pareto.png", entry.name)
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        print(sweep_markdown(entry.name, base, rows))
+        print(f"wrote {args.out}/ (sweep.json, sweep.md, pareto.png)", file=sys.stderr)
+    return 0
