@@ -196,3 +196,26 @@ def test_help_teaches_with_defaults_and_examples(capsys) -> None:
     assert main(["compress", "--help"]) == 0
     text = capsys.readouterr().out
     assert "(default: 0.9)" in text and "examples:" in text and "--no-keep-if-larger" in text
+
+
+def test_calibrate_needs_data(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "o"
+    code, _, err = _run(
+        ["compress", "cifar10_resnet20", "--random-init", "--calibrate", "--out", str(out)], capsys
+    )
+    _assert_one_line_error(code, err, "--calibrate needs --data", out)
+
+
+def test_calibrate_right_after_compression_changes_bn_statistics(tmp_path: Path, capsys) -> None:
+    from tests._shared import write_image_tree
+
+    data = write_image_tree(tmp_path / "data", classes=tuple("abcdefghij"), per_class=2)
+    plain, calibrated = tmp_path / "plain", tmp_path / "cal"
+    base = ["compress", "cifar10_resnet20", "--random-init", "--energy", "0.7"]
+    assert _run([*base, "--out", str(plain)], capsys)[0] == 0
+    assert (
+        _run([*base, "--calibrate", "--data", str(data), "--out", str(calibrated)], capsys)[0] == 0
+    )
+    a = ht2.load(plain).bn1.running_mean
+    b = ht2.load(calibrated).bn1.running_mean
+    assert not torch.equal(a, b)

@@ -215,6 +215,8 @@ def test_undecodable_image_is_skipped_counted_and_warned_once(
         cached = eval_dataset(str(tree), CIFAR, cache=True)
     assert len(cached) == 12
     assert "skipped 2 undecodable image(s) of 14" in caplog.text
+    decoded = next(iter(make_loader(dataset, 14, workers=0)))
+    assert torch.equal(_all(cached)[0], decoded[0]) and torch.equal(_all(cached)[1], decoded[1])
 
 
 def test_batch_size_and_workers_must_make_sense(tree: Path) -> None:

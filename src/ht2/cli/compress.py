@@ -7,8 +7,11 @@ import json
 import sys
 from pathlib import Path
 
+from ht2 import models
+from ht2.cli.calibrate import calibrate_on_train_images
 from ht2.cli.common import add_model_source, energy_value, example_input, model_from_args
 from ht2.cli.tables import report_table
+from ht2.errors import HT2Error
 from ht2.io import atomic_directory, check_output_dir
 from ht2.io.artefacts import write_model
 from ht2.surgery import METHODS, compress
@@ -69,6 +72,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
     parser.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="re-estimate BatchNorm statistics on training images right after compressing "
+        "(needs --data; default: off)",
+    )
+    parser.add_argument(
+        "--data", metavar="PATH", help="data folder with train/, for --calibrate (default: none)"
+    )
+    parser.add_argument(
+        "--calib-images",
+        type=int,
+        default=2048,
+        help="training images for --calibrate (default: 2048)",
+    )
+    parser.add_argument(
         "--json", action="store_true", help="print report.json to stdout instead of the table"
     )
     parser.set_defaults(run=run)
@@ -76,6 +94,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_output_dir(args.out, overwrite=args.force)
+    if args.calibrate and not args.data:
+        raise HT2Error("--calibrate needs --data PATH (a folder with train/)")
     model = model_from_args(args)
     report = compress(
         model,
@@ -87,6 +107,9 @@ def run(args: argparse.Namespace) -> int:
         keep_if_larger=args.keep_if_larger,
         progress=not args.json,
     )
+    if args.calibrate:
+        entry = models.get_entry(args.model)
+        calibrate_on_train_images(model, entry, args.data, args.calib_images, 256, workers=2)
     with atomic_directory(args.out, overwrite=args.force) as staging:
         write_model(model, staging, report)
     if args.json:

@@ -107,20 +107,27 @@ def write_cache(
 def decode_all(dataset: Dataset, workers: int, where: str) -> tuple[torch.Tensor, torch.Tensor]:
     """All (uint8 pixels, label) pairs of `dataset`, decoded by `workers` processes.
 
+    Batches are copied into one preallocated tensor, so memory peaks at the split's size.
     Undecodable images are left out and counted in one warning; none decoded is an HT2Error.
     """
-    chunks, labels = [], []
     total = len(dataset)
+    pixels: torch.Tensor | None = None
+    labels = torch.empty(total, dtype=torch.int64)
+    decoded = 0
     loader = make_loader(dataset, DECODE_BATCH, workers=workers)
     with tqdm(total=total, desc="decoding once for the cache", unit="img", disable=None) as bar:
         for batch_pixels, batch_labels in loader:
             bar.update(min(DECODE_BATCH, total - bar.n))
-            if len(batch_labels):
-                chunks.append(batch_pixels)
-                labels.append(batch_labels)
-    decoded = sum(len(chunk) for chunk in labels)
-    if decoded == 0:
+            if not len(batch_labels):
+                continue
+            if pixels is None:
+                pixels = torch.empty((total, *batch_pixels.shape[1:]), dtype=batch_pixels.dtype)
+            end = decoded + len(batch_labels)
+            pixels[decoded:end] = batch_pixels
+            labels[decoded:end] = batch_labels
+            decoded = end
+    if pixels is None:
         raise HT2Error(f"no image in {where} could be decoded")
     if decoded < total:
         log.warning("skipped %d undecodable image(s) of %d in %s", total - decoded, total, where)
-    return torch.cat(chunks), torch.cat(labels).to(torch.int64)
+    return pixels[:decoded], labels[:decoded]
