@@ -103,7 +103,10 @@ def test_cli_json_has_exactly_the_figures(tiny_cifar: Path, resnet: list[str], c
 
 def test_cli_summary_of_a_compressed_folder(tiny_cifar: Path, tmp_path: Path, capsys) -> None:
     model = models.create("cifar10_resnet20")
-    report = ht2.compress(model, energy=0.5, example_input=torch.zeros(1, 3, 32, 32))
+    report = ht2.compress(
+        model, energy=0.5, include=["layer1.*"], example_input=torch.zeros(1, 3, 32, 32)
+    )
+    assert report.replaced
     ht2.save(model, tmp_path / "small", report)
     options = "--limit 10 --cache --workers 0".split()
     code, out, _ = _run(capsys, str(tmp_path / "small"), "--data", str(tiny_cifar), *options)

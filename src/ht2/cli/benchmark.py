@@ -11,6 +11,7 @@ from torch import nn
 
 from ht2.cli.common import load_model_or_dir
 from ht2.cli.tables import render
+from ht2.device import resolve_device
 from ht2.errors import HT2Error
 from ht2.metrics import LayerTiming, factorized_layers, layer_macs, time_layers, time_models
 
@@ -110,13 +111,6 @@ def check_counts(args: argparse.Namespace) -> None:
         raise HT2Error(f"--threads must be at least 1, got {args.threads}")
 
 
-def pick_device(name: str) -> torch.device:
-    """The torch device asked for; CUDA only where PyTorch sees a GPU."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise HT2Error("--device cuda: PyTorch sees no CUDA GPU here; use --device cpu")
-    return torch.device(name)
-
-
 def total_macs(model: nn.Module, input_size: tuple[int, ...]) -> int:
     """Analytic Conv/Linear MACs of one sample."""
     return sum(layer_macs(model, torch.zeros(1, *input_size)).values())
@@ -125,7 +119,7 @@ def total_macs(model: nn.Module, input_size: tuple[int, ...]) -> int:
 def run(args: argparse.Namespace) -> int:
     sizes = parse_batch_sizes(args.batch_sizes)
     check_counts(args)
-    device = pick_device(args.device)
+    device = resolve_device(args.device)
     model, entry = load_model_or_dir(args.model, args.weights)
     contenders = [model]
     if args.against:

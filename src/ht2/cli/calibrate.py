@@ -5,17 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from torch import nn
 
 from ht2 import models
-from ht2.data import eval_dataset, make_loader, train_dataset
+from ht2.cli.common import add_output_folder
 from ht2.io import atomic_directory, check_output_dir, load
-from ht2.io.artefacts import REPORT, write_model
+from ht2.io.artefacts import read_report, write_model
 from ht2.metrics.accuracy import evaluate_accuracy
 from ht2.models import ModelEntry
-from ht2.surgery import CompressionReport
 from ht2.train import recalibrate_batchnorm
 
 EXAMPLES = """examples:
@@ -54,14 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also measure top-1/top-5 on the eval split before and after (default: off)",
     )
-    parser.add_argument(
-        "--out",
-        required=True,
-        type=Path,
-        metavar="DIR",
-        help="output folder (must not exist or be empty, unless --force)",
-    )
-    parser.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
+    add_output_folder(parser)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(run=run)
 
@@ -70,6 +61,8 @@ def calibrate_on_train_images(
     model: nn.Module, entry: ModelEntry, data: str, images: int, batch_size: int, workers: int
 ) -> int:
     """Recalibrate `model`'s BatchNorms on `images` class-balanced training images."""
+    from ht2.data import make_loader, train_dataset  # torchvision: only when data is read
+
     dataset = train_dataset(data, entry, augment=False, limit=images)
     if len(dataset) < images:
         print(
@@ -80,6 +73,8 @@ def calibrate_on_train_images(
 
 
 def _accuracy(model: nn.Module, entry: ModelEntry, data: str, args) -> dict:
+    from ht2.data import eval_dataset, make_loader
+
     loader = make_loader(eval_dataset(data, entry, cache=True), args.batch_size, args.workers)
     return evaluate_accuracy(model, loader, "cpu", progress=not args.json)
 
@@ -96,12 +91,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.evaluate:
         result["after"] = _accuracy(model, entry, args.data, args)
-    report_path = Path(args.source) / REPORT
-    report = (
-        CompressionReport.from_dict(json.loads(report_path.read_text()))
-        if report_path.is_file()
-        else None
-    )
+    report = read_report(args.source, required=False)
     if report is not None and args.evaluate:
         after = result["after"]
         report.accuracy = {

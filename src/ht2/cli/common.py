@@ -24,6 +24,18 @@ def energy_value(text: str) -> float:
         raise argparse.ArgumentTypeError(f"energy must be in (0, 1], got {text}") from None
 
 
+def add_output_folder(parser: argparse.ArgumentParser) -> None:
+    """--out DIR (written whole at the end, under a temporary name until then) and --force."""
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="output folder (must not exist or be empty, unless --force)",
+    )
+    parser.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
+
+
 def add_model_source(parser: argparse.ArgumentParser) -> None:
     """MODEL and where its weights come from: --weights FILE, --pretrained or --random-init."""
     parser.add_argument(

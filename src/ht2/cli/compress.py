@@ -5,11 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from ht2 import models
 from ht2.cli.calibrate import calibrate_on_train_images
-from ht2.cli.common import add_model_source, energy_value, example_input, model_from_args
+from ht2.cli.common import (
+    add_model_source,
+    add_output_folder,
+    energy_value,
+    example_input,
+    model_from_args,
+)
 from ht2.cli.tables import report_table
 from ht2.errors import HT2Error
 from ht2.io import atomic_directory, check_output_dir
@@ -63,14 +68,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="GLOB",
         help="leave layers whose name matches dense (repeatable; default: none)",
     )
-    parser.add_argument(
-        "--out",
-        required=True,
-        type=Path,
-        metavar="DIR",
-        help="output folder (must not exist or be empty, unless --force)",
-    )
-    parser.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
+    add_output_folder(parser)
     parser.add_argument(
         "--calibrate",
         action="store_true",

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from ht2.cli.common import is_model_dir, load_model_or_dir
+from ht2.device import resolve_device
 from ht2.errors import HT2Error
 
 DESCRIPTION = """\
@@ -102,12 +103,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def _device(asked: str | None) -> str:
-    if asked == "cuda" and not torch.cuda.is_available():
-        raise HT2Error("--device cuda: no CUDA GPU is available to torch here; use --device cpu")
-    return asked or ("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def _weights(args: argparse.Namespace) -> str | None:
     if is_model_dir(args.model):
         if args.pretrained:
@@ -156,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     check_workers(args.workers)
     if args.limit is not None and args.limit <= 0:
         raise HT2Error(f"--limit must be a positive number of images, not {args.limit}")
-    device = _device(args.device)
+    device = resolve_device(args.device)
     model, entry = load_model_or_dir(args.model, _weights(args))
     dataset = eval_dataset(args.data, entry, split=args.split, limit=args.limit, cache=args.cache)
     if len(dataset.classes) != _classes(model, entry):

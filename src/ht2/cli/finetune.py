@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from torch import nn
@@ -13,8 +12,7 @@ from ht2.cli.calibrate import calibrate_on_train_images
 from ht2.cli.training_args import add_training_args, config_from_args
 from ht2.errors import HT2Error
 from ht2.io import load, read_manifest
-from ht2.io.artefacts import REPORT, save_into
-from ht2.surgery import CompressionReport
+from ht2.io.artefacts import read_report, save_into
 from ht2.train import fit
 
 EXAMPLES = """examples:
@@ -96,12 +94,7 @@ def run(args: argparse.Namespace) -> int:
     source = Path(args.source)
     model = load(source)
     entry = models.get_entry(model.ht2_arch["name"])
-    report_path = source / REPORT
-    report = (
-        CompressionReport.from_dict(json.loads(report_path.read_text()))
-        if report_path.is_file()
-        else None
-    )
+    report = read_report(source, required=False)
     teacher = teacher_for(source, args.teacher_weights) if config.distill else None
     if args.calibrate and not args.resume:
         calibrate_on_train_images(

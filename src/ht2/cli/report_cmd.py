@@ -9,7 +9,7 @@ from typing import Any
 
 from ht2.cli.tables import report_table
 from ht2.errors import HT2Error
-from ht2.io.artefacts import REPORT
+from ht2.io.artefacts import REPORT, read_report
 from ht2.surgery import CompressionReport
 
 EXAMPLES = """examples:
@@ -39,27 +39,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def read_report(directory: Path) -> tuple[dict[str, Any], CompressionReport]:
+def read_report_data(directory: Path) -> tuple[dict[str, Any], CompressionReport]:
     """The raw JSON of DIR/report.json and the report it holds; problems name the file."""
     if not directory.is_dir():
         raise HT2Error(f"{directory} is not a folder; give a folder written by `ht2 compress`")
-    path = directory / REPORT
-    if not path.is_file():
-        raise HT2Error(f"{path} is missing: {directory} has no compression report")
+    report = read_report(directory)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise HT2Error(f"{path} is not valid JSON (truncated?): {error}") from None
-    try:
-        report = CompressionReport.from_dict(data)
         report_table(report)  # every field must also render
     except (AttributeError, KeyError, TypeError, ValueError) as error:
-        raise HT2Error(f"{path} is not an ht2 compression report: {error}") from None
-    return data, report
+        raise HT2Error(f"{directory / REPORT} is not an ht2 compression report: {error}") from None
+    return json.loads((directory / REPORT).read_text(encoding="utf-8")), report
 
 
 def run(args: argparse.Namespace) -> int:
-    data, report = read_report(args.directory)
+    data, report = read_report_data(args.directory)
     if args.json:
         print(json.dumps(data, indent=1))
     else:

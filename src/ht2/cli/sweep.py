@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from torch import nn
 
 from ht2 import models
 from ht2.cli.benchmark import parse_batch_sizes
-from ht2.cli.common import add_model_source, energy_value
+from ht2.cli.common import add_model_source, add_output_folder, energy_value
 from ht2.errors import HT2Error
 from ht2.io import atomic_directory, check_output_dir
 from ht2.metrics.latency import num_threads
@@ -92,14 +91,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_false",
         help="factorize even layers that do not shrink (default: keep them dense)",
     )
-    parser.add_argument(
-        "--out",
-        required=True,
-        type=Path,
-        metavar="DIR",
-        help="output folder (must not exist or be empty, unless --force)",
-    )
-    parser.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
+    add_output_folder(parser)
     parser.add_argument("--json", action="store_true", help="print sweep.json to stdout")
     parser.set_defaults(run=run)
 

@@ -104,6 +104,23 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
+def read_report(directory: str | os.PathLike, required: bool = True) -> CompressionReport | None:
+    """DIR/report.json as a CompressionReport; None when absent and not `required`."""
+    path = Path(directory) / REPORT
+    if not path.is_file():
+        if not required:
+            return None
+        raise HT2Error(f"{path} is missing: {directory} has no compression report")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise HT2Error(f"{path} is not valid JSON (truncated?): {error}") from None
+    try:
+        return CompressionReport.from_dict(data)
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
+        raise HT2Error(f"{path} is not an ht2 compression report: {error}") from None
+
+
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     """Read a safetensors file, with a one-line error naming it when that fails."""
     if not path.is_file():

@@ -5,6 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ht2.metrics.observe import observe
+
+_COUNTED = (nn.Linear, nn.modules.conv._ConvNd)
+
 
 def count_params(module: nn.Module) -> int:
     """Number of parameters (every element of every parameter, each shared one once)."""
@@ -33,29 +37,16 @@ def layer_macs(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
     in x out for linear layers (the convention of the paper's tables). The example input's
     first dimension is the batch; it should be 1. Modules that do not run count 0.
     """
-    counted = (nn.Linear, nn.modules.conv._ConvNd)
-    macs: dict[str, int] = {}
-    handles = []
+    counted = [(n, m) for n, m in model.named_modules() if isinstance(m, _COUNTED)]
+    macs = dict.fromkeys((name for name, _ in counted), 0)
 
     def hook_for(name: str):
         def hook(module, inputs, output):
-            macs[name] = macs.get(name, 0) + _leaf_macs(module, inputs, output)
+            macs[name] += _leaf_macs(module, inputs, output)
 
         return hook
 
-    for name, module in model.named_modules():
-        if isinstance(module, counted):
-            macs[name] = 0
-            handles.append(module.register_forward_hook(hook_for(name)))
-    try:
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            model(example_input)
-        model.train(was_training)
-    finally:
-        for handle in handles:
-            handle.remove()
+    observe(model, example_input, [(module, hook_for(name)) for name, module in counted])
     return macs
 
 

@@ -15,6 +15,7 @@ from torch import nn
 from ht2.errors import HT2Error
 from ht2.layers import FactorizedLayer
 from ht2.metrics.counting import layer_macs
+from ht2.metrics.observe import observe
 
 Runnable = Callable[[torch.Tensor], Any]
 
@@ -126,7 +127,6 @@ def factorized_layers(model: nn.Module) -> list[tuple[str, FactorizedLayer]]:
 def layer_input_shapes(model: nn.Module, example_input: torch.Tensor) -> dict[str, torch.Size]:
     """The input shape each factorized layer sees in `model(example_input)` (first call)."""
     shapes: dict[str, torch.Size] = {}
-    handles = []
 
     def hook_for(name: str):
         def hook(module, args):
@@ -134,14 +134,8 @@ def layer_input_shapes(model: nn.Module, example_input: torch.Tensor) -> dict[st
 
         return hook
 
-    for name, layer in factorized_layers(model):
-        handles.append(layer.register_forward_pre_hook(hook_for(name)))
-    try:
-        with torch.inference_mode():
-            model(example_input)
-    finally:
-        for handle in handles:
-            handle.remove()
+    hooks = [(layer, hook_for(name)) for name, layer in factorized_layers(model)]
+    observe(model, example_input, hooks, before=True)
     return shapes
 
 

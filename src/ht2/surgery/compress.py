@@ -12,6 +12,7 @@ from ht2.decomp import check_energy
 from ht2.errors import HT2Error
 from ht2.layers import FactorizedLayer, factorize
 from ht2.metrics import count_params, layer_macs, macs_under
+from ht2.metrics.observe import observe
 from ht2.surgery.policy import METHODS, Decision, is_candidate, matches, paper_policy
 from ht2.surgery.report import CompressionReport, LayerReport
 
@@ -36,18 +37,7 @@ def first_conv_name(model: nn.Module, example_input: torch.Tensor | None) -> str
     if example_input is None:
         return next(iter(convs.values()), None)
     order: list[str] = []
-    handles = [
-        module.register_forward_hook(lambda m, i, o: order.append(convs[m])) for module in convs
-    ]
-    try:
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            model(example_input)
-        model.train(was_training)
-    finally:
-        for handle in handles:
-            handle.remove()
+    observe(model, example_input, [(m, lambda m, i, o: order.append(convs[m])) for m in convs])
     return order[0] if order else None
 
 

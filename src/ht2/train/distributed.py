@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ht2.errors import HT2Error
+from ht2.device import resolve_device
 
 
 @dataclass(frozen=True)
@@ -28,17 +28,6 @@ class World:
     @property
     def distributed(self) -> bool:
         return self.size > 1
-
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' picks CUDA when present; 'cuda' without a GPU is a user error."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise HT2Error("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise HT2Error(f"unknown device {device!r}; use cpu, cuda or auto")
-    return torch.device(device)
 
 
 def setup_world(device: str = "auto") -> World:

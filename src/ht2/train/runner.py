@@ -19,7 +19,6 @@ import torch
 from torch import nn
 from torch.utils.data import DistributedSampler
 
-from ht2.data import eval_dataset, make_loader, train_dataset
 from ht2.errors import HT2Error
 from ht2.models import ModelEntry
 from ht2.train.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
