@@ -154,7 +154,10 @@ def fit(
 def _fit(
     model, entry, data, config, out, save_best, teacher, resume, force, evaluate_first, world: World
 ) -> RunResult:
-    prepare_output(out, resume, force)
+    from ht2.data import eval_dataset, make_loader, train_dataset  # torchvision, lazily
+
+    if world.is_main:  # one process decides; torchrun stops the others if it fails
+        prepare_output(out, resume, force)
     batch = _per_process_batch(config, world)
     if config.amp != "none" and world.device.type != "cuda":
         say(world, f"note: --amp {config.amp} applies on CUDA only; training in float32")
