@@ -1,6 +1,6 @@
 """Parameter and MAC reductions per energy for the shared CIFAR ResNets, and compression time.
 
-Run: python benchmarks/compression_sizes.py [--shared ../shared] [--out benchmarks/results]
+Run: python benchmarks/compression_sizes.py [--shared ../shared] [--threads N] [--out DIR]
 Prints a table and writes compression_sizes.json. Uses --no-keep-if-larger (the reference's
 sizes). Also times `ht2.compress` of vgg16_bn and resnet50 (random init, e = 0.9).
 """
@@ -67,8 +67,11 @@ def main() -> None:
     parser.add_argument(
         "--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared"
     )
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     size_rows, time_rows = sizes(args.shared), timings()
     print(f"{'model':18} {'e':>4} {'params':>10} {'after':>9} {'x':>6} {'MACs x':>7} {'s':>6}")
     for r in size_rows:

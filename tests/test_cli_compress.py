@@ -219,3 +219,10 @@ def test_calibrate_right_after_compression_changes_bn_statistics(tmp_path: Path,
     a = ht2.load(plain).bn1.running_mean
     b = ht2.load(calibrated).bn1.running_mean
     assert not torch.equal(a, b)
+
+
+def test_models_lists_names_with_a_filter(capsys) -> None:
+    assert main(["models", "cifar10_*"]) == 0
+    names = capsys.readouterr().out.split()
+    assert "cifar10_resnet20" in names and "cifar10_densenet40" in names
+    assert all(name.startswith("cifar10_") for name in names)
