@@ -30,10 +30,10 @@ EXAMPLES = """examples:
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "compress",
-        help="compress a model by HT-2/SVD at an energy level",
-        description="Replace the first conv and 1x1 convs by SVD, other kxk convs by HT-2 and "
-        "Linear layers by SVD, ranks chosen by the energy rule; write DIR/model.safetensors, "
-        "DIR/ht2.json and DIR/report.json.",
+        help="compress a model by HT-2 (or a rival decomposition) at an energy level",
+        description="Replace the first conv and 1x1 convs by SVD (Tucker-1), other kxk convs by "
+        "--method (HT-2 by default) and Linear layers by SVD, ranks chosen by the energy rule; "
+        "write DIR/model.safetensors, DIR/ht2.json and DIR/report.json.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -46,7 +46,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "lower is smaller (default: 0.9)",
     )
     parser.add_argument(
-        "--method", choices=METHODS, default="ht2", help="decomposition of kxk convs (default: ht2)"
+        "--method",
+        choices=METHODS,
+        default="ht2",
+        help="decomposition of kxk convs: ht2, tucker2 (Kim et al.), cp (Lebedev et al.) or svd "
+        "(spatial SVD: a Dx1 then a 1xD conv); first and 1x1 convs always get SVD (Tucker-1) "
+        "and Linear layers SVD (default: ht2)",
     )
     parser.add_argument(
         "--no-keep-if-larger",

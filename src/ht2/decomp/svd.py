@@ -67,3 +67,24 @@ def tucker1(
     factors = truncated_svd(kernel.reshape(t, -1), energy=energy, rank=rank)
     first = factors.first.reshape(factors.rank, *kernel.shape[1:])
     return LowRankFactors(first, factors.second, factors.rank, factors.rel_error)
+
+
+def spatial_svd(
+    kernel: torch.Tensor, energy: float | None = None, rank: int | None = None
+) -> LowRankFactors:
+    """Spatial SVD of a T x C x D1 x D2 kernel: the (C D1) x (T D2) matrix truncated at rank r.
+
+    `first` has shape (r, C, D1, 1): the D1 x 1 conv C -> r;
+    `second` has shape (T, r, 1, D2): the 1 x D2 conv r -> T.
+    """
+    if kernel.dim() != 4:
+        raise ValueError(f"spatial SVD needs a 4-D kernel, got shape {tuple(kernel.shape)}")
+    t, c, d1, d2 = kernel.shape
+    matrix = kernel.permute(1, 2, 0, 3).reshape(c * d1, t * d2)
+    factors = truncated_svd(matrix, energy=energy, rank=rank)
+    r = factors.rank
+    vertical = factors.second.reshape(c, d1, r).permute(2, 0, 1)[..., None]
+    horizontal = factors.first.reshape(r, t, d2).permute(1, 0, 2)[:, :, None, :]
+    return LowRankFactors(
+        vertical.contiguous(), horizontal.contiguous(), factors.rank, factors.rel_error
+    )

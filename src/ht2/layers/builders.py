@@ -6,15 +6,21 @@ from typing import Any
 
 from torch import nn
 
-from ht2.decomp import HT2Ranks
+from ht2.decomp import HT2Ranks, Tucker2Ranks
 from ht2.layers.base import FactorizedLayer
+from ht2.layers.cp_conv import CPConv2d
 from ht2.layers.ht2_conv import HT2Conv2d
+from ht2.layers.spatial_svd_conv import SpatialSVDConv2d
 from ht2.layers.spec import ConvSpec, LinearSpec, spec_from_dict
 from ht2.layers.svd_conv import SVDConv2d
 from ht2.layers.svd_linear import SVDLinear
+from ht2.layers.tucker2_conv import Tucker2Conv2d
 
 _HANDLERS: dict[tuple[str, type], type[FactorizedLayer]] = {
     ("ht2", nn.Conv2d): HT2Conv2d,
+    ("tucker2", nn.Conv2d): Tucker2Conv2d,
+    ("spatial_svd", nn.Conv2d): SpatialSVDConv2d,
+    ("cp", nn.Conv2d): CPConv2d,
     ("svd", nn.Conv2d): SVDConv2d,
     ("svd", nn.Linear): SVDLinear,
 }
@@ -31,6 +37,8 @@ def _handler(method: str, layer_type: type) -> type[FactorizedLayer]:
 def _typed_ranks(handler: type[FactorizedLayer], ranks: dict[str, int]) -> dict[str, Any]:
     if handler is HT2Conv2d:
         return {"ranks": HT2Ranks(int(ranks["r1"]), int(ranks["r13"]), int(ranks["r3"]))}
+    if handler is Tucker2Conv2d:
+        return {"ranks": Tucker2Ranks(int(ranks["r_in"]), int(ranks["r_out"]))}
     return {"rank": int(ranks["r"])}
 
 

@@ -58,8 +58,9 @@ def compress(
 ) -> CompressionReport:
     """Replace, in place, the layers of `model` chosen by the paper's policy by their factors.
 
-    First conv and 1x1 convs get SVD, other k x k convs `method` (HT-2 by default), Linear
-    layers SVD; ranks by the energy rule. Globs in `include`/`exclude` pick layers by name.
+    First conv and 1x1 convs get SVD (Tucker-1), other k x k convs `method` (HT-2 by default;
+    "tucker2", "cp", or "svd" for spatial SVD), Linear layers SVD; ranks by the energy rule.
+    Globs in `include`/`exclude` pick layers by name.
     With `keep_if_larger`, a layer whose factors would not be smaller stays dense.
     `example_input` (batch 1) finds the first conv by execution order and enables MAC counts.
     """

@@ -7,7 +7,10 @@ from fnmatch import fnmatchcase
 
 from torch import nn
 
-METHODS = ("ht2", "svd")
+METHODS = ("ht2", "tucker2", "cp", "svd")
+# The handler each method names for k x k convs; "svd" there is spatial SVD (Tucker-1 stays
+# the treatment of the first conv and 1x1 convs, SVD that of Linear layers, whatever the method).
+KXK_HANDLERS = {"ht2": "ht2", "tucker2": "tucker2", "cp": "cp", "svd": "spatial_svd"}
 
 
 @dataclass(frozen=True)
@@ -24,7 +27,12 @@ def is_candidate(module: nn.Module) -> bool:
 
 
 def paper_policy(module: nn.Module, is_first_conv: bool, method: str = "ht2") -> Decision:
-    """The paper's rule: first and 1x1 convs by SVD, other kxk convs by `method`, Linear by SVD."""
+    """The paper's rule: first and 1x1 convs by SVD, other kxk convs by `method`, Linear by SVD.
+
+    `method` is one of METHODS; for k x k convs it names the handler in KXK_HANDLERS.
+    """
+    if method not in KXK_HANDLERS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if isinstance(module, nn.Linear):
         return Decision("svd")
     if isinstance(module, nn.modules.conv._ConvTransposeNd):
@@ -36,7 +44,7 @@ def paper_policy(module: nn.Module, is_first_conv: bool, method: str = "ht2") ->
         return Decision(None, f"{kind} convolution (groups={module.groups}) is left dense")
     if is_first_conv or tuple(module.kernel_size) == (1, 1):
         return Decision("svd")
-    return Decision(method)
+    return Decision(KXK_HANDLERS[method])
 
 
 def matches(name: str, include: list[str] | None, exclude: list[str] | None) -> str:

@@ -12,7 +12,7 @@ class LayerReport:
 
     name: str
     type: str
-    method: str  # "ht2" | "svd" | "dense"
+    method: str  # "ht2" | "tucker2" | "cp" | "spatial_svd" | "svd" | "dense"
     ranks: dict[str, int] = field(default_factory=dict)
     params_before: int = 0
     params_after: int = 0

@@ -1,0 +1,79 @@
+"""CP convolution: 1x1 (C->R), D1x1 depthwise, 1xD2 depthwise, 1x1 (R->T)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ht2.decomp import cp_decompose
+from ht2.layers.base import FactorizedLayer
+from ht2.layers.spec import ConvSpec
+
+
+class CPConv2d(FactorizedLayer):
+    """The four convolutions of the rank-R CP decomposition of one conv (Lebedev et al. 2015).
+
+    The two spatial convs are depthwise (groups=R); stride, dilation and padding of each axis
+    go to the conv that spans that axis, padding modes act per axis.
+    """
+
+    method = "cp"
+
+    def __init__(self, spec: ConvSpec, rank: int, energy: float | None = None):
+        if spec.groups != 1:
+            raise ValueError(f"CP needs groups=1, got groups={spec.groups}")
+        super().__init__(spec, {"r": rank}, energy)
+        (d1, d2), (s1, s2), (l1, l2) = spec.kernel_size, spec.stride, spec.dilation
+        self.reduce = nn.Conv2d(spec.in_channels, rank, 1, bias=False)
+        self.vertical = nn.Conv2d(
+            rank,
+            rank,
+            (d1, 1),
+            stride=(s1, 1),
+            padding=spec.padding_along(0),
+            dilation=(l1, 1),
+            groups=rank,
+            bias=False,
+            padding_mode=spec.padding_mode,
+        )
+        self.horizontal = nn.Conv2d(
+            rank,
+            rank,
+            (1, d2),
+            stride=(1, s2),
+            padding=spec.padding_along(1),
+            dilation=(1, l2),
+            groups=rank,
+            bias=False,
+            padding_mode=spec.padding_mode,
+        )
+        self.expand = nn.Conv2d(rank, spec.out_channels, 1, bias=spec.bias)
+
+    @classmethod
+    def from_dense(
+        cls, conv: nn.Conv2d, energy: float | None = None, rank: int | None = None
+    ) -> CPConv2d:
+        """Decompose `conv` (rank from `energy`, or given) and copy the factors in."""
+        factors = cp_decompose(conv.weight, energy=energy, rank=rank)
+        layer = cls(ConvSpec.of(conv), factors.rank, energy)
+        layer.rel_error = factors.rel_error
+        with torch.no_grad():
+            layer.reduce.weight.copy_(factors.u_in.T[:, :, None, None])
+            layer.vertical.weight.copy_(factors.vertical.T[:, None, :, None])
+            layer.horizontal.weight.copy_(factors.horizontal.T[:, None, None, :])
+            layer.expand.weight.copy_(factors.u_out[:, :, None, None])
+            if conv.bias is not None:
+                layer.expand.bias.copy_(conv.bias)
+        return layer.to(conv.weight.device)
+
+    def dense_weight(self) -> torch.Tensor:
+        return torch.einsum(
+            "tr,rc,rh,rw->tchw",
+            self.expand.weight[:, :, 0, 0],
+            self.reduce.weight[:, :, 0, 0],
+            self.vertical.weight[:, 0, :, 0],
+            self.horizontal.weight[:, 0, 0, :],
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.expand(self.horizontal(self.vertical(self.reduce(x))))

@@ -1,0 +1,70 @@
+"""Spatial SVD convolution: D1x1 (C->R), then 1xD2 (R->T) carrying the bias."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ht2.decomp import spatial_svd
+from ht2.layers.base import FactorizedLayer
+from ht2.layers.spec import ConvSpec
+
+
+class SpatialSVDConv2d(FactorizedLayer):
+    """A conv split into a vertical and a horizontal one (truncated SVD of the (C D1) x (T D2)
+    matrix of its kernel, as AIMET's spatial SVD).
+
+    Stride, dilation and padding of each spatial axis go to the conv that spans that axis;
+    padding modes act per axis, so they stay exact too.
+    """
+
+    method = "spatial_svd"
+
+    def __init__(self, spec: ConvSpec, rank: int, energy: float | None = None):
+        if spec.groups != 1:
+            raise ValueError(f"spatial SVD needs groups=1, got groups={spec.groups}")
+        super().__init__(spec, {"r": rank}, energy)
+        (d1, d2), (s1, s2), (l1, l2) = spec.kernel_size, spec.stride, spec.dilation
+        self.vertical = nn.Conv2d(
+            spec.in_channels,
+            rank,
+            (d1, 1),
+            stride=(s1, 1),
+            padding=spec.padding_along(0),
+            dilation=(l1, 1),
+            bias=False,
+            padding_mode=spec.padding_mode,
+        )
+        self.expand = nn.Conv2d(
+            rank,
+            spec.out_channels,
+            (1, d2),
+            stride=(1, s2),
+            padding=spec.padding_along(1),
+            dilation=(1, l2),
+            bias=spec.bias,
+            padding_mode=spec.padding_mode,
+        )
+
+    @classmethod
+    def from_dense(
+        cls, conv: nn.Conv2d, energy: float | None = None, rank: int | None = None
+    ) -> SpatialSVDConv2d:
+        """Decompose `conv` (rank from `energy`, or given) and copy the factors in."""
+        factors = spatial_svd(conv.weight, energy=energy, rank=rank)
+        layer = cls(ConvSpec.of(conv), factors.rank, energy)
+        layer.rel_error = factors.rel_error
+        with torch.no_grad():
+            layer.vertical.weight.copy_(factors.first)
+            layer.expand.weight.copy_(factors.second)
+            if conv.bias is not None:
+                layer.expand.bias.copy_(conv.bias)
+        return layer.to(conv.weight.device)
+
+    def dense_weight(self) -> torch.Tensor:
+        return torch.einsum(
+            "trw,rch->tchw", self.expand.weight[:, :, 0, :], self.vertical.weight[..., 0]
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.expand(self.vertical(x))

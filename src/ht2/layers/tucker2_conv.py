@@ -1,0 +1,67 @@
+"""Tucker-2 convolution: 1x1 (C->R_in), D1xD2 (R_in->R_out) core, 1x1 (R_out->T)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ht2.decomp import Tucker2Ranks, tucker2_decompose
+from ht2.layers.base import FactorizedLayer
+from ht2.layers.spec import ConvSpec
+
+
+class Tucker2Conv2d(FactorizedLayer):
+    """The three convolutions of the Tucker-2 decomposition of one conv (Kim et al. 2016).
+
+    The core conv keeps the original stride, padding, dilation and padding mode; the 1x1
+    convs around it only mix channels.
+    """
+
+    method = "tucker2"
+
+    def __init__(self, spec: ConvSpec, ranks: Tucker2Ranks, energy: float | None = None):
+        if spec.groups != 1:
+            raise ValueError(f"Tucker-2 needs groups=1, got groups={spec.groups}")
+        super().__init__(spec, ranks.as_dict(), energy)
+        self.reduce = nn.Conv2d(spec.in_channels, ranks.r_in, 1, bias=False)
+        self.core = nn.Conv2d(
+            ranks.r_in,
+            ranks.r_out,
+            spec.kernel_size,
+            stride=spec.stride,
+            padding=spec.padding,
+            dilation=spec.dilation,
+            bias=False,
+            padding_mode=spec.padding_mode,
+        )
+        self.expand = nn.Conv2d(ranks.r_out, spec.out_channels, 1, bias=spec.bias)
+
+    @classmethod
+    def from_dense(
+        cls,
+        conv: nn.Conv2d,
+        energy: float | None = None,
+        ranks: Tucker2Ranks | None = None,
+        hooi_sweeps: int = 0,
+    ) -> Tucker2Conv2d:
+        """Decompose `conv` (ranks from `energy`, or given) and copy the factors in."""
+        factors = tucker2_decompose(
+            conv.weight, energy=energy, ranks=ranks, hooi_sweeps=hooi_sweeps
+        )
+        layer = cls(ConvSpec.of(conv), factors.ranks, energy)
+        layer.rel_error = factors.rel_error
+        with torch.no_grad():
+            layer.reduce.weight.copy_(factors.u_in.T[:, :, None, None])
+            layer.core.weight.copy_(factors.core)
+            layer.expand.weight.copy_(factors.u_out[:, :, None, None])
+            if conv.bias is not None:
+                layer.expand.bias.copy_(conv.bias)
+        return layer.to(conv.weight.device)
+
+    def dense_weight(self) -> torch.Tensor:
+        u_in = self.reduce.weight[:, :, 0, 0]
+        u_out = self.expand.weight[:, :, 0, 0]
+        return torch.einsum("to,oihw,ic->tchw", u_out, self.core.weight, u_in)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.expand(self.core(self.reduce(x)))
