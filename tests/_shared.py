@@ -22,6 +22,19 @@ def shared_file(path: Path) -> Path:
     return path
 
 
+# Conv geometries for the full-rank equivalence grids: kernel, stride, padding, dilation.
+CONV_GEOMETRIES = [
+    ((3, 3), 1, 1, 1),
+    ((3, 3), 2, 1, 1),
+    ((3, 5), (2, 1), (1, 2), 1),
+    ((5, 3), (1, 2), (2, 0), (2, 1)),
+    ((2, 4), 1, "same", (1, 2)),
+    ((3, 3), 1, "valid", 1),
+    ((1, 3), (1, 2), (0, 1), 1),
+    ((3, 3), (3, 2), 2, (2, 3)),
+]
+PADDING_MODES = ["zeros", "reflect", "replicate", "circular"]
+
 CIFAR10_JPEG = SHARED / "data" / "cifar10-jpeg.tar.gz"
 TEST_DATA = Path.home() / ".cache" / "ht2" / "test-data"
 

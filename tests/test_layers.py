@@ -18,20 +18,9 @@ from ht2.layers import (
     build_factorized,
     factorize,
 )
+from tests._shared import CONV_GEOMETRIES, PADDING_MODES
 
-GEOMETRIES = [
-    # kernel, stride, padding, dilation
-    ((3, 3), 1, 1, 1),
-    ((3, 3), 2, 1, 1),
-    ((3, 5), (2, 1), (1, 2), 1),
-    ((5, 3), (1, 2), (2, 0), (2, 1)),
-    ((2, 4), 1, "same", (1, 2)),
-    ((3, 3), 1, "valid", 1),
-    ((1, 3), (1, 2), (0, 1), 1),
-    ((3, 3), (3, 2), 2, (2, 3)),
-]
-MODES = ["zeros", "reflect", "replicate", "circular"]
-GRID = list(itertools.product(GEOMETRIES, MODES, [True, False]))
+GRID = list(itertools.product(CONV_GEOMETRIES, PADDING_MODES, [True, False]))
 
 
 def _conv(geometry, mode: str, bias: bool) -> nn.Conv2d:

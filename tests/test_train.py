@@ -179,21 +179,7 @@ def test_finetune_calibrates_evaluates_and_writes_a_compressed_folder(
     tiny: Path, compressed: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "ft"
-    code = main(
-        [
-            "finetune",
-            str(compressed),
-            "--data",
-            str(tiny),
-            "--epochs",
-            "1",
-            *FAST,
-            "--calib-images",
-            "16",
-            "--out",
-            str(out),
-        ]
-    )
+    code = _finetune(compressed, tiny, out, "--calib-images", "16")
     assert code == 0
     model = ht2.load(out)
     assert isinstance(model.layer1[0].conv1, ht2.layers.HT2Conv2d)
@@ -203,41 +189,32 @@ def test_finetune_calibrates_evaluates_and_writes_a_compressed_folder(
     assert [line["epoch"] for line in lines] == [0, 1]
 
 
+def _finetune(compressed: Path, tiny: Path, out: Path, *extra: str) -> int:
+    return main(
+        [
+            "finetune",
+            str(compressed),
+            "--data",
+            str(tiny),
+            "--epochs",
+            "1",
+            *FAST,
+            *extra,
+            "--out",
+            str(out),
+        ]
+    )
+
+
 def test_finetune_with_distillation_needs_teacher_weights(
     tiny: Path, compressed: Path, tmp_path: Path, capsys
 ) -> None:
-    code = main(
-        [
-            "finetune",
-            str(compressed),
-            "--data",
-            str(tiny),
-            "--epochs",
-            "1",
-            *FAST,
-            "--distill",
-            "--out",
-            str(tmp_path / "kd"),
-        ]
-    )
-    assert code == 2 and "--teacher-weights" in capsys.readouterr().err
+    assert _finetune(compressed, tiny, tmp_path / "kd", "--distill") == 2
+    assert "--teacher-weights" in capsys.readouterr().err
     teacher = tmp_path / "teacher.pth"
     torch.save(ht2.models.create("cifar10_resnet20", num_classes=3).state_dict(), teacher)
-    code = main(
-        [
-            "finetune",
-            str(compressed),
-            "--data",
-            str(tiny),
-            "--epochs",
-            "1",
-            *FAST,
-            "--distill",
-            "--teacher-weights",
-            str(teacher),
-            "--out",
-            str(tmp_path / "kd"),
-        ]
+    code = _finetune(
+        compressed, tiny, tmp_path / "kd", "--distill", "--teacher-weights", str(teacher)
     )
     assert code == 0
 
