@@ -314,3 +314,14 @@ def test_two_process_gloo_finetune_agrees_and_only_rank0_writes(
     epochs = [json.loads(line)["epoch"] for line in (out / "log.jsonl").read_text().splitlines()]
     assert epochs == [0, 1, 2]  # one writer: no line twice
     assert ht2.load(out)(torch.zeros(1, 3, 32, 32)).shape == (1, 3)
+
+
+def test_global_batch_must_divide_among_processes() -> None:
+    from ht2.errors import HT2Error
+    from ht2.train.distributed import World
+    from ht2.train.runner import _per_process_batch
+
+    world = World(rank=0, size=3, local_rank=0, device=torch.device("cpu"))
+    assert _per_process_batch(TrainConfig(batch_size=12), world) == 4
+    with pytest.raises(HT2Error, match="divisible by the 3 torchrun processes"):
+        _per_process_batch(TrainConfig(batch_size=128), world)
