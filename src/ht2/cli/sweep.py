@@ -122,7 +122,6 @@ def run(args: argparse.Namespace) -> int:
         raise HT2Error(f"--repeats must be at least 1, got {args.repeats}")
     weights = args.weights or ("pretrained" if args.pretrained else None)
     entry = models.get_entry(args.model)
-    models.create(args.model, weights=weights)  # fail early on bad weights
 
     def make_model() -> nn.Module:
         return models.create(args.model, weights=weights)
