@@ -12,6 +12,7 @@ from torch import nn
 
 import ht2
 from ht2.cli.main import main
+from ht2.export import OrtRunner
 from ht2.metrics import (
     Timing,
     factorized_layers,
@@ -20,6 +21,7 @@ from ht2.metrics import (
     time_layers,
     time_models,
 )
+from ht2.metrics.latency import ChannelsLast
 
 FAST = ["--repeats", "2", "--warmup", "1", "--threads", "1"]
 
@@ -251,3 +253,83 @@ def test_per_layer_needs_a_compressed_model(capsys) -> None:
 )
 def test_bad_counts(flag: str, value: str, capsys) -> None:
     _fails(["benchmark", "cifar10_resnet20", flag, value], capsys, flag)
+
+
+@pytest.fixture(scope="module")
+def onnx_file(compressed: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The compressed ResNet-20, BatchNorms folded, exported by `ht2 export --format onnx`."""
+    out = tmp_path_factory.mktemp("onnx") / "r20"
+    with num_threads(1):
+        code = main(["export", str(compressed), "--fold-bn", "--format", "onnx", "--out", str(out)])
+    assert code == 0
+    return out / "model.onnx"
+
+
+def test_benchmark_compares_eager_channels_last_and_onnxruntime(
+    compressed: Path, onnx_file: Path, capsys
+) -> None:
+    code, stdout, _ = _run(
+        [
+            "benchmark",
+            str(compressed),
+            "--channels-last",
+            "--onnx",
+            str(onnx_file),
+            "--batch-sizes",
+            "1,3",
+            "--json",
+            *FAST,
+        ],
+        capsys,
+    )
+    assert code == 0
+    result = json.loads(stdout)
+    assert result["onnx"] == str(onnx_file) and result["onnxruntime_threads"] == 1
+    assert [row["batch_size"] for row in result["rows"]] == [1, 3]
+    for row in result["rows"]:
+        for name in ("channels_last", "onnxruntime"):
+            assert row[f"{name}_latency_ms"] > 0 and row[f"{name}_latency_iqr_ms"] >= 0
+            assert row[f"{name}_speedup"] == pytest.approx(
+                row["latency_ms"] / row[f"{name}_latency_ms"]
+            )
+
+
+def test_benchmark_table_has_a_column_per_runtime(
+    compressed: Path, onnx_file: Path, capsys
+) -> None:
+    code, stdout, _ = _run(
+        ["benchmark", str(compressed), "--onnx", str(onnx_file), "--batch-sizes", "2", *FAST],
+        capsys,
+    )
+    assert code == 0
+    header = stdout.splitlines()[0].split()
+    assert header[:3] == ["batch", "ms", "IQR"] and "onnxruntime" in header
+    assert "channels_last" not in header
+    assert "ONNX Runtime" in stdout and "1 intra-op thread" in stdout
+
+
+def test_channels_last_leaves_the_model_alone() -> None:
+    model = nn.Conv2d(3, 4, 3).eval()
+    runner = ChannelsLast(model)
+    x = torch.randn(2, 3, 8, 8)
+    assert model.weight.is_contiguous()
+    assert runner.model.weight.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert torch.allclose(runner(x), model(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_onnxruntime_is_pinned_to_the_thread_count(onnx_file: Path, threads: int) -> None:
+    runner = OrtRunner(onnx_file, threads=threads)
+    options = runner.session.get_session_options()
+    assert options.intra_op_num_threads == threads == runner.threads
+    assert options.inter_op_num_threads == 1
+
+
+def test_onnx_of_another_input_size(onnx_file: Path, capsys) -> None:
+    _fails(["benchmark", "resnet18", "--onnx", str(onnx_file), *FAST], capsys, "takes inputs of")
+
+
+def test_onnx_file_missing(compressed: Path, tmp_path: Path, capsys) -> None:
+    missing = str(tmp_path / "none.onnx")
+    _fails(["benchmark", str(compressed), "--onnx", missing, *FAST], capsys, "none.onnx")

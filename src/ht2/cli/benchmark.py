@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -14,6 +15,8 @@ from ht2.cli.tables import render
 from ht2.device import resolve_device
 from ht2.errors import HT2Error
 from ht2.metrics import LayerTiming, factorized_layers, layer_macs, time_layers, time_models
+from ht2.metrics.latency import ChannelsLast, Runnable
+from ht2.models import ModelEntry
 
 DEFAULT_BATCH_SIZES = "1,32,128"
 
@@ -22,6 +25,7 @@ EXAMPLES = """examples:
   ht2 benchmark out/r20-e0.8 --against cifar10_resnet20 --batch-sizes 1,128 --threads 4
   ht2 benchmark out/r20-e0.8 --per-layer --batch-sizes 32 --json
   ht2 benchmark resnet50 --device cuda --batch-sizes 1,64 --repeats 50
+  ht2 benchmark out/r20 --channels-last --onnx out/r20-onnx/model.onnx --threads 1
 
 A registry MODEL without --weights gets random weights: they do not change speed.
 """
@@ -33,7 +37,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="time a model (and a baseline) per batch size, whole or layer by layer",
         description="Time MODEL or a compressed model folder DIR at each batch size; with "
         "--against, time a baseline in the same process, run by run in turn with it, and show "
-        "the speedup and MAC reduction. Times are medians in ms per batch.",
+        "the speedup and MAC reduction; --channels-last and --onnx FILE add MODEL in "
+        "channels_last memory format and FILE in ONNX Runtime to the same table. Times are "
+        "medians in ms per batch.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -49,6 +55,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--against",
         metavar="MODEL|DIR",
         help="baseline to compare with, e.g. the uncompressed registry name (default: none)",
+    )
+    parser.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="also time MODEL in channels_last memory format (default: off)",
+    )
+    parser.add_argument(
+        "--onnx",
+        metavar="FILE",
+        help="also time this .onnx file (from `ht2 export DIR --format onnx`) in ONNX Runtime "
+        "on the CPU, with as many threads as PyTorch (default: none)",
     )
     parser.add_argument(
         "--batch-sizes",
@@ -116,6 +133,32 @@ def total_macs(model: nn.Module, input_size: tuple[int, ...]) -> int:
     return sum(layer_macs(model, torch.zeros(1, *input_size)).values())
 
 
+VARIANTS = ("channels_last", "onnxruntime")  # timed beside MODEL; speedups are over MODEL
+
+
+def variant_runners(
+    args: argparse.Namespace,
+    model: nn.Module,
+    device: torch.device,
+    sizes: list[int],
+    entry: ModelEntry,
+) -> dict[str, Runnable]:
+    """MODEL in channels_last and the --onnx file in ONNX Runtime, as asked for."""
+    runners: dict[str, Runnable] = {}
+    if args.channels_last:
+        runners["channels_last"] = ChannelsLast(model)
+    if args.onnx:
+        if device.type != "cpu":
+            raise HT2Error("--onnx runs ONNX Runtime on the CPU: drop --device cuda")
+        from ht2.export.ort import OrtRunner
+
+        runner = OrtRunner(args.onnx, args.threads)
+        for size in sizes:
+            runner.check_input(size, entry.input_size, args.onnx)
+        runners["onnxruntime"] = runner
+    return runners
+
+
 def run(args: argparse.Namespace) -> int:
     sizes = parse_batch_sizes(args.batch_sizes)
     check_counts(args)
@@ -137,12 +180,14 @@ def run(args: argparse.Namespace) -> int:
         )
     macs = [total_macs(m, entry.input_size) for m in contenders]
     contenders = [m.to(device).eval() for m in contenders]
+    variants = variant_runners(args, contenders[0], device, sizes, entry)
+    runners: list[Runnable] = [*contenders, *variants.values()]
 
     rows: list[dict[str, Any]] = []
     layers: list[dict[str, Any]] = []
     for size in sizes:
         x = torch.randn(size, *entry.input_size, device=device)
-        timings = time_models(contenders, x, args.repeats, args.warmup, args.threads)
+        timings = time_models(runners, x, args.repeats, args.warmup, args.threads)
         row: dict[str, Any] = {
             "batch_size": size,
             "latency_ms": timings[0].median_ms,
@@ -153,6 +198,10 @@ def run(args: argparse.Namespace) -> int:
             row["baseline_latency_iqr_ms"] = timings[1].iqr_ms
             row["speedup"] = timings[1].median_ms / max(timings[0].median_ms, 1e-12)
             row["mac_reduction"] = macs[1] / max(macs[0], 1)
+        for name, timing in zip(variants, timings[len(contenders) :], strict=True):
+            row[f"{name}_latency_ms"] = timing.median_ms
+            row[f"{name}_latency_iqr_ms"] = timing.iqr_ms
+            row[f"{name}_speedup"] = timings[0].median_ms / max(timing.median_ms, 1e-12)
         rows.append(row)
         if args.per_layer:
             for timing in time_layers(model, x, args.repeats, args.warmup, args.threads):
@@ -171,11 +220,16 @@ def run(args: argparse.Namespace) -> int:
         }
         if args.against:
             result["baseline_macs"] = macs[1]
+        if args.channels_last:
+            result["channels_last"] = True
+        if args.onnx:
+            result["onnx"] = args.onnx
+            result["onnxruntime_threads"] = variants["onnxruntime"].threads
         if args.per_layer:
             result["layers"] = layers
         print(json.dumps(result, indent=1))
         return 0
-    print(latency_table(rows, bool(args.against)))
+    print(latency_table(rows, bool(args.against), list(variants)))
     print(footnote(args, device, macs))
     if args.per_layer:
         for size in sizes:
@@ -205,11 +259,14 @@ def _ms(value: float) -> str:
     return f"{value:.3f}"
 
 
-def latency_table(rows: list[dict[str, Any]], against: bool) -> str:
-    """Batch size, our median and IQR, and with a baseline its figures, speedup, MAC ratio."""
+def latency_table(rows: list[dict[str, Any]], against: bool, variants: Sequence[str] = ()) -> str:
+    """Batch size, our median and IQR, with a baseline its figures, speedup and MAC ratio, and
+    each variant's (channels_last, onnxruntime) median and speedup over MODEL."""
     headers = ["batch", "ms", "IQR ms"]
     if against:
         headers += ["baseline ms", "baseline IQR ms", "speedup", "MAC reduction"]
+    for name in variants:
+        headers += [f"{name} ms", f"{name} speedup"]
     lines = []
     for row in rows:
         cells = [str(row["batch_size"]), _ms(row["latency_ms"]), _ms(row["latency_iqr_ms"])]
@@ -220,6 +277,8 @@ def latency_table(rows: list[dict[str, Any]], against: bool) -> str:
                 f"{row['speedup']:.2f}x",
                 f"{row['mac_reduction']:.2f}x",
             ]
+        for name in variants:
+            cells += [_ms(row[f"{name}_latency_ms"]), f"{row[f'{name}_speedup']:.2f}x"]
         lines.append(cells)
     return render(headers, lines)
 
@@ -252,4 +311,10 @@ def footnote(args: argparse.Namespace, device: torch.device, macs: list[int]) ->
     )
     if args.against:
         text += f"; baseline {args.against}: {macs[1]:,} MACs, run in turn with it"
+    if args.channels_last or args.onnx:
+        text += "; channels_last and onnxruntime speedups are over MODEL in eager PyTorch"
+    if args.onnx:
+        text += f"; ONNX Runtime {args.onnx} on the CPU with {threads} intra-op thread" + (
+            "s" * (threads != 1)
+        )
     return text

@@ -11,6 +11,7 @@ from ht2.cli import (
     calibrate,
     compress,
     evaluate,
+    export_cmd,
     finetune,
     models_cmd,
     report_cmd,
@@ -27,6 +28,7 @@ SUBCOMMANDS = (
     train_cmd,
     sweep,
     benchmark,
+    export_cmd,
     report_cmd,
     models_cmd,
 )

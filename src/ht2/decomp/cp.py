@@ -144,6 +144,15 @@ def cp_decompose(
     return CPFactors(u_out, u_in, vertical, horizontal, chosen, rel_error)
 
 
+def cp_fit_error(
+    kernel: torch.Tensor, rank: int, max_iter: int = 25, tol: float = 1e-7, ridge: float = 1e-9
+) -> float:
+    """Relative error of a short rank-`rank` ALS fit: what the energy rank search compares."""
+    if rank < 1:
+        raise ValueError(f"rank must be >= 1, got {rank}")
+    return _als(kernel.detach().to(torch.float64), rank, max_iter, tol, ridge)[1]
+
+
 def cp_reconstruct(factors: CPFactors) -> torch.Tensor:
     """The dense kernel (T x C x D1 x D2) that the factors stand for."""
     return torch.einsum(

@@ -15,11 +15,12 @@ from torch import nn
 from ht2 import __version__
 from ht2.errors import HT2Error
 from ht2.io.atomic import atomic_directory
+from ht2.io.folds import FOLDED_BN, apply_folds, check_folds, folds_of
 from ht2.models.weights import state_dict_mismatches
 from ht2.surgery import CompressionReport, apply_plan, collect_plan
 
 FORMAT = "ht2"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest read here; 2 adds "folded_bn", written only when non-empty
 MANIFEST = "ht2.json"
 TENSORS = "model.safetensors"
 REPORT = "report.json"
@@ -31,11 +32,13 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def manifest_of(model: nn.Module, report: CompressionReport | None = None) -> dict[str, Any]:
-    """The ht2.json content for `model`: format, architecture, energy and the plan."""
+    """The ht2.json content for `model`: format, architecture, energy, the plan and any folded
+    BatchNorms (format_version 2 only then, so plain folders stay readable by older ht2)."""
     arch = getattr(model, "ht2_arch", None)
-    return {
+    folds = folds_of(model)
+    manifest = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": FORMAT_VERSION if folds else 1,
         "ht2_version": __version__,
         "arch": arch if isinstance(arch, dict) else None,
         "model_class": type(model).__name__,
@@ -43,6 +46,9 @@ def manifest_of(model: nn.Module, report: CompressionReport | None = None) -> di
         "method": report.method if report else None,
         "plan": collect_plan(model),
     }
+    if folds:
+        manifest[FOLDED_BN] = folds
+    return manifest
 
 
 def write_model(model: nn.Module, directory: Path, report: CompressionReport | None) -> None:
@@ -101,6 +107,8 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
         )
     if not isinstance(manifest.get("plan"), list):
         raise HT2Error(f"{path} has no plan list")
+    if FOLDED_BN in manifest:
+        check_folds(manifest[FOLDED_BN], str(path))
     return manifest
 
 
@@ -161,5 +169,6 @@ def load(
         model = create(arch["name"], **arch.get("kwargs", {}))
         model.ht2_arch = dict(arch)
     apply_plan(model, manifest["plan"])
+    apply_folds(model, manifest.get(FOLDED_BN, []))
     load_state_strict(model, tensors, directory / TENSORS)
     return model.to(map_location).eval()

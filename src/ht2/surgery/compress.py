@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -14,7 +15,10 @@ from ht2.layers import FactorizedLayer, factorize
 from ht2.metrics import count_params, layer_macs, macs_under
 from ht2.metrics.observe import observe
 from ht2.surgery.policy import METHODS, Decision, is_candidate, matches, paper_policy
+from ht2.surgery.rank_choice import RankChoice, check_layer_ranks
+from ht2.surgery.ranking import RANK_RULES
 from ht2.surgery.report import CompressionReport, LayerReport
+from ht2.surgery.targets import Target
 
 
 def candidate_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -55,21 +59,37 @@ def compress(
     example_input: torch.Tensor | None = None,
     keep_if_larger: bool = True,
     progress: bool = False,
+    rank_rule: str = "energy",
+    layer_energies: Mapping[str, float] | None = None,
+    layer_ranks: Mapping[str, Mapping[str, int]] | None = None,
+    round_ranks: int = 1,
+    target: Target | None = None,
 ) -> CompressionReport:
     """Replace, in place, the layers of `model` chosen by the paper's policy by their factors.
 
     First conv and 1x1 convs get SVD (Tucker-1), other k x k convs `method` (HT-2 by default;
-    "tucker2", "cp", or "svd" for spatial SVD), Linear layers SVD; ranks by the energy rule.
+    "tucker2", "cp", or "svd" for spatial SVD), Linear layers SVD. Ranks come from
+    `rank_rule` ("energy": the paper's rule at `energy`, or `layer_energies[name]`; "vbmf":
+    EVBMF per unfolding), or from `layer_ranks[name]` where given; `target` instead bisects
+    one global energy for a whole-model reduction; `round_ranks` rounds ranks up to a multiple.
     Globs in `include`/`exclude` pick layers by name.
     With `keep_if_larger`, a layer whose factors would not be smaller stays dense.
     `example_input` (batch 1) finds the first conv by execution order and enables MAC counts.
     """
     try:
         energy = check_energy(energy)
+        for value in (layer_energies or {}).values():
+            check_energy(value)
     except ValueError as error:
         raise HT2Error(str(error)) from None
     if method not in METHODS:
         raise HT2Error(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if rank_rule not in RANK_RULES:
+        raise HT2Error(f"unknown rank rule {rank_rule!r}; choose one of {', '.join(RANK_RULES)}")
+    if round_ranks < 1:
+        raise HT2Error(f"--round-ranks must be a positive integer, got {round_ranks}")
+    if target is not None and target.kind == "macs" and example_input is None:
+        raise HT2Error("a MACs target needs an example input to count MACs")
     start = time.perf_counter()
     first = first_conv_name(model, example_input)
     macs_before = layer_macs(model, example_input) if example_input is not None else None
@@ -84,6 +104,14 @@ def compress(
     if not any(decision.method for decision in decisions):
         reasons = sorted({d.reason for d in decisions}) or ["it has no Conv2d or Linear layer"]
         raise HT2Error(f"no layer to compress in {_model_name(model)}: {'; '.join(reasons)}")
+
+    chosen = [(n, m, d.method) for (n, m), d in zip(layers, decisions, strict=True) if d.method]
+    given = check_layer_ranks(layer_ranks or {}, layers, decisions)
+    choice = RankChoice(chosen, given, rank_rule, energy, dict(layer_energies or {}), round_ranks)
+    solution = None
+    if target is not None:
+        solution = choice.solve(target, model, example_input, macs_before, keep_if_larger)
+        choice.energy = solution.energy
 
     reports = []
     work = tqdm(
@@ -104,7 +132,13 @@ def compress(
             reason=decision.reason,
         )
         if decision.method is not None:
-            factorized = factorize(module, decision.method, energy=energy)
+            ranks, layer_energy = choice.ranks_of(name, module, decision.method)
+            if ranks is None:
+                factorized = factorize(module, decision.method, energy=layer_energy)
+            else:
+                factorized = factorize(module, decision.method, ranks=ranks)
+            factorized.energy = layer_energy
+            report.energy = layer_energy
             size = count_params(factorized)
             if keep_if_larger and size >= report.params_before:
                 report.reason = (
@@ -127,7 +161,7 @@ def compress(
     return CompressionReport(
         model=_model_name(model),
         method=method,
-        energy=energy,
+        energy=choice.energy if rank_rule == "energy" else None,
         keep_if_larger=keep_if_larger,
         params_before=params_before,
         params_after=count_params(model),
@@ -135,4 +169,7 @@ def compress(
         macs_after=sum(macs_after.values()) if macs_after is not None else None,
         seconds=time.perf_counter() - start,
         layers=reports,
+        rank_rule=choice.rule_name,
+        round_ranks=round_ranks,
+        target=solution.to_dict(target) if solution is not None else None,
     )

@@ -20,6 +20,11 @@ class LayerReport:
     macs_after: int | None = None
     rel_error: float | None = None
     reason: str = ""
+    # data-aware runs: relative output error on calibration images after each step
+    calib_errors: dict[str, float] | None = None
+    energy: float | None = None  # the energy this layer's ranks kept (None: given or VBMF)
+    form: str | None = None  # how the factors run, once chosen by --latency-aware
+    form_times_ms: dict[str, float] | None = None  # median ms per form timed; "dense": the original
 
 
 @dataclass
@@ -37,6 +42,10 @@ class CompressionReport:
     seconds: float
     layers: list[LayerReport] = field(default_factory=list)
     accuracy: dict[str, Any] | None = None  # top-1/top-5 once evaluated (calibrate, finetune)
+    data_aware: dict[str, Any] | None = None  # settings and held-out checks of a data-aware run
+    rank_rule: str = "energy"  # "energy" | "vbmf" | "file"
+    round_ranks: int = 1
+    target: dict[str, Any] | None = None  # kind, factor, reached, energy (with --target-*)
 
     @property
     def param_reduction(self) -> float:

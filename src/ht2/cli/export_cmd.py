@@ -1,0 +1,144 @@
+"""`ht2 export`: a compressed model for inference, BatchNorms folded, as safetensors or ONNX."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ht2 import models
+from ht2.cli.common import add_output_folder, is_model_dir
+from ht2.errors import HT2Error
+from ht2.export import check_onnx, export_onnx, fold_batchnorms, require_onnx
+from ht2.export.onnx_export import DEFAULT_OPSET
+from ht2.io import atomic_directory, check_output_dir, load
+from ht2.io.artefacts import read_report, write_json, write_model
+
+ONNX_FILE = "model.onnx"
+ONNX_CHECK = "onnx_check.json"
+
+EXAMPLES = """examples:
+  ht2 export out/r20 --fold-bn --out out/r20-folded
+  ht2 export out/r20 --fold-bn --format onnx --out out/r20-onnx
+  ht2 benchmark out/r20 --onnx out/r20-onnx/model.onnx --channels-last --threads 1
+
+A folded model is for inference only: its BatchNorms are gone (nn.Identity), their scale and
+shift live in the conv before each one. safetensors output loads again with ht2.load(DIR).
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="export a compressed model folder for inference (BatchNorm folding, ONNX)",
+        description="Read a folder written by `ht2 compress`; with --fold-bn fold every "
+        "BatchNorm2d that directly follows a conv into it (the last 1x1 conv of a factorized "
+        "layer), checked against the unfolded model; write a model folder (safetensors, "
+        "loadable by ht2.load) or DIR/model.onnx checked by onnx.checker and ONNX Runtime.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("dir", metavar="DIR", help="a compressed model folder (holds ht2.json)")
+    add_output_folder(parser)
+    parser.add_argument(
+        "--fold-bn",
+        action="store_true",
+        help="fold BatchNorms into the convs before them (default: off)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("safetensors", "onnx"),
+        default="safetensors",
+        help="safetensors: a model folder as `ht2 compress` writes; onnx: DIR/model.onnx and "
+        f"DIR/{ONNX_CHECK} (default: safetensors)",
+    )
+    parser.add_argument(
+        "--opset",
+        type=int,
+        default=DEFAULT_OPSET,
+        metavar="N",
+        help=f"ONNX opset version (default: {DEFAULT_OPSET})",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the summary as JSON (default: text)"
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not is_model_dir(args.dir):
+        raise HT2Error(f"{args.dir} is not a folder written by `ht2 compress` (no ht2.json)")
+    check_output_dir(args.out, overwrite=args.force)
+    if args.format == "onnx":
+        require_onnx()
+    model = load(args.dir)
+    input_size = models.get_entry(model.ht2_arch["name"]).input_size
+    summary: dict[str, Any] = {"source": str(args.dir), "out": str(args.out), "format": args.format}
+    if args.fold_bn:
+        model, report = fold_batchnorms(model, input_size)
+        summary["fold_bn"] = report.to_dict()
+    with atomic_directory(args.out, overwrite=args.force) as staging:
+        if args.format == "onnx":
+            summary["onnx"] = write_onnx(model, input_size, staging, args.opset, summary)
+        else:
+            write_folder(model, Path(args.dir), staging, input_size)
+    print_summary(summary, args.json)
+    return 0
+
+
+def write_folder(
+    model: torch.nn.Module, source: Path, staging: Path, input_size: tuple[int, ...]
+) -> None:
+    """model.safetensors + ht2.json (+ the source's report.json), checked to load back exactly."""
+    write_model(model, staging, read_report(source, required=False))
+    x = torch.randn(2, *input_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        if not torch.equal(load(staging)(x), model.eval()(x)):
+            raise HT2Error("the written folder does not load back to this model; nothing written")
+
+
+def write_onnx(
+    model: torch.nn.Module,
+    input_size: tuple[int, ...],
+    staging: Path,
+    opset: int,
+    summary: dict[str, Any],
+) -> dict[str, Any]:
+    """DIR/model.onnx, checked by onnx.checker and against PyTorch in ONNX Runtime; the check
+    (and the fold summary) also go to DIR/onnx_check.json."""
+    export_onnx(model, input_size, staging / ONNX_FILE, opset)
+    check = check_onnx(model, staging / ONNX_FILE, input_size, opset)
+    result = {"file": ONNX_FILE, "input_size": list(input_size), **check.to_dict()}
+    write_json(staging / ONNX_CHECK, {**summary, "onnx": result})
+    return result
+
+
+def print_summary(summary: dict[str, Any], as_json: bool) -> None:
+    """What was folded (and why not), what was written, and the ONNX agreement."""
+    if as_json:
+        print(json.dumps(summary, indent=1))
+        return
+    fold = summary.get("fold_bn")
+    if fold is not None:
+        total = len(fold["folded"]) + len(fold["refused"])
+        print(
+            f"folded {len(fold['folded'])} of {total} BatchNorm2d; max |diff| against the "
+            f"unfolded model {fold['max_abs_diff']:.3g} "
+            f"(largest output {fold['max_abs_output']:.3g})"
+        )
+        for name, reason in fold["refused"].items():
+            print(f"  not folded: {name}: {reason}")
+    onnx = summary.get("onnx")
+    if onnx is not None:
+        print(
+            f"ONNX Runtime vs PyTorch at batch sizes {', '.join(map(str, onnx['batch_sizes']))}: "
+            f"max abs diff {onnx['max_abs_diff']:.3g} (relative {onnx['relative_diff']:.3g}, "
+            f"tolerance {onnx['tolerance']:g}); onnx {onnx['onnx_version']}, onnxruntime "
+            f"{onnx['onnxruntime_version']}, opset {onnx['opset']}"
+        )
+    files = ", ".join(sorted(path.name for path in Path(summary["out"]).iterdir()))
+    print(f"wrote {summary['out']}/ ({files})", file=sys.stderr)
