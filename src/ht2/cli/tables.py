@@ -73,7 +73,7 @@ def report_table(report: CompressionReport, markdown: bool = False) -> str:
         ]
         for layer in report.layers
     ]
-    lines = [render(headers, rows, markdown), "", summary(report)]
+    lines = [render(headers, rows, markdown), "", summary(report), *rank_notes(report)]
     dense = [layer for layer in report.layers if layer.method == "dense" and layer.reason]
     for layer in dense[:MAX_REASONS]:
         lines.append(f"left dense: {layer.name}: {layer.reason}")
@@ -84,10 +84,33 @@ def report_table(report: CompressionReport, markdown: bool = False) -> str:
     return "\n".join(lines)
 
 
+def rank_notes(report: CompressionReport) -> list[str]:
+    """How the ranks were chosen, where that was not the plain energy rule."""
+    notes = []
+    if report.target:
+        target = report.target
+        notes.append(
+            f"target {target['factor']:g}x fewer {target['kind']}: reached "
+            f"{target['reached']:.3f}x at energy {target['energy']:.4f}"
+            + ("" if target["met"] else f" ({target['note']})")
+        )
+    if report.rank_rule != "energy":
+        notes.append(f"rank rule: {report.rank_rule}")
+    if report.round_ranks > 1:
+        extra = report.rounding_params or 0
+        share = 100 * extra / max(report.params_after - extra, 1)
+        notes.append(
+            f"ranks rounded up to multiples of {report.round_ranks}: "
+            f"+{extra:,} parameters (+{share:.1f} %)"
+        )
+    return notes
+
+
 def summary(report: CompressionReport) -> str:
     """One line of totals with the reduction factors."""
+    rule = f"e={report.energy:.4g}" if report.energy is not None else report.rank_rule
     text = (
-        f"{report.model} {report.method} e={report.energy}: {len(report.replaced)} of "
+        f"{report.model} {report.method} {rule}: {len(report.replaced)} of "
         f"{len(report.layers)} layers replaced; params {report.params_before:,} -> "
         f"{report.params_after:,} ({report.param_reduction:.2f}x fewer)"
     )

@@ -172,4 +172,5 @@ def compress(
         rank_rule=choice.rule_name,
         round_ranks=round_ranks,
         target=solution.to_dict(target) if solution is not None else None,
+        rounding_params=choice.rounding_cost(model) if round_ranks > 1 else None,
     )

@@ -93,6 +93,7 @@ class RankChoice:
         self.layer_energies = layer_energies
         self.round_ranks = round_ranks
         self._rankers: dict[str, LayerRanker] = {}
+        self.unrounded: dict[str, Ranks] = {}  # ranks before --round-ranks, where it applied
 
     @property
     def rule_name(self) -> str:
@@ -107,17 +108,30 @@ class RankChoice:
         self, name: str, module: nn.Module, method: str
     ) -> tuple[Ranks | None, float | None]:
         """(ranks, energy) of one layer; ranks None: the decomposition picks them at energy."""
-        shape = module.weight.shape
+        energy = None if self.rule == "vbmf" else self.layer_energies.get(name, self.energy)
         if name in self.given:
-            return round_up(method, self.given[name], self.round_ranks, shape), None
-        if self.rule == "vbmf":
+            ranks, energy = self.given[name], None
+        elif self.rule == "vbmf":
             ranks = self.ranker(name, module, method).by_vbmf()
-            return round_up(method, ranks, self.round_ranks, shape), None
-        energy = self.layer_energies.get(name, self.energy)
-        if self.round_ranks > 1 or name in self._rankers:
+        elif self.round_ranks > 1 or name in self._rankers:
             ranks = self.ranker(name, module, method).at_energy(energy)
-            return round_up(method, ranks, self.round_ranks, shape), energy
-        return None, energy
+        else:
+            return None, energy
+        rounded = round_up(method, ranks, self.round_ranks, module.weight.shape)
+        if rounded != ranks:
+            self.unrounded[name] = ranks
+        return rounded, energy
+
+    def rounding_cost(self, model: nn.Module) -> int:
+        """Parameters that rounding ranks up added to the layers it changed."""
+        extra = 0
+        for name, ranks in self.unrounded.items():
+            module = model.get_submodule(name)
+            if getattr(module, "ranks", None) is None:
+                continue  # left dense
+            unrounded = factorized_cost(module.method, module.spec, ranks)[0]
+            extra += count_params(module) - unrounded
+        return extra
 
     def solve(
         self,

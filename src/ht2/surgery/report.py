@@ -45,6 +45,7 @@ class CompressionReport:
     data_aware: dict[str, Any] | None = None  # settings and held-out checks of a data-aware run
     rank_rule: str = "energy"  # "energy" | "vbmf" | "file"
     round_ranks: int = 1
+    rounding_params: int | None = None  # parameters --round-ranks added
     target: dict[str, Any] | None = None  # kind, factor, reached, energy (with --target-*)
 
     @property

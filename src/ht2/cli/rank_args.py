@@ -1,0 +1,88 @@
+"""Flags that choose ranks: a size target, a ranks file, the rank rule, rank rounding."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ht2.io.rank_file import read_rank_file
+from ht2.surgery.ranking import RANK_RULES
+from ht2.surgery.targets import Target, parse_factor
+
+
+def reduction_factor(text: str) -> float:
+    """argparse type: '4' or '4x', a reduction factor above 1."""
+    try:
+        value = parse_factor(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if not value > 1:
+        raise argparse.ArgumentTypeError(f"a reduction factor must be above 1, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def add_rank_args(parser: argparse.ArgumentParser) -> None:
+    """--target-params/--target-macs, --ranks, --rank-rule and --round-ranks."""
+    group = parser.add_argument_group("rank choice (default: the energy rule at --energy)")
+    targets = group.add_mutually_exclusive_group()
+    targets.add_argument(
+        "--target-params",
+        type=reduction_factor,
+        metavar="X",
+        help="choose the one energy that makes the whole model X times smaller in parameters, "
+        "such as 4 or 4x (within 2 %%, else the nearest reachable; default: off)",
+    )
+    targets.add_argument(
+        "--target-macs",
+        type=reduction_factor,
+        metavar="X",
+        help="as --target-params, for multiply-accumulates per image (default: off)",
+    )
+    group.add_argument(
+        "--ranks",
+        metavar="FILE.json",
+        help='per-layer ranks: {"layer.name": {"r1": 8, "r13": 12, "r3": 8}, ...} or a '
+        "report.json/ht2.json to replay; other layers follow the rank rule (default: none)",
+    )
+    group.add_argument(
+        "--rank-rule",
+        choices=RANK_RULES,
+        default="energy",
+        help="energy: keep --energy of each unfolding's singular-value energy (the paper); "
+        "vbmf: empirical variational Bayesian matrix factorisation per unfolding, as Kim et "
+        "al. (no energy needed; default: energy)",
+    )
+    group.add_argument(
+        "--round-ranks",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="round every rank up to a multiple of N (8 suits many kernels; the report shows "
+        "the parameter cost; default: 1, no rounding)",
+    )
+
+
+def rank_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The compress() keyword arguments these flags stand for."""
+    target = None
+    if args.target_params is not None:
+        target = Target("params", args.target_params)
+    elif args.target_macs is not None:
+        target = Target("macs", args.target_macs)
+    return {
+        "target": target,
+        "rank_rule": args.rank_rule,
+        "layer_ranks": read_rank_file(args.ranks) if args.ranks else None,
+        "round_ranks": args.round_ranks,
+    }
