@@ -1,30 +1,120 @@
-"""Leading singular subspaces of a matrix, computed once and reused for ranks and factors."""
+"""Leading singular subspaces of a matrix, computed once and reused for ranks and factors.
+
+`left_singular` and `squared_singular_values` are the exact float64 reference. `spectrum` is
+what the decompositions use: it works in float32 when the weights are float32 (Gram matrix of
+the smaller side, symmetric eigen-solve) and falls back to the float64 spectrum only when the
+energy rank sits too close to its threshold for float32 to decide it, so every rank equals
+the one of the exact rule.
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
+
+from ht2.decomp.ranks import energy_rank
+
+_GRAM_BLOCK = 1024  # row block of gram(): only blocks on and above the diagonal are multiplied
+_SLACK = 8.0  # safety factor on the float32 error estimate of a cumulative energy fraction
 
 
 def left_singular(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Left singular vectors and squared singular values of `matrix`, in float64, largest first.
 
-    Returns (U, s2) with U of shape (m, k), k = min(m, n). A wide matrix goes through the
-    eigen-decomposition of its small Gram matrix A A^T; a tall one through QR and the SVD of
-    the small triangular factor, so no full SVD of the large side is ever formed.
+    Returns (U, s2) with U of shape (m, k), k = min(m, n). A wide (or nearly square) matrix
+    goes through the eigen-decomposition of its Gram matrix A A^T; a tall one through QR and
+    the eigen-decomposition of R R^T, so no SVD is ever formed.
     """
-    a = matrix.detach().to(torch.float64)
-    m, n = a.shape
-    if m <= n:
-        eigenvalues, vectors = torch.linalg.eigh(a @ a.T)
-        order = torch.arange(m - 1, -1, -1, device=a.device)
-        return vectors[:, order], eigenvalues[order].clamp_min(0)
-    q, r = torch.linalg.qr(a)
-    u_small, s, _ = torch.linalg.svd(r)
-    return q @ u_small, s.square()
+    return _left_singular(matrix.detach().to(torch.float64))
 
 
 def squared_singular_values(matrix: torch.Tensor) -> torch.Tensor:
     """Squared singular values of `matrix` in float64, largest first (no vectors)."""
     a = matrix.detach().to(torch.float64)
-    gram = a @ a.T if a.shape[0] <= a.shape[1] else a.T @ a
-    return torch.linalg.eigvalsh(gram).flip(0).clamp_min(0)
+    return _squared_singular_values(a)
+
+
+def working_dtype(tensor: torch.Tensor) -> torch.dtype:
+    """float64 for float64 input, else float32 (float64 when float32 matmuls may be lowered)."""
+    if tensor.dtype == torch.float64 or torch.get_float32_matmul_precision() != "highest":
+        return torch.float64
+    return torch.float32
+
+
+def gram(a: torch.Tensor) -> torch.Tensor:
+    """a @ a.T; on the CPU only the row blocks on and above the diagonal are multiplied."""
+    m = a.shape[0]
+    if m < 2 * _GRAM_BLOCK or a.device.type != "cpu":
+        return a @ a.T
+    g = torch.empty(m, m, dtype=a.dtype, device=a.device)
+    for start in range(0, m, _GRAM_BLOCK):
+        stop = min(start + _GRAM_BLOCK, m)
+        g[start:stop, start:] = a[start:stop] @ a[start:].T
+        g[stop:, start:stop] = g[start:stop, stop:].T
+    return g
+
+
+@dataclass(frozen=True)
+class Spectrum:
+    """Squared singular values (float64, largest first), left singular vectors if asked for
+    (m x k, largest first, in the working dtype) and the energy rank if an energy was given."""
+
+    s2: torch.Tensor
+    vectors: torch.Tensor | None
+    rank: int | None
+
+
+def spectrum(matrix: torch.Tensor, energy: float | None = None, vectors: bool = True) -> Spectrum:
+    """Spectrum of `matrix` in its working dtype, with the rank of the exact float64 rule.
+
+    The matrix is used in the dtype it comes in (see `working_dtype`). Under float32 the
+    energy rank is checked against an error bound of the float32 spectrum; when the
+    threshold falls within it, the float64 spectrum decides (vectors stay float32).
+    """
+    a = matrix.detach()
+    exact = a.dtype == torch.float64
+    if vectors:
+        u, s2 = _left_singular(a)
+    else:
+        u, s2 = None, _squared_singular_values(a)
+    if energy is None:
+        return Spectrum(s2, u, None)
+    rank = energy_rank(s2, energy)
+    if not exact and _undecided(s2, energy, rank, max(a.shape)):
+        s2 = squared_singular_values(a)
+        rank = energy_rank(s2, energy)
+    return Spectrum(s2, u, rank)
+
+
+def _undecided(s2: torch.Tensor, energy: float, rank: int, inner: int) -> bool:
+    """Whether float32 rounding could move a cumulative fraction across `energy` at `rank`."""
+    total = float(s2.sum())
+    if energy >= 1.0 or total <= 0.0:
+        return False
+    eps = torch.finfo(torch.float32).eps
+    slack = _SLACK * eps * (s2.numel() + math.sqrt(inner)) * float(s2[0]) / total
+    fraction = torch.cumsum(s2, 0) / total
+    above = float(fraction[rank - 1]) - energy
+    below = energy - float(fraction[rank - 2]) if rank >= 2 else math.inf
+    return min(above, below) <= slack
+
+
+def _left_singular(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Wide or nearly square: eigh of the Gram of the rows; tall: QR, then eigh of R R^T."""
+    m, n = a.shape
+    k = min(m, n)
+    if m <= 2 * n:
+        eigenvalues, vectors = torch.linalg.eigh(gram(a))
+        u, s2 = vectors.flip(1)[:, :k], eigenvalues.flip(0)[:k]
+    else:
+        q, r = torch.linalg.qr(a)
+        eigenvalues, vectors = torch.linalg.eigh(gram(r))
+        u, s2 = q @ vectors.flip(1), eigenvalues.flip(0)
+    return u, s2.to(torch.float64).clamp_min(0)
+
+
+def _squared_singular_values(a: torch.Tensor) -> torch.Tensor:
+    g = gram(a) if a.shape[0] <= a.shape[1] else gram(a.T)
+    return torch.linalg.eigvalsh(g).flip(0).to(torch.float64).clamp_min(0)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from ht2.decomp.basis import left_singular, squared_singular_values
-from ht2.decomp.ranks import energy_rank
+from ht2.decomp.basis import spectrum, working_dtype
+
+_DIRECT_ERROR_BELOW = 0.05  # relative errors under this are measured on the rebuilt kernel
 
 
 @dataclass(frozen=True)
@@ -41,12 +44,13 @@ def _permuted(kernel: torch.Tensor) -> torch.Tensor:
 
 def ht2_ranks(kernel: torch.Tensor, energy: float) -> HT2Ranks:
     """The energy ranks (R1, R13, R3) of a kernel, each from one matricization of X."""
-    x = _permuted(kernel.detach().to(torch.float64))
+    x = _permuted(kernel.detach().to(working_dtype(kernel)))
     c, d1, t, d2 = x.shape
-    r1 = energy_rank(squared_singular_values(x.reshape(c, -1)), energy)
-    r3 = energy_rank(squared_singular_values(x.permute(2, 0, 1, 3).reshape(t, -1)), energy)
-    r13 = energy_rank(squared_singular_values(x.reshape(c * d1, t * d2)), energy)
-    return HT2Ranks(r1, r13, r3)
+    return HT2Ranks(
+        spectrum(x.reshape(c, -1), energy, vectors=False).rank,
+        spectrum(x.reshape(c * d1, t * d2), energy, vectors=False).rank,
+        spectrum(x.permute(2, 0, 1, 3).reshape(t, -1), energy, vectors=False).rank,
+    )
 
 
 def _clipped(ranks: HT2Ranks, shape: torch.Size) -> HT2Ranks:
@@ -65,32 +69,42 @@ def ht2_decompose(
 
     U1 and U3 are the leading left singular vectors of the mode-0 and mode-2 unfoldings of X;
     G1 is the leading R13 left singular vectors of the projected core M, G2 = G1^T M.
-    Computed in float64, returned in the kernel's dtype.
+    Float32 kernels are decomposed in float32 (ranks still by the exact rule, see
+    `spectrum`), others in float64; returned in the kernel's dtype.
     """
     if kernel.dim() != 4:
         raise ValueError(f"HT-2 needs a 4-D kernel, got shape {tuple(kernel.shape)}")
     if (energy is None) == (ranks is None):
         raise ValueError("give exactly one of energy or ranks")
-    x = _permuted(kernel.detach().to(torch.float64))
+    x = _permuted(kernel.detach().to(working_dtype(kernel)))
     c, d1, t, d2 = x.shape
-    u1_all, s2_in = left_singular(x.reshape(c, -1))
-    u3_all, s2_out = left_singular(x.permute(2, 0, 1, 3).reshape(t, -1))
+    into = spectrum(x.reshape(c, -1), energy)
+    out = spectrum(x.permute(2, 0, 1, 3).reshape(t, -1), energy)
     if ranks is None:
-        s2_split = squared_singular_values(x.reshape(c * d1, t * d2))
-        ranks = HT2Ranks(
-            energy_rank(s2_in, energy), energy_rank(s2_split, energy), energy_rank(s2_out, energy)
-        )
+        split = spectrum(x.reshape(c * d1, t * d2), energy, vectors=False)
+        ranks = HT2Ranks(into.rank, split.rank, out.rank)
     chosen = _clipped(ranks, kernel.shape)
-    u1, u3 = u1_all[:, : chosen.r1], u3_all[:, : chosen.r3]
+    u1, u3 = into.vectors[:, : chosen.r1], out.vectors[:, : chosen.r3]
     core = torch.einsum("tb,ahtw->ahbw", u3, torch.einsum("ca,chtw->ahtw", u1, x))
     m = core.reshape(chosen.r1 * d1, chosen.r3 * d2)
-    g = left_singular(m)[0][:, : chosen.r13]
+    g = spectrum(m).vectors[:, : chosen.r13]
     g1 = g.reshape(chosen.r1, d1, chosen.r13)
     g2 = (g.T @ m).reshape(chosen.r13, chosen.r3, d2)
-    approx = ht2_reconstruct_x(u1, g1, g2, u3)
-    rel_error = float(torch.linalg.norm(approx - x) / torch.linalg.norm(x).clamp_min(1e-300))
+    rel_error = _rel_error(x, g2, lambda: ht2_reconstruct_x(u1, g1, g2, u3))
     dtype = kernel.dtype
     return HT2Factors(u1.to(dtype), g1.to(dtype), g2.to(dtype), u3.to(dtype), chosen, rel_error)
+
+
+def _rel_error(x: torch.Tensor, g2: torch.Tensor, rebuild: Callable[[], torch.Tensor]) -> float:
+    """||X - approx|| / ||X||. The approximation is an orthogonal projection of X whose norm is
+    ||G2||, so the error is sqrt(||X||^2 - ||G2||^2) unless cancellation makes that imprecise."""
+    whole = x.to(torch.float64).square().sum()
+    if whole <= 0:
+        return 0.0
+    squared = 1.0 - float(g2.to(torch.float64).square().sum() / whole)
+    if squared >= _DIRECT_ERROR_BELOW**2:
+        return math.sqrt(squared)
+    return float(torch.linalg.norm(rebuild() - x) / whole.sqrt())
 
 
 def ht2_reconstruct_x(

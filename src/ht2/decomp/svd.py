@@ -6,8 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ht2.decomp.basis import left_singular
-from ht2.decomp.ranks import energy_rank
+from ht2.decomp.basis import spectrum, working_dtype
 
 
 @dataclass(frozen=True)
@@ -20,14 +19,11 @@ class LowRankFactors:
     rel_error: float
 
 
-def _pick_rank(s2: torch.Tensor, energy: float | None, rank: int | None) -> int:
+def _check_choice(energy: float | None, rank: int | None) -> None:
     if (energy is None) == (rank is None):
         raise ValueError("give exactly one of energy or rank")
-    if rank is not None:
-        if rank < 1:
-            raise ValueError(f"rank must be >= 1, got {rank}")
-        return rank
-    return energy_rank(s2, energy)
+    if rank is not None and rank < 1:
+        raise ValueError(f"rank must be >= 1, got {rank}")
 
 
 def truncated_svd(
@@ -36,21 +32,23 @@ def truncated_svd(
     """Best rank-r approximation of `matrix` as two factors, r from `energy` or given.
 
     The factors are orthogonal projections of the matrix itself (U_r^T W and U_r, or V_r and
-    W V_r), so no singular value is ever divided by. Returned in the matrix's dtype.
+    W V_r), so no singular value is ever divided by. Float32 weights are decomposed in float32
+    (ranks still by the exact rule, see `spectrum`). Returned in the matrix's dtype.
     """
+    _check_choice(energy, rank)
     m, n = matrix.shape
-    a = matrix.detach().to(torch.float64)
+    a = matrix.detach().to(working_dtype(matrix))
     wide = m <= n
-    basis, s2 = left_singular(a if wide else a.T)
-    r = min(_pick_rank(s2, energy, rank), min(m, n))
-    kept = basis[:, :r]
+    found = spectrum(a if wide else a.T, energy=energy)
+    r = min(found.rank if rank is None else rank, min(m, n))
+    kept = found.vectors[:, :r]
     if wide:
         first, second = kept.T @ a, kept
     else:
         first, second = kept.T, a @ kept
+    s2 = found.s2
     total = s2.sum()
-    discarded = (total - s2[:r].sum()).clamp_min(0)
-    rel_error = float((discarded / total).sqrt()) if total > 0 else 0.0
+    rel_error = float((s2[r:].sum() / total).sqrt()) if total > 0 else 0.0
     dtype = matrix.dtype
     return LowRankFactors(first.to(dtype), second.to(dtype), r, rel_error)
 

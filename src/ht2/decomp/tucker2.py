@@ -6,8 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ht2.decomp.basis import left_singular
-from ht2.decomp.ranks import energy_rank
+from ht2.decomp.basis import spectrum, working_dtype
 
 
 @dataclass(frozen=True)
@@ -68,7 +67,8 @@ def tucker2_decompose(
     U_in and U_out are the leading left singular vectors of the mode-1 and mode-0 unfoldings
     (HOSVD), each rank by the energy rule on its own unfolding; `hooi_sweeps` rounds of
     higher-order orthogonal iteration then refine them in turn. The core is the kernel
-    projected on both. Computed in float64, returned in the kernel's dtype.
+    projected on both. Float32 kernels are decomposed in float32 (ranks still by the exact
+    rule, see `spectrum`), others in float64; returned in the kernel's dtype.
     """
     if kernel.dim() != 4:
         raise ValueError(f"Tucker-2 needs a 4-D kernel, got shape {tuple(kernel.shape)}")
@@ -76,18 +76,18 @@ def tucker2_decompose(
         raise ValueError("give exactly one of energy or ranks")
     if hooi_sweeps < 0:
         raise ValueError(f"hooi_sweeps must be >= 0, got {hooi_sweeps}")
-    k = kernel.detach().to(torch.float64)
-    u_in_all, s2_in = left_singular(_in_unfolding(k))
-    u_out_all, s2_out = left_singular(_out_unfolding(k))
+    k = kernel.detach().to(working_dtype(kernel))
+    into = spectrum(_in_unfolding(k), energy)
+    out = spectrum(_out_unfolding(k), energy)
     if ranks is None:
-        ranks = Tucker2Ranks(energy_rank(s2_in, energy), energy_rank(s2_out, energy))
+        ranks = Tucker2Ranks(into.rank, out.rank)
     chosen = _clipped(ranks, kernel.shape)
-    u_in, u_out = u_in_all[:, : chosen.r_in], u_out_all[:, : chosen.r_out]
+    u_in, u_out = into.vectors[:, : chosen.r_in], out.vectors[:, : chosen.r_out]
     for _ in range(hooi_sweeps):
         on_out = torch.einsum("to,tchw->ochw", u_out, k)
-        u_in = left_singular(_in_unfolding(on_out))[0][:, : chosen.r_in]
+        u_in = spectrum(_in_unfolding(on_out)).vectors[:, : chosen.r_in]
         on_in = torch.einsum("ci,tchw->tihw", u_in, k)
-        u_out = left_singular(_out_unfolding(on_in))[0][:, : chosen.r_out]
+        u_out = spectrum(_out_unfolding(on_in)).vectors[:, : chosen.r_out]
     core = torch.einsum("to,tchw,ci->oihw", u_out, k, u_in)
     approx = torch.einsum("to,oihw,ci->tchw", u_out, core, u_in)
     rel_error = float(torch.linalg.norm(approx - k) / torch.linalg.norm(k).clamp_min(1e-300))
