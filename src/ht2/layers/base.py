@@ -1,13 +1,17 @@
-"""What every factorized module shares: its spec, its ranks, its plan entry."""
+"""What every factorized module shares: its spec, its ranks, its plan entry, its forms."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import nn
 
+from ht2.errors import HT2Error
 from ht2.layers.spec import ConvSpec, LinearSpec
+
+DENSE_FORM = "dense"
 
 
 class FactorizedLayer(nn.Module):
@@ -15,10 +19,15 @@ class FactorizedLayer(nn.Module):
 
     Subclasses set `method`, build their children in __init__ from (spec, ranks) alone, so a
     saved plan can rebuild them without any decomposition, and end with a child named `expand`
-    that carries the original bias.
+    that carries the original bias. A layer runs in one form (how its factors are arranged
+    into modules): `default_form` as decomposed, other `forms` where the subclass has them,
+    or "dense": the plain dense layer of `to_dense`, which leaves the plan, as it costs what
+    the original did. Every form computes the same function up to float rounding.
     """
 
     method: str = ""
+    default_form: str = "factors"
+    forms: tuple[str, ...] = ()  # forms the subclass can build; empty: the default only
 
     def __init__(self, spec: ConvSpec | LinearSpec, ranks: dict[str, int], energy: float | None):
         super().__init__()
@@ -26,15 +35,41 @@ class FactorizedLayer(nn.Module):
         self.ranks = dict(ranks)
         self.energy = energy
         self.rel_error: float | None = None
+        self.form = self.default_form
 
     def plan_entry(self) -> dict[str, Any]:
-        """What a plan needs to rebuild this module's structure (not its weights)."""
-        return {
+        """What a plan needs to rebuild this module's structure (not its weights).
+
+        The form is written only when it is not the default, so older plans read the same.
+        """
+        entry = {
             "method": self.method,
             "ranks": dict(self.ranks),
             "energy": self.energy,
             "layer": self.spec.to_dict(),
         }
+        if self.form != self.default_form:
+            entry["form"] = self.form
+        return entry
+
+    def available_forms(self) -> tuple[str, ...]:
+        """Forms this layer can switch to exactly: all from the default form, else its own
+        and dense (the merged factors are not split again)."""
+        if self.form != self.default_form:
+            return tuple(dict.fromkeys((self.form, DENSE_FORM)))
+        return (*(self.forms or (self.default_form,)), DENSE_FORM)
+
+    def in_form(self, form: str) -> nn.Module:
+        """This layer running as `form`: itself, or a new module computing the same function
+        (for "dense" a plain Conv2d/Linear, keeping a bias BatchNorm folding gave `expand`)."""
+        if form == self.form:
+            return self
+        if form == DENSE_FORM:
+            return self._dense_with_bias()
+        raise HT2Error(
+            f"a {self.method} layer in form {self.form!r} cannot run as {form!r}; "
+            f"choose one of {', '.join(self.available_forms())}"
+        )
 
     def dense_weight(self) -> torch.Tensor:
         """The dense weight this chain computes (same shape as the original layer's)."""
@@ -49,6 +84,17 @@ class FactorizedLayer(nn.Module):
                 dense.bias.copy_(self.expand.bias)
         return dense.to(self.expand.weight.device)
 
+    def _dense_with_bias(self) -> nn.Module:
+        bias = self.expand.bias  # may exist beyond the spec's: a BatchNorm folded into it
+        weight = self.dense_weight()
+        dense = replace(self.spec, bias=bias is not None).build().to(weight)
+        with torch.no_grad():
+            dense.weight.copy_(weight)
+            if bias is not None:
+                dense.bias.copy_(bias)
+        return dense.train(self.training)
+
     def extra_repr(self) -> str:
         ranks = ", ".join(f"{k}={v}" for k, v in self.ranks.items())
-        return f"method={self.method}, {ranks}"
+        form = f", form={self.form}" if self.form != self.default_form else ""
+        return f"method={self.method}, {ranks}{form}"

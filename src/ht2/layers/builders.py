@@ -7,6 +7,7 @@ from typing import Any
 from torch import nn
 
 from ht2.decomp import HT2Ranks, Tucker2Ranks
+from ht2.errors import HT2Error
 from ht2.layers.base import FactorizedLayer
 from ht2.layers.cp_conv import CPConv2d
 from ht2.layers.ht2_conv import HT2Conv2d
@@ -56,8 +57,18 @@ def factorize(
 
 
 def build_factorized(entry: dict[str, Any]) -> FactorizedLayer:
-    """An untrained factorized module with the structure a plan entry describes."""
+    """An untrained factorized module with the structure a plan entry describes.
+
+    The entry's "form" (absent in older plans: the method's default) picks how it runs.
+    """
     spec = spec_from_dict(entry["layer"])
     handler = _handler(entry["method"], _SPEC_TYPES[type(spec)])
     typed = _typed_ranks(handler, entry["ranks"])
-    return handler(spec, *typed.values(), energy=entry.get("energy"))
+    energy = entry.get("energy")
+    form = entry.get("form", handler.default_form)
+    if form == handler.default_form:
+        return handler(spec, *typed.values(), energy=energy)
+    if form in handler.forms:
+        return handler(spec, *typed.values(), energy=energy, form=form)
+    known = ", ".join(handler.forms or (handler.default_form,))
+    raise HT2Error(f"unknown form {form!r} for method {entry['method']!r} in plan; known: {known}")

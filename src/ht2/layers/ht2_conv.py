@@ -1,50 +1,109 @@
-"""HT-2 convolution: 1x1 (C->R1), D1x1 (R1->R13), 1xD2 (R13->R3), 1x1 (R3->T)."""
+"""HT-2 convolution: 1x1 (C->R1), D1x1 (R1->R13), 1xD2 (R13->R3), 1x1 (R3->T).
+
+The same factors can also run merged into fewer, larger convolutions (its forms): small
+convolutions are dominated by per-call overhead, so fewer kernels can win with more MACs.
+"""
 
 from __future__ import annotations
+
+import copy
 
 import torch
 from torch import nn
 
 from ht2.decomp import HT2Ranks, ht2_decompose
+from ht2.errors import HT2Error
 from ht2.layers.base import FactorizedLayer
 from ht2.layers.spec import ConvSpec
+
+# Children in the order they run, per form ("dense" is FactorizedLayer.in_form's).
+HT2_FORMS = {
+    "four": ("reduce", "vertical", "horizontal", "expand"),
+    "merged_core": ("reduce", "core", "expand"),  # vertical and horizontal: one D1xD2 conv
+    "merged_in": ("reduce_vertical", "horizontal", "expand"),  # reduce and vertical: C->R13
+    "two": ("reduce_core", "expand"),  # reduce, vertical, horizontal: one D1xD2 conv C->R3
+}
+
+
+def _vertical(spec: ConvSpec, cin: int, cout: int) -> nn.Conv2d:
+    """The D1x1 conv: the height half of the original geometry."""
+    (d1, _), (s1, _), (l1, _) = spec.kernel_size, spec.stride, spec.dilation
+    padding = spec.padding_along(0)
+    return nn.Conv2d(
+        cin, cout, (d1, 1), (s1, 1), padding, (l1, 1), bias=False, padding_mode=spec.padding_mode
+    )
+
+
+def _horizontal(spec: ConvSpec, cin: int, cout: int) -> nn.Conv2d:
+    """The 1xD2 conv: the width half of the original geometry."""
+    (_, d2), (_, s2), (_, l2) = spec.kernel_size, spec.stride, spec.dilation
+    padding = spec.padding_along(1)
+    return nn.Conv2d(
+        cin, cout, (1, d2), (1, s2), padding, (1, l2), bias=False, padding_mode=spec.padding_mode
+    )
+
+
+def _spatial(spec: ConvSpec, cin: int, cout: int) -> nn.Conv2d:
+    """A D1xD2 conv with the whole original geometry."""
+    return nn.Conv2d(
+        cin,
+        cout,
+        spec.kernel_size,
+        spec.stride,
+        spec.padding,
+        spec.dilation,
+        bias=False,
+        padding_mode=spec.padding_mode,
+    )
+
+
+def _children(spec: ConvSpec, r: HT2Ranks, form: str) -> dict[str, nn.Conv2d]:
+    """The convolutions of `form` before `expand`, by name, in the order they run."""
+    c = spec.in_channels
+    if form == "four":
+        return {
+            "reduce": nn.Conv2d(c, r.r1, 1, bias=False),
+            "vertical": _vertical(spec, r.r1, r.r13),
+            "horizontal": _horizontal(spec, r.r13, r.r3),
+        }
+    if form == "merged_core":
+        return {"reduce": nn.Conv2d(c, r.r1, 1, bias=False), "core": _spatial(spec, r.r1, r.r3)}
+    if form == "merged_in":
+        return {
+            "reduce_vertical": _vertical(spec, c, r.r13),
+            "horizontal": _horizontal(spec, r.r13, r.r3),
+        }
+    return {"reduce_core": _spatial(spec, c, r.r3)}
 
 
 class HT2Conv2d(FactorizedLayer):
     """The four convolutions of the hierarchical Tucker-2 decomposition of one conv.
 
     Stride, dilation and padding of each spatial axis go to the conv that spans that axis;
-    padding modes act per axis, so they stay exact too.
+    padding modes act per axis, so they stay exact too. `form` picks how the factors run
+    (HT2_FORMS); every form computes the same function (up to float rounding), because
+    padding commutes with 1x1 channel mixing and the vertical conv acts column by column.
     """
 
     method = "ht2"
+    default_form = "four"
+    forms = tuple(HT2_FORMS)
 
-    def __init__(self, spec: ConvSpec, ranks: HT2Ranks, energy: float | None = None):
+    def __init__(
+        self,
+        spec: ConvSpec,
+        ranks: HT2Ranks,
+        energy: float | None = None,
+        form: str = "four",
+    ):
         if spec.groups != 1:
             raise ValueError(f"HT-2 needs groups=1, got groups={spec.groups}")
+        if form not in HT2_FORMS:
+            raise HT2Error(f"unknown HT-2 form {form!r}; choose one of {', '.join(HT2_FORMS)}")
         super().__init__(spec, ranks.as_dict(), energy)
-        (d1, d2), (s1, s2), (l1, l2) = spec.kernel_size, spec.stride, spec.dilation
-        self.reduce = nn.Conv2d(spec.in_channels, ranks.r1, 1, bias=False)
-        self.vertical = nn.Conv2d(
-            ranks.r1,
-            ranks.r13,
-            (d1, 1),
-            stride=(s1, 1),
-            padding=spec.padding_along(0),
-            dilation=(l1, 1),
-            bias=False,
-            padding_mode=spec.padding_mode,
-        )
-        self.horizontal = nn.Conv2d(
-            ranks.r13,
-            ranks.r3,
-            (1, d2),
-            stride=(1, s2),
-            padding=spec.padding_along(1),
-            dilation=(1, l2),
-            bias=False,
-            padding_mode=spec.padding_mode,
-        )
+        self.form = form
+        for name, conv in _children(spec, ranks, form).items():
+            self.add_module(name, conv)
         self.expand = nn.Conv2d(ranks.r3, spec.out_channels, 1, bias=spec.bias)
 
     @classmethod
@@ -64,14 +123,58 @@ class HT2Conv2d(FactorizedLayer):
                 layer.expand.bias.copy_(conv.bias)
         return layer.to(conv.weight.device)
 
+    def in_form(self, form: str) -> nn.Module:
+        """This layer running as `form` (same function, new module); from the four-conv form."""
+        if form == self.form:
+            return self
+        if form not in HT2_FORMS or self.form != "four":
+            return super().in_form(form)
+        ranks = HT2Ranks(self.ranks["r1"], self.ranks["r13"], self.ranks["r3"])
+        merged = HT2Conv2d(self.spec, ranks, self.energy, form=form)
+        merged.rel_error = self.rel_error
+        merged.to(device=self.expand.weight.device, dtype=self.expand.weight.dtype)
+        merged.expand = copy.deepcopy(self.expand)  # with any BatchNorm folded into it
+        with torch.no_grad():
+            if form == "merged_core":
+                merged.reduce.weight.copy_(self.reduce.weight)
+                merged.core.weight.copy_(self._core_weight())
+            elif form == "two":
+                u1 = self.reduce.weight[:, :, 0, 0]
+                merged.reduce_core.weight.copy_(
+                    torch.einsum("ac,bahw->bchw", u1, self._core_weight())
+                )
+            else:
+                merged.horizontal.weight.copy_(self.horizontal.weight)
+                merged.reduce_vertical.weight.copy_(self._reduce_vertical_weight())
+        return merged.train(self.training)
+
+    def _core_weight(self) -> torch.Tensor:
+        """The D1xD2 (R1->R3) kernel of vertical then horizontal (four-conv form)."""
+        g1 = self.vertical.weight[..., 0]  # (R13, R1, D1)
+        g2 = self.horizontal.weight[:, :, 0, :]  # (R3, R13, D2)
+        return torch.einsum("kah,bkw->bahw", g1, g2)
+
+    def _reduce_vertical_weight(self) -> torch.Tensor:
+        """The D1x1 (C->R13) kernel of reduce then vertical (four-conv form)."""
+        u1 = self.reduce.weight[:, :, 0, 0]  # (R1, C)
+        g1 = self.vertical.weight[..., 0]  # (R13, R1, D1)
+        return torch.einsum("ac,kah->kch", u1, g1)[..., None]
+
     def dense_weight(self) -> torch.Tensor:
-        u1 = self.reduce.weight[:, :, 0, 0]
-        g1 = self.vertical.weight[..., 0]
-        g2 = self.horizontal.weight[:, :, 0, :]
         u3 = self.expand.weight[:, :, 0, 0]
-        left = torch.einsum("ac,kah->chk", u1, g1)
-        right = torch.einsum("bkw,tb->ktw", g2, u3)
+        if self.form == "two":
+            return torch.einsum("bchw,tb->tchw", self.reduce_core.weight, u3)
+        if self.form == "merged_core":
+            u1 = self.reduce.weight[:, :, 0, 0]
+            return torch.einsum("ac,bahw,tb->tchw", u1, self.core.weight, u3)
+        right = torch.einsum("bkw,tb->ktw", self.horizontal.weight[:, :, 0, :], u3)
+        if self.form == "merged_in":
+            return torch.einsum("kch,ktw->tchw", self.reduce_vertical.weight[..., 0], right)
+        u1 = self.reduce.weight[:, :, 0, 0]
+        left = torch.einsum("ac,kah->chk", u1, self.vertical.weight[..., 0])
         return torch.einsum("chk,ktw->tchw", left, right)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.expand(self.horizontal(self.vertical(self.reduce(x))))
+        for name in HT2_FORMS[self.form]:
+            x = self._modules[name](x)
+        return x

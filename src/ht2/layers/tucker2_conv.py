@@ -18,6 +18,7 @@ class Tucker2Conv2d(FactorizedLayer):
     """
 
     method = "tucker2"
+    default_form = "three"  # or "dense" (see FactorizedLayer.in_form)
 
     def __init__(self, spec: ConvSpec, ranks: Tucker2Ranks, energy: float | None = None):
         if spec.groups != 1:

@@ -1,0 +1,284 @@
+"""Data-aware compression: the plain decisions and ranks, then factors fitted to what each
+layer sees on calibration images, layer by layer in forward order.
+
+Each replaced layer is fitted on the compressed network's own activations (the layers before
+it already replaced) against the original network's output of that layer, so errors made
+upstream are corrected downstream.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ht2.dataaware.capture import forward_order, layer_input_output
+from ht2.dataaware.holdout import (
+    agreement,
+    calibrate_if_better,
+    output_gap,
+    outputs_of,
+    recalibrate,
+)
+from ht2.dataaware.images import gather_images, split_held_out
+from ht2.dataaware.patches import flat_weight, layer_patches, output_columns
+from ht2.dataaware.refit import refit_all, refit_expand
+from ht2.dataaware.stats import LayerStats
+from ht2.dataaware.whiten import damped_root, whitened_factorize
+from ht2.errors import HT2Error
+from ht2.layers import FactorizedLayer, factorize
+from ht2.metrics import count_params, layer_macs, macs_under
+from ht2.surgery import CompressionReport, LayerReport, compress
+
+MODES = ("whiten", "refit", "both")
+RANK_SOURCES = ("plain", "whitened")
+REFITS = ("last", "all")
+BN_CHOICES = ("auto", "always", "never")
+
+
+@dataclass(frozen=True)
+class DataAwareOptions:
+    """How the factors are fitted to data (defaults as on the command line)."""
+
+    mode: str = "both"  # whiten | refit | both
+    rank_from: str = "plain"  # ranks of the plain energy rule, or the rule on whitened weights
+    refit: str = "all"  # "last": the expand factor and bias; "all": every factor, then those
+    bn: str = "auto"  # BatchNorm re-estimation: kept if it helps on held-out images
+    damping: float = 1e-2  # whitening: added to the covariance, times its mean eigenvalue
+    ridge: float = 1e-3  # refit: added to sum p p^T, times its mean eigenvalue
+    iterations: int = 100  # L-BFGS iterations of the joint refit, per layer
+    held_out: int | None = None  # default min(256, N // 4), taken out of the N images
+    batch_size: int = 128
+
+    def check(self) -> None:
+        """HT2Error for any value outside its choices or range."""
+        for value, choices, flag in (
+            (self.mode, MODES, "--data-aware"),
+            (self.rank_from, RANK_SOURCES, "--rank-from"),
+            (self.refit, REFITS, "--refit"),
+            (self.bn, BN_CHOICES, "--bn-calibrate"),
+        ):
+            if value not in choices:
+                raise HT2Error(f"{flag} must be one of {', '.join(choices)}, not {value!r}")
+        if self.damping < 0 or self.ridge < 0:
+            raise HT2Error("damping and ridge must be >= 0")
+        if self.batch_size < 1:
+            raise HT2Error(f"batch size must be >= 1, not {self.batch_size}")
+
+
+def _stats_for(
+    original: nn.Module, work: nn.Module, name: str, images: torch.Tensor, batch_size: int
+) -> LayerStats:
+    """Statistics of the dense layer `name`: inputs from `work`, targets from `original`."""
+    layer = work.get_submodule(name)
+    weight = flat_weight(layer)
+    stats = LayerStats.empty(weight.shape[1], weight.shape[0])
+    with torch.no_grad():
+        for chunk in images.split(batch_size):
+            target = layer_input_output(original, name, chunk, want_output=True)
+            seen = layer_input_output(work, name, chunk, want_output=False)
+            stats.add(layer_patches(layer, seen), output_columns(layer, target))
+    return stats
+
+
+def _calib_error(stats: LayerStats, layer: nn.Module) -> float:
+    """Relative output error of a dense or factorized layer on the calibration statistics."""
+    with torch.no_grad():
+        if isinstance(layer, FactorizedLayer):
+            weight, bias = layer.dense_weight(), layer.expand.bias
+        else:
+            weight, bias = layer.weight, layer.bias
+        return stats.rel_error(weight.reshape(weight.shape[0], -1), bias)
+
+
+MAX_FAN_IN = 16384  # a 16384^2 float64 covariance is 2 GiB: larger layers keep plain factors
+
+
+def _fit_layer(
+    dense: nn.Module,
+    entry: LayerReport,
+    stats: LayerStats,
+    energy: float,
+    options: DataAwareOptions,
+    notes: dict[str, str],
+) -> FactorizedLayer:
+    """The factors of one layer after the steps `options` asks for; errors go in `entry`."""
+    errors = {"dense": _calib_error(stats, dense)}
+    plain = factorize(dense, entry.method, ranks=entry.ranks)
+    errors["plain"] = _calib_error(stats, plain)
+    chosen = plain
+    if options.mode in ("whiten", "both"):
+        channels = dense.weight.shape[1]
+        root = damped_root(stats.channel_covariance(channels), options.damping)
+        if root.weak:
+            notes[entry.name] = (
+                f"{root.weak} of {channels} input-channel covariance eigenvalues were below the "
+                f"damping ({options.damping:g} x their mean) that was added to all of them"
+            )
+        ranks = entry.ranks if options.rank_from == "plain" else None
+        whitened = whitened_factorize(dense, entry.method, root, ranks=ranks, energy=energy)
+        errors["whiten"] = _calib_error(stats, whitened)
+        if options.rank_from == "whitened" or errors["whiten"] <= errors["plain"]:
+            chosen = whitened
+        else:
+            notes[entry.name] = "whitened factors had a larger output error; kept the plain ones"
+    if options.mode in ("refit", "both"):
+        refit_expand(chosen, stats, options.ridge)
+        errors["refit_last"] = _calib_error(stats, chosen)
+        if options.refit == "all":
+            refit_all(chosen, stats, options.ridge, options.iterations)
+            errors["refit_all"] = _calib_error(stats, chosen)
+    entry.calib_errors = errors
+    return chosen
+
+
+def _replace(model: nn.Module, name: str, factors: FactorizedLayer, entry: LayerReport, keep: bool):
+    """Swap the factors in (or keep the dense layer when they are not smaller, with `keep`)."""
+    size = count_params(factors)
+    if keep and size >= entry.params_before:
+        entry.method, entry.ranks, entry.params_after = "dense", {}, entry.params_before
+        entry.reason = (
+            f"factors would have {size:,} parameters, not fewer than {entry.params_before:,}"
+        )
+        return
+    model.set_submodule(name, factors)
+    entry.ranks, entry.params_after, entry.rel_error = dict(factors.ranks), size, factors.rel_error
+
+
+def compress_data_aware(
+    model: nn.Module,
+    batches: Iterable,
+    energy: float = 0.9,
+    method: str = "ht2",
+    calib_images: int = 512,
+    options: DataAwareOptions | None = None,
+    include: list[str] | None = None,
+    exclude: list[str] | None = None,
+    example_input: torch.Tensor | None = None,
+    keep_if_larger: bool = True,
+    progress: bool = False,
+    **compress_options,
+) -> CompressionReport:
+    """Compress `model` in place like `ht2.compress`, then fit the factors to calibration data.
+
+    `batches` yields images or (images, labels) (labels are ignored); the first `calib_images`
+    images are used, some of them held out to decide on BatchNorm re-estimation and to check
+    the result against the plain factors. Modes: "whiten" (factors of the weight whitened by
+    the input-channel covariance), "refit" (least-squares refit of the plain factors), "both".
+    `compress_options` go to `ht2.compress`, which picks the layers and the plain ranks.
+    """
+    options = options or DataAwareOptions()
+    options.check()
+    start = time.perf_counter()
+    images = gather_images(batches, calib_images)
+    fit, held_out = split_held_out(images, options.held_out)
+    original = copy.deepcopy(model).eval()
+    plain = copy.deepcopy(model)
+    report = compress(
+        plain,
+        energy=energy,
+        method=method,
+        include=include,
+        exclude=exclude,
+        example_input=example_input,
+        keep_if_larger=keep_if_larger,
+        **compress_options,
+    )
+    entries = {entry.name: entry for entry in report.replaced}
+    was_training = model.training
+    model.eval()
+    order = forward_order(model, list(entries), images[:1])
+    notes: dict[str, str] = {}
+    work = tqdm(
+        order, desc="fitting", unit="layer", disable=None if progress else True, leave=False
+    )
+    for name in work:
+        work.set_postfix_str(name, refresh=False)
+        dense = model.get_submodule(name)
+        fan_in = dense.weight[0].numel()
+        if fan_in > MAX_FAN_IN:
+            notes[name] = (
+                f"fan-in {fan_in:,} would need a {fan_in:,} x {fan_in:,} float64 covariance; "
+                f"kept the plain factors (the limit is {MAX_FAN_IN:,})"
+            )
+            _replace(model, name, copy.deepcopy(plain.get_submodule(name)), entries[name], False)
+            continue
+        stats = _stats_for(original, model, name, fit, options.batch_size)
+        factors = _fit_layer(dense, entries[name], stats, energy, options, notes)
+        with torch.no_grad():  # the weight error of the fitted factors, as the report shows it
+            gap = torch.linalg.norm(factors.dense_weight() - dense.weight)
+            factors.rel_error = float(gap / torch.linalg.norm(dense.weight))
+        _replace(model, name, factors.float(), entries[name], keep_if_larger)
+    summary = _held_out_checks(model, original, plain, fit, held_out, options)
+    summary.update(options=asdict(options), images=len(fit), notes=notes)
+    model.train(was_training)
+    _retotal(report, model, example_input)
+    report.seconds = time.perf_counter() - start
+    report.data_aware = summary
+    return report
+
+
+def _held_out_checks(
+    model: nn.Module,
+    original: nn.Module,
+    plain: nn.Module,
+    fit: torch.Tensor,
+    held_out: torch.Tensor,
+    options: DataAwareOptions,
+) -> dict:
+    """BatchNorm re-estimation as `options.bn` says, and the gap to the original on held-out
+    images for the plain and the data-aware model (a warning when data-aware is worse)."""
+    summary: dict = {"held_out": len(held_out), "warnings": []}
+    if not len(held_out):
+        if options.bn == "always":
+            recalibrate(model, fit, options.batch_size)
+        summary["bn_calibration"] = options.bn == "always"
+        return summary
+    reference = outputs_of(original, held_out, options.batch_size)
+    if options.bn == "auto":
+        decision = calibrate_if_better(model, fit, held_out, reference, options.batch_size)
+        summary["bn_calibration"] = decision["kept"]
+        summary["bn_gap_before"], summary["bn_gap_after"] = (
+            decision["gap_before"],
+            decision["gap_after"],
+        )
+    else:
+        if options.bn == "always":
+            recalibrate(model, fit, options.batch_size)
+        summary["bn_calibration"] = options.bn == "always"
+    mine = outputs_of(model, held_out, options.batch_size)
+    theirs = outputs_of(plain, held_out, options.batch_size)
+    summary["gap"] = {
+        "plain": output_gap(reference, theirs),
+        "data_aware": output_gap(reference, mine),
+    }
+    summary["agreement"] = {
+        "plain": agreement(reference, theirs),
+        "data_aware": agreement(reference, mine),
+    }
+    if summary["gap"]["data_aware"] > summary["gap"]["plain"]:
+        warning = (
+            f"warning: on {len(held_out)} held-out images the data-aware model is further from "
+            f"the original than the plain one (gap {summary['gap']['data_aware']:.4f} > "
+            f"{summary['gap']['plain']:.4f}); try more --calib-images"
+        )
+        summary["warnings"].append(warning)
+        print(warning, file=sys.stderr)
+    return summary
+
+
+def _retotal(report: CompressionReport, model: nn.Module, example_input: torch.Tensor | None):
+    """Totals and per-layer MACs again: --rank-from whitened can change sizes."""
+    report.params_after = count_params(model)
+    if example_input is None or report.macs_before is None:
+        return
+    macs = layer_macs(model, example_input)
+    report.macs_after = sum(macs.values())
+    for entry in report.layers:
+        entry.macs_after = macs_under(macs, entry.name)

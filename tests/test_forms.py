@@ -1,0 +1,229 @@
+"""Execution forms: every form computes what the plain factors do; plans record and rebuild it;
+`--latency-aware` keeps the fastest form timed and says so in the report."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import ht2
+from ht2.cli.main import main
+from ht2.decomp import HT2Ranks
+from ht2.errors import HT2Error
+from ht2.layers import ConvSpec, HT2Conv2d, build_factorized, factorize
+from ht2.surgery import CompressionReport, LayerReport
+from ht2.surgery.latency_aware import choose_forms, record_forms
+from tests._shared import CONV_GEOMETRIES, PADDING_MODES
+
+GRID = list(itertools.product(CONV_GEOMETRIES, PADDING_MODES, [True, False]))
+HT2_FORMS = ("merged_core", "merged_in", "two", "dense")
+
+
+def _conv(geometry, mode: str, bias: bool) -> nn.Conv2d:
+    kernel, stride, padding, dilation = geometry
+    conv = nn.Conv2d(6, 7, kernel, stride, padding, dilation, padding_mode=mode, bias=bias)
+    if bias:
+        nn.init.normal_(conv.bias)
+    return conv
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.linalg.norm(a - b) / torch.linalg.norm(b))
+
+
+def _rebuilt(layer: nn.Module) -> nn.Module:
+    """`layer` rebuilt from its plan entry (through JSON) with its tensors loaded."""
+    rebuilt = build_factorized(json.loads(json.dumps(layer.plan_entry())))
+    rebuilt.load_state_dict(layer.state_dict(), strict=True)
+    return rebuilt
+
+
+@pytest.mark.parametrize(("geometry", "mode", "bias"), GRID)
+def test_every_ht2_form_computes_what_the_four_convolutions_do(geometry, mode, bias) -> None:
+    layer = factorize(_conv(geometry, mode, bias), "ht2", energy=0.8)
+    x = torch.randn(2, 6, 13, 14)
+    with torch.no_grad():
+        expected = layer(x)
+        for form in HT2_FORMS:
+            other = layer.in_form(form)
+            assert _rel(other(x), expected) < 1e-5, form
+            if form != "dense":
+                assert other.form == form
+                assert _rel(_rebuilt(other)(x), expected) < 1e-5, form
+
+
+def test_merged_forms_have_the_merged_kernels() -> None:
+    conv = nn.Conv2d(8, 10, (3, 5), stride=(2, 1), padding=(1, 2), dilation=(1, 2))
+    layer = HT2Conv2d.from_dense(conv, ranks=HT2Ranks(r1=3, r13=4, r3=5))
+    core = layer.in_form("merged_core")
+    assert [name for name, _ in core.named_children()] == ["reduce", "core", "expand"]
+    assert core.core.weight.shape == (5, 3, 3, 5) and core.core.stride == (2, 1)
+    assert core.core.padding == (1, 2) and core.core.dilation == (1, 2)
+    merged_in = layer.in_form("merged_in")
+    assert [n for n, _ in merged_in.named_children()] == ["reduce_vertical", "horizontal", "expand"]
+    assert merged_in.reduce_vertical.weight.shape == (4, 8, 3, 1)
+    two = layer.in_form("two")
+    assert [name for name, _ in two.named_children()] == ["reduce_core", "expand"]
+    assert two.reduce_core.weight.shape == (5, 8, 3, 5) and two.reduce_core.padding == (1, 2)
+    dense = layer.in_form("dense")
+    assert type(dense) is nn.Conv2d and ConvSpec.of(dense) == ConvSpec.of(conv)
+
+
+@pytest.mark.parametrize("mode", PADDING_MODES)
+@pytest.mark.parametrize("method", ["tucker2", "spatial_svd", "cp", "svd"])
+def test_dense_form_of_every_method_computes_what_its_factors_do(method: str, mode: str) -> None:
+    kernel, stride, padding, dilation = CONV_GEOMETRIES[2]
+    conv = _conv((kernel, stride, padding, dilation), mode, bias=True)
+    layer = factorize(conv, method, ranks={"r": 3, "r_in": 3, "r_out": 4})
+    assert layer.available_forms() == (layer.default_form, "dense")
+    x = torch.randn(2, 6, 13, 14)
+    with torch.no_grad():
+        dense = layer.in_form("dense")
+        assert type(dense) is nn.Conv2d and _rel(dense(x), layer(x)) < 1e-5
+    assert factorize(conv, "tucker2", energy=0.9).default_form == "three"
+
+
+def test_dense_form_of_a_linear_layer() -> None:
+    layer = factorize(nn.Linear(12, 5), "svd", energy=0.7)
+    x = torch.randn(3, 12)
+    dense = layer.in_form("dense")
+    assert type(dense) is nn.Linear and _rel(dense(x), layer(x)) < 1e-5
+
+
+def test_plan_records_the_form_only_when_it_is_not_the_default() -> None:
+    layer = factorize(nn.Conv2d(4, 6, 3, padding=1), "ht2", energy=0.9)
+    assert "form" not in layer.plan_entry()
+    assert layer.in_form("merged_core").plan_entry()["form"] == "merged_core"
+    old_style = {key: value for key, value in layer.plan_entry().items() if key != "form"}
+    rebuilt = build_factorized(old_style)
+    assert type(rebuilt) is HT2Conv2d and rebuilt.form == "four"
+
+
+def test_forms_that_cannot_be_reached_exactly_are_refused() -> None:
+    layer = factorize(nn.Conv2d(4, 6, 3, padding=1), "ht2", energy=0.9)
+    merged = layer.in_form("merged_core")
+    assert merged.available_forms() == ("merged_core", "dense")
+    with pytest.raises(HT2Error, match="cannot run as 'four'"):
+        merged.in_form("four")
+    with pytest.raises(HT2Error, match="cannot run as 'merged_core'"):
+        factorize(nn.Conv2d(4, 6, 3), "tucker2", energy=0.9).in_form("merged_core")
+    entry = {**layer.plan_entry(), "form": "merged_out"}
+    with pytest.raises(HT2Error, match="unknown form 'merged_out' for method 'ht2'"):
+        build_factorized(entry)
+
+
+def test_a_bias_folded_into_expand_survives_every_form() -> None:
+    layer = factorize(nn.Conv2d(4, 6, 3, padding=1, bias=False), "ht2", energy=0.9)
+    layer.expand.bias = nn.Parameter(torch.randn(6))  # as BatchNorm folding leaves it
+    x = torch.randn(1, 4, 8, 8)
+    with torch.no_grad():
+        for form in HT2_FORMS:
+            assert _rel(layer.in_form(form)(x), layer(x)) < 1e-5, form
+
+
+def _forms_from(before: str) -> tuple[str, ...]:
+    """Every form a freshly decomposed layer in form `before` can take."""
+    return ("four", *HT2_FORMS) if before == "four" else (before, "dense")
+
+
+def _form(module: nn.Module) -> str:
+    """A factorized module's form; "dense" for a plain layer."""
+    return getattr(module, "form", "dense")
+
+
+def _resnet20() -> tuple[nn.Module, torch.Tensor]:
+    model = ht2.models.create("cifar10_resnet20").eval()
+    x = torch.randn(1, 3, 32, 32)
+    return model, x
+
+
+def test_save_and_load_rebuild_each_layers_form(tmp_path: Path) -> None:
+    model, x = _resnet20()
+    report = ht2.compress(model, energy=0.7, example_input=x)
+    forms = {"layer1.0.conv1": "merged_core", "layer2.1.conv2": "merged_in", "conv1": "dense"}
+    for name, form in forms.items():
+        model.set_submodule(name, model.get_submodule(name).in_form(form))
+    with torch.no_grad():
+        expected = model(x)
+    loaded = ht2.load(ht2.save(model, tmp_path / "m", report))
+    assert loaded.get_submodule("layer1.0.conv1").form == "merged_core"
+    assert loaded.get_submodule("layer2.1.conv2").form == "merged_in"
+    assert loaded.get_submodule("layer1.0.conv2").form == "four"
+    assert type(loaded.get_submodule("conv1")) is nn.Conv2d
+    with torch.no_grad():
+        assert _rel(loaded(x), expected) < 1e-6
+
+
+def test_choose_forms_keeps_the_fastest_form_and_the_outputs() -> None:
+    model, x = _resnet20()
+    report = ht2.compress(model, energy=0.7, example_input=x)
+    with torch.no_grad():
+        expected = model(x)
+    chosen = choose_forms(model, x, batch_size=2, threads=1, repeats=2, warmup=1)
+    assert [c.name for c in chosen.layers] == [line.name for line in report.replaced]
+    assert set(chosen.model_ms) == {"per_layer", "as_decomposed", "dense"}
+    assert chosen.kept == min(chosen.model_ms, key=chosen.model_ms.__getitem__)
+    for choice in chosen.layers:
+        assert set(choice.times_ms) == set(_forms_from(choice.before))
+        fastest = min(choice.times_ms, key=choice.times_ms.__getitem__)
+        layouts = {"per_layer": fastest, "as_decomposed": choice.before, "dense": "dense"}
+        assert choice.form == layouts[chosen.kept] == _form(model.get_submodule(choice.name))
+        assert choice.input_shape[0] == 2
+    with torch.no_grad():
+        assert _rel(model(x), expected) < 1e-5
+    record_forms(report, chosen, model, x)
+    line, choice = report.layers[1], chosen.layers[1]
+    assert line.form == choice.form and line.form_times_ms == choice.times_ms
+    assert report.params_after == sum(p.numel() for p in model.parameters())
+
+
+def test_choose_forms_limited_to_dense_restores_the_original_sizes() -> None:
+    model, x = _resnet20()
+    params = sum(p.numel() for p in model.parameters())
+    report = ht2.compress(model, energy=0.7, example_input=x)
+    chosen = choose_forms(model, x, repeats=1, warmup=0, forms=("dense",), check_model=False)
+    record_forms(report, chosen, model, x)
+    assert chosen.kept == "per_layer" and not chosen.model_ms
+    assert all(c.form == "dense" for c in chosen.layers)
+    assert report.params_after == params and report.macs_after == report.macs_before
+    assert all(line.params_after == line.params_before for line in report.layers)
+
+
+def test_report_json_with_and_without_forms_reads_back() -> None:
+    line = LayerReport("a", "Conv2d", "ht2", form="merged_core", form_times_ms={"four": 1.5})
+    report = CompressionReport("m", "ht2", 0.9, True, 10, 5, None, None, 0.1, layers=[line])
+    again = CompressionReport.from_dict(json.loads(json.dumps(report.to_dict())))
+    assert again.layers[0].form == "merged_core" and again.layers[0].form_times_ms == {"four": 1.5}
+    old = report.to_dict()
+    for layer in old["layers"]:
+        del layer["form"], layer["form_times_ms"]
+    assert CompressionReport.from_dict(old).layers[0].form is None
+
+
+def test_cli_latency_aware_writes_forms_into_report_and_plan(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "r20"
+    args = ["compress", "cifar10_resnet20", "--random-init", "--energy", "0.7", "--out", str(out)]
+    assert main([*args, "--latency-aware", "--batch-size", "2", "--threads", "1"]) == 0
+    assert "form kept" in capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    replaced = [line for line in report["layers"] if line["method"] != "dense"]
+    assert replaced and all(line["form"] in line["form_times_ms"] for line in replaced)
+    plan = {entry["name"]: entry for entry in json.loads((out / "ht2.json").read_text())["plan"]}
+    loaded = ht2.load(out)
+    for line in replaced:
+        assert _form(loaded.get_submodule(line["name"])) == line["form"]
+        assert (line["name"] in plan) == (line["form"] != "dense")
+
+
+def test_cli_refuses_a_bad_batch_size(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "o"
+    args = ["compress", "cifar10_resnet20", "--random-init", "--latency-aware", "--out", str(out)]
+    assert main([*args, "--batch-size", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "at least 1, got 0" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
