@@ -7,6 +7,12 @@ import json
 import sys
 
 from ht2 import models
+from ht2.cli.allocate_args import (
+    add_allocate_args,
+    allocate_from_args,
+    check_allocate_args,
+    write_allocation_plot,
+)
 from ht2.cli.calibrate import calibrate_on_train_images
 from ht2.cli.common import (
     add_model_source,
@@ -15,6 +21,14 @@ from ht2.cli.common import (
     example_input,
     model_from_args,
 )
+from ht2.cli.data_aware_args import (
+    add_data_aware_args,
+    calib_image_count,
+    check_data_aware,
+    data_aware_or_plain,
+)
+from ht2.cli.latency_args import add_latency_args, apply_latency_aware, check_latency_args
+from ht2.cli.rank_args import add_rank_args, rank_options
 from ht2.cli.tables import report_table
 from ht2.errors import HT2Error
 from ht2.io import atomic_directory, check_output_dir
@@ -53,6 +67,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "(spatial SVD: a Dx1 then a 1xD conv); first and 1x1 convs always get SVD (Tucker-1) "
         "and Linear layers SVD (default: ht2)",
     )
+    add_rank_args(parser)
     parser.add_argument(
         "--no-keep-if-larger",
         dest="keep_if_larger",
@@ -74,6 +89,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="leave layers whose name matches dense (repeatable; default: none)",
     )
     add_output_folder(parser)
+    add_latency_args(parser)
     parser.add_argument(
         "--calibrate",
         action="store_true",
@@ -86,12 +102,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--calib-images",
         type=int,
-        default=2048,
-        help="training images for --calibrate (default: 2048)",
+        default=None,
+        help="training images for --calibrate (default: 2048), --data-aware (default: 512) or "
+        "--allocate sensitivity (default: 256)",
     )
     parser.add_argument(
         "--json", action="store_true", help="print report.json to stdout instead of the table"
     )
+    add_data_aware_args(parser)
+    add_allocate_args(parser)
     parser.set_defaults(run=run)
 
 
@@ -99,8 +118,13 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(args.out, overwrite=args.force)
     if args.calibrate and not args.data:
         raise HT2Error("--calibrate needs --data PATH (a folder with train/)")
+    check_latency_args(args)
+    check_data_aware(args)
+    ranking = rank_options(args)
+    check_allocate_args(args, ranking["target"])
     model = model_from_args(args)
-    report = compress(
+    allocation, ranking = allocate_from_args(args, model, ranking)
+    report = data_aware_or_plain(args, compress)(
         model,
         energy=args.energy,
         method=args.method,
@@ -109,12 +133,16 @@ def run(args: argparse.Namespace) -> int:
         example_input=example_input(args.model),
         keep_if_larger=args.keep_if_larger,
         progress=not args.json,
+        **ranking,
     )
+    allocation.annotate(report)
     if args.calibrate:
         entry = models.get_entry(args.model)
-        calibrate_on_train_images(model, entry, args.data, args.calib_images, 256, workers=2)
+        calibrate_on_train_images(model, entry, args.data, calib_image_count(args), 256, workers=2)
+    apply_latency_aware(args, model, report, example_input(args.model))
     with atomic_directory(args.out, overwrite=args.force) as staging:
         write_model(model, staging, report)
+        write_allocation_plot(args, staging, report)
     if args.json:
         print(json.dumps(report.to_dict(), indent=1))
     else:

@@ -9,6 +9,7 @@ from ht2 import __version__
 from ht2.cli import (
     benchmark,
     calibrate,
+    compare_cmd,
     compress,
     evaluate,
     export_cmd,
@@ -27,6 +28,7 @@ SUBCOMMANDS = (
     finetune,
     train_cmd,
     sweep,
+    compare_cmd,
     benchmark,
     export_cmd,
     report_cmd,

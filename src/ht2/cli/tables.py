@@ -44,16 +44,23 @@ def _ranks(ranks: dict[str, int]) -> str:
     return " ".join(f"{k}={v}" for k, v in ranks.items()) if ranks else "-"
 
 
+def _energy(value: float | None, method: str) -> str:
+    return "-" if value is None or method == "dense" else f"{value:.3f}"
+
+
 def _count(value: int | None) -> str:
     return "-" if value is None else f"{value:,}"
 
 
 def report_table(report: CompressionReport, markdown: bool = False) -> str:
     """Per-layer lines (name, method, ranks, params, MACs, error) and the totals."""
+    energies = {layer.energy for layer in report.replaced if layer.energy is not None}
+    with_energy = len(energies) > 1  # per-layer energies (an allocation): show them
     headers = [
         "layer",
         "method",
         "ranks",
+        *(["energy"] if with_energy else []),
         "params",
         "params after",
         "MACs",
@@ -65,6 +72,7 @@ def report_table(report: CompressionReport, markdown: bool = False) -> str:
             layer.name,
             layer.method,
             _ranks(layer.ranks),
+            *([_energy(layer.energy, layer.method)] if with_energy else []),
             _count(layer.params_before),
             _count(layer.params_after),
             _count(layer.macs_before),
@@ -87,14 +95,19 @@ def report_table(report: CompressionReport, markdown: bool = False) -> str:
 def rank_notes(report: CompressionReport) -> list[str]:
     """How the ranks were chosen, where that was not the plain energy rule."""
     notes = []
+    allocation = (report.target or {}).get("allocation", "uniform")
     if report.target:
         target = report.target
+        how = (
+            f"at energy {target['energy']:.4f}"
+            if allocation == "uniform"
+            else f"by the {allocation} allocation"
+        )
         notes.append(
             f"target {target['factor']:g}x fewer {target['kind']}: reached "
-            f"{target['reached']:.3f}x at energy {target['energy']:.4f}"
-            + ("" if target["met"] else f" ({target['note']})")
+            f"{target['reached']:.3f}x {how}" + ("" if target["met"] else f" ({target['note']})")
         )
-    if report.rank_rule != "energy":
+    if report.rank_rule != "energy" and allocation == "uniform":
         notes.append(f"rank rule: {report.rank_rule}")
     if report.round_ranks > 1:
         extra = report.rounding_params or 0
@@ -106,9 +119,18 @@ def rank_notes(report: CompressionReport) -> list[str]:
     return notes
 
 
+def _setting(report: CompressionReport) -> str:
+    """e=ENERGY, the rank rule, or the allocation that chose per-layer energies or ranks."""
+    target = report.target or {}
+    allocation = target.get("allocation", "uniform")
+    if allocation != "uniform":
+        return f"{allocation} allocation for {target['factor']:g}x fewer {target['kind']}"
+    return f"e={report.energy:.4g}" if report.energy is not None else report.rank_rule
+
+
 def summary(report: CompressionReport) -> str:
     """One line of totals with the reduction factors."""
-    rule = f"e={report.energy:.4g}" if report.energy is not None else report.rank_rule
+    rule = _setting(report)
     text = (
         f"{report.model} {report.method} {rule}: {len(report.replaced)} of "
         f"{len(report.layers)} layers replaced; params {report.params_before:,} -> "

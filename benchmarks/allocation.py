@@ -1,0 +1,159 @@
+"""Rank allocation across layers: uniform, spectrum and sensitivity at the same parameter budget.
+
+Run: OMP_NUM_THREADS=1 python benchmarks/allocation.py --data DIR [--nets cifar10_resnet20]
+         [--factors 2,4,8] [--methods ht2,tucker2] [--allocations uniform,spectrum,sensitivity]
+         [--finetune-factors 4] [--device cpu] [--threads 1] [--out benchmarks/results]
+
+DIR is the CIFAR-10 JPEG tree (train/, test/). For each network, method, allocation and
+parameter-reduction factor: compress the shared weights (seconds, allocation included), top-1
+on the test split zero-shot, after BatchNorm re-estimation on --bn-images training images,
+and (only for --finetune-factors, off by default) after one fine-tuning epoch (`ht2 finetune`:
+SGD Nesterov, one-cycle max lr 0.01, wd 3e-4, batch 128). Sensitivity measures on
+--calib-images training images, once per network and method, reused across factors (its
+seconds are counted in the first factor's row). Prints a Markdown table and writes
+allocation-<nets>.json after every row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import ht2
+from ht2.cli.main import main as ht2_main
+from ht2.data import eval_dataset, make_loader, train_dataset
+from ht2.metrics.accuracy import evaluate_accuracy
+from ht2.surgery.allocate import compress_allocated
+from ht2.surgery.targets import Target
+from ht2.train import recalibrate_batchnorm
+
+WEIGHTS = {"cifar10_resnet20": "resnet20-12fca82f.th", "cifar10_resnet56": "resnet56-4bfd9763.th"}
+RECIPE = ["--lr", "0.01", "--wd", "3e-4", "--batch-size", "128", "--schedule", "onecycle"]
+
+
+def _list(text: str) -> list[str]:
+    return [part for part in text.split(",") if part]
+
+
+def finetune_top1(model, report, data: str, device: str, workers: int) -> float:
+    """Top-1 after one epoch of `ht2 finetune` (which calibrates BN first)."""
+    with tempfile.TemporaryDirectory() as folder:
+        source, out = Path(folder) / "model", Path(folder) / "ft"
+        ht2.save(model, source, report)
+        args = ["finetune", str(source), "--data", data, "--epochs", "1", *RECIPE, "--nesterov"]
+        args += ["--workers", str(workers), "--device", device, "--out", str(out)]
+        if ht2_main(args) != 0:
+            raise SystemExit("ht2 finetune failed")
+        lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    return [line["top1"] for line in lines if line.get("epoch") == 1][0]
+
+
+def measure_row(args, net, method, allocation, factor, original, loaders, cache) -> dict:
+    """Compress a copy of `original` for one row and measure it."""
+    test, calib, sense = loaders
+    example = torch.zeros(1, *ht2.models.get_entry(net).input_size, device=args.device)
+    model = copy.deepcopy(original)
+    start = time.perf_counter()
+    report = compress_allocated(
+        model,
+        method,
+        Target("params", float(factor)),
+        allocation,
+        example,
+        sense,
+        images=args.calib_images,
+        cache=cache,
+    )
+    row = {
+        "net": net,
+        "method": method,
+        "allocation": allocation,
+        "factor": float(factor),
+        "reached": report.param_reduction,
+        "mac_reduction": report.mac_reduction,
+        "seconds": time.perf_counter() - start,
+        "zero_shot": evaluate_accuracy(model, test, args.device, False)["top1"],
+    }
+    recalibrate_batchnorm(model, calib, args.bn_images, args.device, False)
+    row["bn_calibrated"] = evaluate_accuracy(model, test, args.device, False)["top1"]
+    row["finetuned_1"] = None
+    if factor in args.finetune_factors:
+        row["finetuned_1"] = finetune_top1(
+            model.cpu(), report, args.data, args.device, args.workers
+        )
+    row["layer_energies"] = {layer.name: layer.energy for layer in report.layers}
+    row["layer_ranks"] = {layer.name: layer.ranks for layer in report.layers}
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--nets", type=_list, default=["cifar10_resnet20"])
+    parser.add_argument("--factors", type=_list, default=["2", "4", "8"])
+    parser.add_argument("--methods", type=_list, default=["ht2", "tucker2"])
+    parser.add_argument("--allocations", type=_list, default=["uniform", "spectrum", "sensitivity"])
+    parser.add_argument("--finetune-factors", type=_list, default=[])
+    parser.add_argument("--calib-images", type=int, default=256)
+    parser.add_argument("--bn-images", type=int, default=2048)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared"
+    )
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"allocation-{'-'.join(n.split('_')[-1] for n in args.nets)}.json"
+    result = {"settings": {k: str(v) for k, v in vars(args).items()}, "baseline": {}, "rows": []}
+    result["settings"]["torch_threads"] = torch.get_num_threads()
+    header = "| net | method | allocation | target | reached | zero-shot | BN-cal | 1 epoch | s |"
+    lines = [header, "|---|---|---|---|---|---|---|---|---|"]
+    for net in args.nets:
+        entry = ht2.models.get_entry(net)
+        weights = args.shared / "weights" / WEIGHTS[net]
+        original = ht2.models.create(net, weights=weights).to(args.device).eval()
+        test = make_loader(eval_dataset(args.data, entry, cache=True), 256, args.workers)
+        calib = make_loader(
+            train_dataset(args.data, entry, augment=False, limit=args.bn_images), 256, args.workers
+        )
+        sense = make_loader(
+            train_dataset(args.data, entry, augment=False, limit=args.calib_images), 256, 0
+        )
+        base = evaluate_accuracy(original, test, args.device, progress=False)["top1"]
+        result["baseline"][net] = base
+        loaders = (test, calib, sense)
+        for method in args.methods:
+            cache: dict = {}
+            for allocation in args.allocations:
+                for factor in args.factors:
+                    row = measure_row(
+                        args, net, method, allocation, factor, original, loaders, cache
+                    )
+                    seconds = row["seconds"]
+                    result["rows"].append(row)
+                    path.write_text(json.dumps(result, indent=1) + "\n")
+                    tuned = "-" if row["finetuned_1"] is None else f"{row['finetuned_1']:.2f}"
+                    lines.append(
+                        f"| {net} | {method} | {allocation} | {float(factor):g}x | "
+                        f"{row['reached']:.2f}x | {row['zero_shot']:.2f} | "
+                        f"{row['bn_calibrated']:.2f} | {tuned} | {seconds:.1f} |"
+                    )
+                    print(lines[-1], flush=True)
+    print(f"\nbaseline top-1: {result['baseline']}\n")
+    print("\n".join(lines))
+    result["table"] = "\n".join(lines)
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""`ht2 compare`: every method at the same size targets; table, JSON and Pareto plot."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+from torch import nn
+
+from ht2 import models
+from ht2.cli.common import add_model_source, add_output_folder, model_from_args
+from ht2.cli.compare_allocations import add_allocations_arg, compare_allocators
+from ht2.cli.sweep import _batch_sizes, _methods
+from ht2.errors import HT2Error
+from ht2.io import check_output_dir
+from ht2.metrics.latency import num_threads
+from ht2.models import ModelEntry
+from ht2.surgery import METHODS
+from ht2.surgery.targets import Target, parse_factor
+
+EXAMPLES = """examples:
+  ht2 compare cifar10_resnet20 --weights resnet20.th --data ~/data/cifar10 \\
+      --target-params 2,4,8 --out compare/r20
+  ht2 compare cifar10_resnet20 --pretrained --data ~/data/cifar10 --target-macs 3 \\
+      --methods ht2,tucker2 --eval-images 1000 --no-latency --out compare/quick
+"""
+
+
+def _factors(kind: str) -> Callable[[str], list[float]]:
+    def parse(text: str) -> list[float]:
+        values = []
+        for part in (p for p in text.split(",") if p.strip()):
+            try:
+                values.append(Target(kind, parse_factor(part)).factor)
+            except (ValueError, HT2Error) as error:
+                raise argparse.ArgumentTypeError(str(error)) from None
+        if not values:
+            raise argparse.ArgumentTypeError("give at least one reduction factor, e.g. 2,4,8")
+        return list(dict.fromkeys(values))
+
+    return parse
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "compare",
+        help="compare methods at the same size targets; table and Pareto plot",
+        description="For each size target and method: compress a fresh copy to the target "
+        "(one global energy, bisected), measure the relative weight error, top-1 before and "
+        "after BatchNorm calibration, and latency against the original (alternating runs). "
+        "Writes OUT/compare.md, OUT/compare.json and OUT/pareto.png.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_model_source(parser)
+    parser.add_argument(
+        "--data",
+        required=True,
+        metavar="PATH",
+        help="data with test/ (or val/) and train/ splits, as for `ht2 evaluate`",
+    )
+    parser.add_argument(
+        "--target-params",
+        type=_factors("params"),
+        default=[],
+        metavar="X,Y",
+        help="comma-separated parameter reduction factors, e.g. 2,4,8 (default: none)",
+    )
+    parser.add_argument(
+        "--target-macs",
+        type=_factors("macs"),
+        default=[],
+        metavar="X,Y",
+        help="comma-separated MAC reduction factors, e.g. 2,3 (default: none)",
+    )
+    parser.add_argument(
+        "--methods",
+        type=_methods,
+        default=list(METHODS),
+        help=f"comma-separated methods among {', '.join(METHODS)} for kxk convs; one curve "
+        f"each (default: {','.join(METHODS)})",
+    )
+    parser.add_argument(
+        "--eval-images",
+        type=int,
+        help="score on this many test images, class-balanced, for quick runs (default: all)",
+    )
+    parser.add_argument(
+        "--calib-images",
+        type=int,
+        default=2048,
+        help="training images for BatchNorm calibration; 0 skips it (default: 2048)",
+    )
+    parser.add_argument("--batch-size", type=int, default=256, help="batch size (default: 256)")
+    parser.add_argument("--workers", type=int, default=2, help="data workers (default: 2)")
+    parser.add_argument("--no-latency", action="store_true", help="skip timing (default: time)")
+    parser.add_argument(
+        "--batch-sizes",
+        type=_batch_sizes,
+        default=[1, 128],
+        help="batch sizes to time (default: 1,128)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=10, help="timed runs per model and batch size (default: 10)"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
+    parser.add_argument(
+        "--no-keep-if-larger",
+        dest="keep_if_larger",
+        action="store_false",
+        help="factorize even layers that do not shrink (default: keep them dense)",
+    )
+    add_allocations_arg(parser)
+    add_output_folder(parser)
+    parser.add_argument("--json", action="store_true", help="print compare.json to stdout")
+    parser.set_defaults(run=run)
+
+
+def _targets(args: argparse.Namespace) -> list[Target]:
+    targets = [Target("params", f) for f in args.target_params]
+    targets += [Target("macs", f) for f in args.target_macs]
+    if not targets:
+        raise HT2Error("give --target-params and/or --target-macs, e.g. --target-params 2,4,8")
+    return targets
+
+
+def _check_counts(args: argparse.Namespace) -> None:
+    if args.eval_images is not None and args.eval_images < 1:
+        raise HT2Error(f"--eval-images must be a positive number, got {args.eval_images}")
+    if args.calib_images < 0:
+        raise HT2Error(f"--calib-images must be 0 or more, got {args.calib_images}")
+    if args.repeats < 1:
+        raise HT2Error(f"--repeats must be at least 1, got {args.repeats}")
+    if args.threads < 1:
+        raise HT2Error(f"--threads must be at least 1, got {args.threads}")
+
+
+def _scorer(args: argparse.Namespace, entry: ModelEntry, progress: bool):
+    from ht2.data import eval_dataset, make_loader
+    from ht2.metrics.accuracy import evaluate_accuracy
+
+    dataset = eval_dataset(args.data, entry, limit=args.eval_images, cache=True)
+    loader = make_loader(dataset, args.batch_size, args.workers)
+
+    def score(model: nn.Module) -> float:
+        return evaluate_accuracy(model, loader, progress=progress)["top1"]
+
+    return score
+
+
+def _calibrator(args: argparse.Namespace, entry: ModelEntry, progress: bool):
+    if args.calib_images == 0:
+        return None
+    from ht2.data import make_loader, train_dataset
+    from ht2.train import recalibrate_batchnorm
+
+    dataset = train_dataset(args.data, entry, augment=False, limit=args.calib_images)
+    if len(dataset) < args.calib_images:
+        print(f"note: only {len(dataset)} training images for calibration", file=sys.stderr)
+    loader = make_loader(dataset, args.batch_size, args.workers)
+
+    def calibrate(model: nn.Module) -> int:
+        return recalibrate_batchnorm(model, loader, len(dataset), progress=progress)
+
+    return calibrate
+
+
+def run(args: argparse.Namespace) -> int:
+    from ht2.experiments.compare import CompareResult, compare_markdown, run_compare, write_compare
+
+    check_output_dir(args.out, overwrite=args.force)
+    targets = _targets(args)
+    _check_counts(args)
+    entry = models.get_entry(args.model)
+    progress = not args.json
+    calibrate = _calibrator(args, entry, progress)  # a missing split fails here, before work
+    allocations = compare_allocators(args, entry)
+    score = _scorer(args, entry, progress)
+    with num_threads(args.threads):
+        base, rows = run_compare(
+            lambda: model_from_args(args),
+            entry.input_size,
+            targets,
+            args.methods,
+            score,
+            calibrate,
+            [] if args.no_latency else args.batch_sizes,
+            args.repeats,
+            allocations=allocations,
+            keep_if_larger=args.keep_if_larger,
+            progress=progress,
+        )
+    settings = {
+        "weights": args.weights or ("pretrained" if args.pretrained else "random-init"),
+        "data": args.data,
+        "eval_images": args.eval_images or "all",
+        "calib_images": args.calib_images,
+        "threads": args.threads,
+        "repeats": None if args.no_latency else args.repeats,
+        "keep_if_larger": args.keep_if_larger,
+    }
+    result = CompareResult(entry.name, base, rows, settings)
+    write_compare(result, args.out, overwrite=args.force)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=1))
+    else:
+        print(compare_markdown(result))
+        print(f"wrote {args.out}/ (compare.md, compare.json, pareto.png)", file=sys.stderr)
+    return 0
