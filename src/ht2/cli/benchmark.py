@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ht2.cli.common import load_model_or_dir
+from ht2.cli.common import load_model_or_dir, parse_batch_sizes
 from ht2.cli.tables import render
 from ht2.device import resolve_device
 from ht2.errors import HT2Error
@@ -101,21 +101,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--json", action="store_true", help="print JSON instead of tables (default: tables)"
     )
     parser.set_defaults(run=run)
-
-
-def parse_batch_sizes(text: str) -> list[int]:
-    """'1,32,128' -> [1, 32, 128]; anything but positive integers is a one-line error."""
-    try:
-        sizes = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise HT2Error(
-            f"--batch-sizes takes positive integers separated by commas, e.g. 1,32,128; "
-            f"got {text!r}"
-        ) from None
-    bad = [size for size in sizes if size <= 0]
-    if bad:
-        raise HT2Error(f"--batch-sizes must all be at least 1; got {bad[0]} in {text!r}")
-    return list(dict.fromkeys(sizes))
 
 
 def check_counts(args: argparse.Namespace) -> None:

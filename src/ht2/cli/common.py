@@ -96,3 +96,37 @@ def load_model_or_dir(spec: str, weights: str | None = None) -> tuple[nn.Module,
             f"{spec} is not a model name nor a folder written by `ht2 compress` (no ht2.json)"
         )
     return models.create(spec, weights=weights), models.get_entry(spec)
+
+
+def parse_batch_sizes(text: str) -> list[int]:
+    """'1,32,128' -> [1, 32, 128]; anything but positive integers is a one-line error."""
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise HT2Error(
+            f"--batch-sizes takes positive integers separated by commas, e.g. 1,32,128; "
+            f"got {text!r}"
+        ) from None
+    bad = [size for size in sizes if size <= 0]
+    if bad:
+        raise HT2Error(f"--batch-sizes must all be at least 1; got {bad[0]} in {text!r}")
+    return list(dict.fromkeys(sizes))
+
+
+def batch_size_list(text: str) -> list[int]:
+    """argparse type: comma-separated positive batch sizes, such as 1,128."""
+    try:
+        return parse_batch_sizes(text)
+    except HT2Error as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def method_list(text: str) -> list[str]:
+    """argparse type: comma-separated decomposition methods, such as ht2,tucker2."""
+    from ht2.surgery import METHODS
+
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [name for name in names if name not in METHODS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"methods are among {', '.join(METHODS)}, got {text}")
+    return names

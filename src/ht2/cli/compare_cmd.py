@@ -10,9 +10,14 @@ from collections.abc import Callable
 from torch import nn
 
 from ht2 import models
-from ht2.cli.common import add_model_source, add_output_folder, model_from_args
+from ht2.cli.common import (
+    add_model_source,
+    add_output_folder,
+    batch_size_list,
+    method_list,
+    model_from_args,
+)
 from ht2.cli.compare_allocations import add_allocations_arg, compare_allocators
-from ht2.cli.sweep import _batch_sizes, _methods
 from ht2.errors import HT2Error
 from ht2.io import check_output_dir
 from ht2.metrics.latency import num_threads
@@ -77,7 +82,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--methods",
-        type=_methods,
+        type=method_list,
         default=list(METHODS),
         help=f"comma-separated methods among {', '.join(METHODS)} for kxk convs; one curve "
         f"each (default: {','.join(METHODS)})",
@@ -98,7 +103,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-latency", action="store_true", help="skip timing (default: time)")
     parser.add_argument(
         "--batch-sizes",
-        type=_batch_sizes,
+        type=batch_size_list,
         default=[1, 128],
         help="batch sizes to time (default: 1,128)",
     )

@@ -9,8 +9,13 @@ import sys
 from torch import nn
 
 from ht2 import models
-from ht2.cli.benchmark import parse_batch_sizes
-from ht2.cli.common import add_model_source, add_output_folder, energy_value
+from ht2.cli.common import (
+    add_model_source,
+    add_output_folder,
+    batch_size_list,
+    energy_value,
+    method_list,
+)
 from ht2.errors import HT2Error
 from ht2.io import atomic_directory, check_output_dir
 from ht2.metrics.latency import num_threads
@@ -28,21 +33,6 @@ def _energies(text: str) -> list[float]:
     if not values:
         raise argparse.ArgumentTypeError("give at least one energy, e.g. 0.9,0.7")
     return values
-
-
-def _batch_sizes(text: str) -> list[int]:
-    try:
-        return parse_batch_sizes(text)
-    except HT2Error as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def _methods(text: str) -> list[str]:
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    unknown = [name for name in names if name not in METHODS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"methods are among {', '.join(METHODS)}, got {text}")
-    return names
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -64,7 +54,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--methods",
-        type=_methods,
+        type=method_list,
         default=["ht2"],
         help=f"comma-separated methods among {', '.join(METHODS)} for kxk convs (svd: spatial "
         "SVD; first, 1x1 convs and Linear layers always get SVD); one curve each (default: ht2)",
@@ -78,7 +68,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=int, default=2, help="data workers (default: 2)")
     parser.add_argument(
         "--batch-sizes",
-        type=_batch_sizes,
+        type=batch_size_list,
         default=[1, 128],
         help="batch sizes to time (default: 1,128)",
     )
