@@ -138,7 +138,6 @@ def compress(
             else:
                 factorized = factorize(module, decision.method, ranks=ranks)
             factorized.energy = layer_energy
-            report.energy = layer_energy
             size = count_params(factorized)
             if keep_if_larger and size >= report.params_before:
                 report.reason = (
@@ -151,6 +150,7 @@ def compress(
                 report.ranks = dict(factorized.ranks)
                 report.params_after = size
                 report.rel_error = factorized.rel_error
+                report.energy = layer_energy
         reports.append(report)
 
     macs_after = layer_macs(model, example_input) if example_input is not None else None
