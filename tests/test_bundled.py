@@ -12,7 +12,7 @@ from ht2.cli.main import main
 from ht2.models.bundled import bundled_path
 from tests._shared import cifar10_jpeg_dir
 
-TOP1 = 85.85  # measured on the JPEG test split right after training
+TOP1 = 86.84  # measured on the JPEG test split right after training
 
 
 def test_bundled_weights_load_without_network() -> None:
