@@ -9,12 +9,11 @@ from torch import nn
 
 from ht2.errors import HT2Error
 from ht2.metrics import count_params, layer_macs, macs_under
-from ht2.surgery.compress import candidate_layers, first_conv_name
 from ht2.surgery.costs import factorized_cost
 from ht2.surgery.policy import matches, paper_policy
-from ht2.surgery.rank_choice import input_shapes, spec_of
 from ht2.surgery.ranking import LayerRanker, round_up
 from ht2.surgery.targets import TOLERANCE, Target
+from ht2.surgery.walk import candidate_layers, first_conv_name, input_shapes, spec_of
 
 Ranks = dict[str, int]
 
@@ -89,20 +88,17 @@ def replaced_layers(
     return chosen
 
 
-def make_budget(
+def budget_of(
+    chosen: list[tuple[str, nn.Module, str]],
     model: nn.Module,
-    method: str,
     target: Target,
     example_input: torch.Tensor | None,
-    include: list[str] | None = None,
-    exclude: list[str] | None = None,
     keep_if_larger: bool = True,
     round_ranks: int = 1,
 ) -> Budget:
-    """The budget of `target` over the layers compress() would replace in `model`."""
+    """The budget of `target` over the (name, module, method) layers `chosen` in `model`."""
     if target.kind == "macs" and example_input is None:
         raise HT2Error("a MACs target needs an example input to count MACs")
-    chosen = replaced_layers(model, method, example_input, include, exclude)
     shapes = (
         input_shapes(model, example_input, [m for _, m, _ in chosen])
         if example_input is not None
@@ -123,3 +119,18 @@ def make_budget(
     ]
     fixed = total - sum(layer.dense for layer in layers)
     return Budget(target, layers, total, fixed, keep_if_larger, round_ranks)
+
+
+def make_budget(
+    model: nn.Module,
+    method: str,
+    target: Target,
+    example_input: torch.Tensor | None,
+    include: list[str] | None = None,
+    exclude: list[str] | None = None,
+    keep_if_larger: bool = True,
+    round_ranks: int = 1,
+) -> Budget:
+    """The budget of `target` over the layers compress() would replace in `model`."""
+    chosen = replaced_layers(model, method, example_input, include, exclude)
+    return budget_of(chosen, model, target, example_input, keep_if_larger, round_ranks)

@@ -11,38 +11,14 @@ from tqdm.auto import tqdm
 
 from ht2.decomp import check_energy
 from ht2.errors import HT2Error
-from ht2.layers import FactorizedLayer, factorize
+from ht2.layers import factorize
 from ht2.metrics import count_params, layer_macs, macs_under
-from ht2.metrics.observe import observe
-from ht2.surgery.policy import METHODS, Decision, is_candidate, matches, paper_policy
+from ht2.surgery.policy import METHODS, Decision, matches, paper_policy
 from ht2.surgery.rank_choice import RankChoice, check_layer_ranks
 from ht2.surgery.ranking import RANK_RULES
 from ht2.surgery.report import CompressionReport, LayerReport
 from ht2.surgery.targets import Target
-
-
-def candidate_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Conv and Linear layers by qualified name, skipping the insides of factorized modules."""
-    found: list[tuple[str, nn.Module]] = []
-    factorized: list[str] = []
-    for name, module in model.named_modules():
-        if any(name.startswith(prefix + ".") for prefix in factorized):
-            continue
-        if isinstance(module, FactorizedLayer):
-            factorized.append(name)
-        elif is_candidate(module):
-            found.append((name, module))
-    return found
-
-
-def first_conv_name(model: nn.Module, example_input: torch.Tensor | None) -> str | None:
-    """The first Conv2d that sees the input: by execution order when an input is given."""
-    convs = {module: name for name, module in model.named_modules() if type(module) is nn.Conv2d}
-    if example_input is None:
-        return next(iter(convs.values()), None)
-    order: list[str] = []
-    observe(model, example_input, [(m, lambda m, i, o: order.append(convs[m])) for m in convs])
-    return order[0] if order else None
+from ht2.surgery.walk import candidate_layers, first_conv_name
 
 
 def _model_name(model: nn.Module) -> str:
@@ -110,7 +86,7 @@ def compress(
     choice = RankChoice(chosen, given, rank_rule, energy, dict(layer_energies or {}), round_ranks)
     solution = None
     if target is not None:
-        solution = choice.solve(target, model, example_input, macs_before, keep_if_larger)
+        solution = choice.solve(target, model, example_input, keep_if_larger)
         choice.energy = solution.energy
 
     reports = []

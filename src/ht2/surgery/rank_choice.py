@@ -9,20 +9,14 @@ import torch
 from torch import nn
 
 from ht2.errors import HT2Error
-from ht2.layers import ConvSpec, LinearSpec
-from ht2.metrics import count_params, macs_under
-from ht2.metrics.observe import observe
+from ht2.metrics import count_params
+from ht2.surgery.budget import budget_of
 from ht2.surgery.costs import factorized_cost
 from ht2.surgery.policy import Decision
 from ht2.surgery.ranking import RANK_KEYS, LayerRanker, rank_limits, round_up
 from ht2.surgery.targets import Target, TargetSolution, solve_energy
 
 Ranks = dict[str, int]
-
-
-def spec_of(module: nn.Module) -> ConvSpec | LinearSpec:
-    """The JSON-friendly description of a dense Conv2d or Linear."""
-    return LinearSpec.of(module) if isinstance(module, nn.Linear) else ConvSpec.of(module)
 
 
 def check_layer_ranks(
@@ -59,19 +53,6 @@ def check_layer_ranks(
                 )
         checked[name] = {key: int(ranks[key]) for key in keys}
     return checked
-
-
-def input_shapes(
-    model: nn.Module, example_input: torch.Tensor, modules: list[nn.Module]
-) -> dict[nn.Module, tuple[int, ...]]:
-    """The input shape each of `modules` sees in one forward pass of `example_input`."""
-    shapes: dict[nn.Module, tuple[int, ...]] = {}
-
-    def record(module, inputs):
-        shapes.setdefault(module, tuple(inputs[0].shape))
-
-    observe(model, example_input, [(m, record) for m in modules], before=True)
-    return shapes
 
 
 class RankChoice:
@@ -138,7 +119,6 @@ class RankChoice:
         target: Target,
         model: nn.Module,
         example_input: torch.Tensor | None,
-        macs_before: dict[str, int] | None,
         keep_if_larger: bool,
     ) -> TargetSolution:
         """The global energy whose ranks give the whole model `target`'s reduction."""
@@ -146,36 +126,17 @@ class RankChoice:
             raise HT2Error("a size target chooses energies; it cannot be combined with VBMF ranks")
         if self.layer_energies:
             raise HT2Error("a size target chooses one energy; do not also give per-layer energies")
-        shapes = (
-            input_shapes(model, example_input, [m for _, m, _ in self.chosen])
-            if example_input is not None
-            else {}
+        budget = budget_of(
+            self.chosen, model, target, example_input, keep_if_larger, self.round_ranks
         )
-        by_params = target.kind == "params"
-        total_before = count_params(model) if by_params else sum(macs_before.values())
-        dense_of = {}
-        for name, module, _ in self.chosen:
-            dense_of[name] = count_params(module) if by_params else macs_under(macs_before, name)
-        fixed = total_before - sum(dense_of.values())
-
-        def layer_cost(name: str, module: nn.Module, method: str, energy: float) -> int:
-            if name in self.given:
-                ranks = self.ranks_of(name, module, method)[0]
-            else:
-                ranks = round_up(
-                    method,
-                    self.ranker(name, module, method).at_energy(energy),
-                    self.round_ranks,
-                    module.weight.shape,
-                )
-            spec = spec_of(module)
-            params, macs = factorized_cost(method, spec, ranks, shapes.get(module))
-            if keep_if_larger and params >= count_params(module):
-                return dense_of[name]
-            return params if by_params else int(macs or 0)
+        for layer in budget.layers:  # share the spectra (and CP fits) with ranks_of
+            layer._ranker = self.ranker(layer.name, layer.module, layer.method)
 
         def reduction_at(energy: float) -> float:
-            after = fixed + sum(layer_cost(n, m, k, energy) for n, m, k in self.chosen)
-            return total_before / max(after, 1)
+            spent = sum(
+                budget.cost(layer, self.given.get(layer.name) or layer.ranker.at_energy(energy))
+                for layer in budget.layers
+            )
+            return budget.reduction(spent)
 
         return solve_energy(reduction_at, target)
