@@ -220,6 +220,17 @@ def test_cli_latency_aware_writes_forms_into_report_and_plan(tmp_path: Path, cap
         assert (line["name"] in plan) == (line["form"] != "dense")
 
 
+def test_a_target_with_latency_aware_reports_the_reduction_forms_leave(tmp_path, capsys) -> None:
+    out = tmp_path / "t"
+    args = ["compress", "cifar10_resnet20", "--random-init", "--target-params", "3", "--out"]
+    assert main([*args, str(out), "--latency-aware", "--batch-size", "2", "--threads", "1"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["target"]["reached_after_forms"] == pytest.approx(report["param_reduction"])
+    printed = capsys.readouterr().out
+    changed = abs(report["param_reduction"] - report["target"]["reached"]) > 1e-9
+    assert ("latency-aware forms then traded size for speed" in printed) == changed
+
+
 def test_cli_refuses_a_bad_batch_size(tmp_path: Path, capsys) -> None:
     out = tmp_path / "o"
     args = ["compress", "cifar10_resnet20", "--random-init", "--latency-aware", "--out", str(out)]

@@ -107,6 +107,12 @@ def rank_notes(report: CompressionReport) -> list[str]:
             f"target {target['factor']:g}x fewer {target['kind']}: reached "
             f"{target['reached']:.3f}x {how}" + ("" if target["met"] else f" ({target['note']})")
         )
+        after_forms = target.get("reached_after_forms")
+        if after_forms is not None and abs(after_forms - target["reached"]) > 1e-9:
+            notes.append(
+                f"latency-aware forms then traded size for speed: {after_forms:.3f}x fewer "
+                f"{target['kind']} in the end"
+            )
     if report.rank_rule != "energy" and allocation == "uniform":
         notes.append(f"rank rule: {report.rank_rule}")
     if report.round_ranks > 1:
