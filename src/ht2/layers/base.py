@@ -71,6 +71,13 @@ class FactorizedLayer(nn.Module):
             f"choose one of {', '.join(self.available_forms())}"
         )
 
+    def adopt_bias_and_device(self, dense: nn.Module) -> FactorizedLayer:
+        """Copy `dense`'s bias into the last factor and move to its device: how from_dense ends."""
+        if dense.bias is not None:
+            with torch.no_grad():
+                self.expand.bias.copy_(dense.bias)
+        return self.to(dense.weight.device)
+
     def dense_weight(self) -> torch.Tensor:
         """The dense weight this chain computes (same shape as the original layer's)."""
         raise NotImplementedError

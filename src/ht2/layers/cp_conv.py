@@ -62,9 +62,7 @@ class CPConv2d(FactorizedLayer):
             layer.vertical.weight.copy_(factors.vertical.T[:, None, :, None])
             layer.horizontal.weight.copy_(factors.horizontal.T[:, None, None, :])
             layer.expand.weight.copy_(factors.u_out[:, :, None, None])
-            if conv.bias is not None:
-                layer.expand.bias.copy_(conv.bias)
-        return layer.to(conv.weight.device)
+        return layer.adopt_bias_and_device(conv)
 
     def dense_weight(self) -> torch.Tensor:
         return torch.einsum(

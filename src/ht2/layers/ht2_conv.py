@@ -119,9 +119,7 @@ class HT2Conv2d(FactorizedLayer):
             layer.vertical.weight.copy_(factors.g1.permute(2, 0, 1)[..., None])
             layer.horizontal.weight.copy_(factors.g2.permute(1, 0, 2)[:, :, None, :])
             layer.expand.weight.copy_(factors.u3[:, :, None, None])
-            if conv.bias is not None:
-                layer.expand.bias.copy_(conv.bias)
-        return layer.to(conv.weight.device)
+        return layer.adopt_bias_and_device(conv)
 
     def in_form(self, form: str) -> nn.Module:
         """This layer running as `form` (same function, new module); from the four-conv form."""

@@ -57,9 +57,7 @@ class SpatialSVDConv2d(FactorizedLayer):
         with torch.no_grad():
             layer.vertical.weight.copy_(factors.first)
             layer.expand.weight.copy_(factors.second)
-            if conv.bias is not None:
-                layer.expand.bias.copy_(conv.bias)
-        return layer.to(conv.weight.device)
+        return layer.adopt_bias_and_device(conv)
 
     def dense_weight(self) -> torch.Tensor:
         return torch.einsum(

@@ -42,9 +42,7 @@ class SVDConv2d(FactorizedLayer):
         with torch.no_grad():
             layer.reduce.weight.copy_(factors.first)
             layer.expand.weight.copy_(factors.second[:, :, None, None])
-            if conv.bias is not None:
-                layer.expand.bias.copy_(conv.bias)
-        return layer.to(conv.weight.device)
+        return layer.adopt_bias_and_device(conv)
 
     def dense_weight(self) -> torch.Tensor:
         return torch.einsum("tr,rchw->tchw", self.expand.weight[:, :, 0, 0], self.reduce.weight)

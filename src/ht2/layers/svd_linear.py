@@ -31,9 +31,7 @@ class SVDLinear(FactorizedLayer):
         with torch.no_grad():
             layer.reduce.weight.copy_(factors.first)
             layer.expand.weight.copy_(factors.second)
-            if linear.bias is not None:
-                layer.expand.bias.copy_(linear.bias)
-        return layer.to(linear.weight.device)
+        return layer.adopt_bias_and_device(linear)
 
     def dense_weight(self) -> torch.Tensor:
         return self.expand.weight @ self.reduce.weight

@@ -55,9 +55,7 @@ class Tucker2Conv2d(FactorizedLayer):
             layer.reduce.weight.copy_(factors.u_in.T[:, :, None, None])
             layer.core.weight.copy_(factors.core)
             layer.expand.weight.copy_(factors.u_out[:, :, None, None])
-            if conv.bias is not None:
-                layer.expand.bias.copy_(conv.bias)
-        return layer.to(conv.weight.device)
+        return layer.adopt_bias_and_device(conv)
 
     def dense_weight(self) -> torch.Tensor:
         u_in = self.reduce.weight[:, :, 0, 0]
