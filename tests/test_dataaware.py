@@ -15,7 +15,7 @@ import ht2
 from ht2.cli.main import main
 from ht2.dataaware import DataAwareOptions, LayerStats, compress_data_aware, damped_root
 from ht2.dataaware.patches import flat_weight, layer_patches, output_columns
-from ht2.dataaware.refit import refit_all, refit_expand
+from ht2.dataaware.refit import refit_all, refit_dense, refit_expand
 from ht2.dataaware.whiten import whitened_factorize
 from ht2.errors import HT2Error
 from ht2.layers import factorize
@@ -166,6 +166,58 @@ def test_a_layer_with_a_huge_fan_in_keeps_its_plain_factors(monkeypatch) -> None
     assert torch.equal(model.conv2.expand.weight, twin.conv2.expand.weight)
 
 
+def test_refit_dense_recovers_a_known_linear_map() -> None:
+    conv = nn.Conv2d(4, 6, 3, padding=1)
+    truth = nn.Conv2d(4, 6, 3, padding=1)
+    x = torch.randn(6, 4, 8, 8)
+    with torch.no_grad():
+        stats = _stats(conv, x, truth(x))
+    assert refit_dense(conv, stats, ridge=0.0)
+    torch.testing.assert_close(conv.weight, truth.weight, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(conv.bias, truth.bias, atol=1e-4, rtol=1e-4)
+    assert not refit_dense(conv, stats, ridge=0.0)  # already optimal: left as it is
+
+
+def _head_kept_dense(options: DataAwareOptions, **kwargs) -> tuple[nn.Module, dict, nn.Module]:
+    """TinyCNN compressed with its head forced to a rank too large to pay (so kept dense)."""
+    model = TinyCNN().eval()
+    twin = copy.deepcopy(model)
+    images = torch.randn(32, 3, 12, 12)
+    report = compress_data_aware(
+        model,
+        images.split(16),
+        energy=0.6,
+        calib_images=32,
+        options=options,
+        example_input=torch.zeros(1, 3, 12, 12),
+        layer_ranks=None if kwargs.get("exclude") else {"head": {"r": 5}},
+        **kwargs,
+    )
+    return model, {layer.name: layer for layer in report.layers}, twin
+
+
+def test_a_layer_kept_dense_after_compressed_ones_is_refitted() -> None:
+    model, layers, twin = _head_kept_dense(DataAwareOptions(mode="refit", refit="last"))
+    assert type(model.head) is nn.Linear and layers["head"].method == "dense"
+    errors = layers["head"].calib_errors
+    assert errors["refit_dense"] < errors["dense"]
+    assert not torch.equal(model.head.weight, twin.head.weight)
+
+
+@pytest.mark.parametrize(
+    ("options", "kwargs"),
+    [
+        (DataAwareOptions(mode="refit", refit="last", refit_dense=False), {}),
+        (DataAwareOptions(mode="whiten"), {}),
+        (DataAwareOptions(mode="refit", refit="last"), {"exclude": ["head"]}),
+    ],
+)
+def test_dense_layers_stay_as_they_were_when_not_asked_or_excluded(options, kwargs) -> None:
+    model, layers, twin = _head_kept_dense(options, **kwargs)
+    assert layers["head"].calib_errors is None
+    assert torch.equal(model.head.weight, twin.head.weight)
+
+
 def test_too_few_images_and_bad_settings_are_one_line_errors() -> None:
     with pytest.raises(HT2Error, match="only 8 calibration images are available but 16"):
         compress_data_aware(TinyCNN(), [torch.randn(8, 3, 12, 12)], calib_images=16)
@@ -205,6 +257,7 @@ def test_cli_data_aware_writes_a_model_with_calibration_errors(tmp_path: Path, c
         (["--data", "DATA", "--data-aware", "both", "--calib-images", "0"], "at least 1"),
         (["--data", "DATA", "--data-aware", "both", "--calib-images", "99"], "only 12 training"),
         (["--rank-from", "whitened"], "only apply with --data-aware"),
+        (["--no-refit-dense"], "only apply with --data-aware"),
     ],
 )
 def test_cli_bad_data_aware_input_is_one_line(tmp_path: Path, capsys, extra, message) -> None:

@@ -39,6 +39,14 @@ def add_data_aware_args(parser: argparse.ArgumentParser) -> None:
         "and then those (default: all)",
     )
     group.add_argument(
+        "--no-refit-dense",
+        dest="refit_dense",
+        action="store_false",
+        help="with a refit, leave the layers kept dense (such as a small classifier) as they "
+        "are; by default those after a compressed layer are refitted to the original outputs "
+        "too, which undoes part of the error that reaches them",
+    )
+    group.add_argument(
         "--bn-calibrate",
         choices=("auto", "always", "never"),
         default="auto",
@@ -65,8 +73,10 @@ def check_data_aware(args: argparse.Namespace) -> None:
             "--data-aware decides on BatchNorm calibration itself; use --bn-calibrate "
             "instead of --calibrate"
         )
-    if not args.data_aware and (args.rank_from != "plain" or args.refit != "all"):
-        raise HT2Error("--rank-from and --refit only apply with --data-aware")
+    if not args.data_aware and (
+        args.rank_from != "plain" or args.refit != "all" or not args.refit_dense
+    ):
+        raise HT2Error("--rank-from, --refit and --no-refit-dense only apply with --data-aware")
     calib_image_count(args)
 
 
@@ -86,7 +96,11 @@ def data_aware_or_plain(args: argparse.Namespace, plain: Callable[..., Compressi
             f"{count}; lower --calib-images"
         )
     options = DataAwareOptions(
-        mode=args.data_aware, rank_from=args.rank_from, refit=args.refit, bn=args.bn_calibrate
+        mode=args.data_aware,
+        rank_from=args.rank_from,
+        refit=args.refit,
+        bn=args.bn_calibrate,
+        refit_dense=args.refit_dense,
     )
     return functools.partial(
         compress_data_aware,

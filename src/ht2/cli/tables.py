@@ -52,10 +52,21 @@ def _count(value: int | None) -> str:
     return "-" if value is None else f"{value:,}"
 
 
+def _calib(errors: dict[str, float] | None) -> str:
+    """The output error on calibration images before the first fitting step and after the
+    last ("plain" factors, or the layer as it was when it stayed dense)."""
+    if not errors:
+        return "-"
+    steps = [value for key, value in errors.items() if key != "dense"]
+    first = errors.get("plain", errors.get("dense"))
+    return f"{first:.3f} -> {steps[-1]:.3f}" if steps and first is not None else "-"
+
+
 def report_table(report: CompressionReport, markdown: bool = False) -> str:
     """Per-layer lines (name, method, ranks, params, MACs, error) and the totals."""
     energies = {layer.energy for layer in report.replaced if layer.energy is not None}
     with_energy = len(energies) > 1  # per-layer energies (an allocation): show them
+    with_calib = any(layer.calib_errors for layer in report.layers)
     headers = [
         "layer",
         "method",
@@ -66,6 +77,7 @@ def report_table(report: CompressionReport, markdown: bool = False) -> str:
         "MACs",
         "MACs after",
         "rel err",
+        *(["calib err"] if with_calib else []),
     ]
     rows = [
         [
@@ -78,10 +90,12 @@ def report_table(report: CompressionReport, markdown: bool = False) -> str:
             _count(layer.macs_before),
             _count(layer.macs_after),
             "-" if layer.rel_error is None else f"{layer.rel_error:.4f}",
+            *([_calib(layer.calib_errors)] if with_calib else []),
         ]
         for layer in report.layers
     ]
     lines = [render(headers, rows, markdown), "", summary(report), *rank_notes(report)]
+    lines += data_aware_notes(report)
     dense = [layer for layer in report.layers if layer.method == "dense" and layer.reason]
     for layer in dense[:MAX_REASONS]:
         lines.append(f"left dense: {layer.name}: {layer.reason}")
@@ -122,6 +136,24 @@ def rank_notes(report: CompressionReport) -> list[str]:
             f"ranks rounded up to multiples of {report.round_ranks}: "
             f"+{extra:,} parameters (+{share:.1f} %)"
         )
+    return notes
+
+
+def data_aware_notes(report: CompressionReport) -> list[str]:
+    """What the data-aware fit did: images, the held-out gap to the original, BN decision."""
+    summary = report.data_aware
+    if not summary:
+        return []
+    text = f"data-aware ({summary['options']['mode']}) on {summary['images']} images"
+    gap = summary.get("gap")
+    if gap:
+        text += (
+            f"; output gap to the original on {summary['held_out']} held-out images: "
+            f"{gap['plain']:.4f} plain -> {gap['data_aware']:.4f}"
+        )
+    text += "; BatchNorm re-estimated" if summary.get("bn_calibration") else ""
+    notes = [text, "(calib err: relative output error on the calibration images, before -> after)"]
+    notes += [f"note: {name}: {note}" for name, note in summary.get("notes", {}).items()]
     return notes
 
 

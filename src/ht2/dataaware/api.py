@@ -28,13 +28,14 @@ from ht2.dataaware.holdout import (
 )
 from ht2.dataaware.images import gather_images, split_held_out
 from ht2.dataaware.patches import flat_weight, layer_patches, output_columns
-from ht2.dataaware.refit import refit_all, refit_expand
+from ht2.dataaware.refit import refit_all, refit_dense, refit_expand
 from ht2.dataaware.stats import LayerStats
 from ht2.dataaware.whiten import damped_root, whitened_factorize
 from ht2.errors import HT2Error
 from ht2.layers import FactorizedLayer, factorize
 from ht2.metrics import count_params, layer_macs, macs_under
 from ht2.surgery import CompressionReport, LayerReport, compress
+from ht2.surgery.policy import matches
 
 MODES = ("whiten", "refit", "both")
 RANK_SOURCES = ("plain", "whitened")
@@ -53,6 +54,7 @@ class DataAwareOptions:
     damping: float = 1e-2  # whitening: added to the covariance, times its mean eigenvalue
     ridge: float = 1e-3  # refit: added to sum p p^T, times its mean eigenvalue
     iterations: int = 100  # L-BFGS iterations of the joint refit, per layer
+    refit_dense: bool = True  # with a refit, also refit the layers left dense after those
     held_out: int | None = None  # default min(256, N // 4), taken out of the N images
     batch_size: int = 128
 
@@ -194,6 +196,9 @@ def compress_data_aware(
     was_training = model.training
     model.eval()
     order = forward_order(model, list(entries), images[:1])
+    kept_dense = _dense_to_refit(model, report, options, include, exclude)
+    if kept_dense:
+        order = _after_first(forward_order(model, order + kept_dense, images[:1]), set(entries))
     notes: dict[str, str] = {}
     work = tqdm(
         order, desc="fitting", unit="layer", disable=None if progress else True, leave=False
@@ -202,6 +207,9 @@ def compress_data_aware(
         work.set_postfix_str(name, refresh=False)
         dense = model.get_submodule(name)
         fan_in = dense.weight[0].numel()
+        if fan_in > MAX_FAN_IN and name not in entries:
+            notes[name] = f"fan-in {fan_in:,} is above {MAX_FAN_IN:,}; left dense as it was"
+            continue
         if fan_in > MAX_FAN_IN:
             notes[name] = (
                 f"fan-in {fan_in:,} would need a {fan_in:,} x {fan_in:,} float64 covariance; "
@@ -210,6 +218,9 @@ def compress_data_aware(
             _replace(model, name, copy.deepcopy(plain.get_submodule(name)), entries[name], False)
             continue
         stats = _stats_for(original, model, name, fit, options.batch_size)
+        if name not in entries:
+            _refit_kept_dense(model.get_submodule(name), stats, report, name, options)
+            continue
         factors = _fit_layer(dense, entries[name], stats, energy, options, notes)
         with torch.no_grad():  # the weight error of the fitted factors, as the report shows it
             gap = torch.linalg.norm(factors.dense_weight() - dense.weight)
@@ -222,6 +233,48 @@ def compress_data_aware(
     report.seconds = time.perf_counter() - start
     report.data_aware = summary
     return report
+
+
+def _dense_to_refit(
+    model: nn.Module,
+    report: CompressionReport,
+    options: DataAwareOptions,
+    include: list[str] | None,
+    exclude: list[str] | None,
+) -> list[str]:
+    """Layers the plain run left dense (not by the user's globs) that a refit may change:
+    Linear and ungrouped Conv2d."""
+    if options.mode == "whiten" or not options.refit_dense:
+        return []
+    names = []
+    for entry in report.layers:
+        if entry.method != "dense" or matches(entry.name, include, exclude):
+            continue
+        module = model.get_submodule(entry.name)
+        if isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and module.groups == 1):
+            names.append(entry.name)
+    return names
+
+
+def _after_first(order: list[str], replaced: set[str]) -> list[str]:
+    """`order` from the first replaced layer on: a dense layer before it sees exact inputs."""
+    first = next((i for i, name in enumerate(order) if name in replaced), len(order))
+    return order[first:]
+
+
+def _refit_kept_dense(
+    layer: nn.Module,
+    stats: LayerStats,
+    report: CompressionReport,
+    name: str,
+    options: DataAwareOptions,
+) -> None:
+    """Refit a layer left dense to the original outputs on the compressed network's inputs."""
+    entry = next(e for e in report.layers if e.name == name)
+    errors = {"dense": _calib_error(stats, layer)}
+    if refit_dense(layer, stats, options.ridge):
+        errors["refit_dense"] = _calib_error(stats, layer)
+    entry.calib_errors = errors
 
 
 def _held_out_checks(

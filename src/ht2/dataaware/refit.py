@@ -47,17 +47,20 @@ def objective(layer: FactorizedLayer, stats: LayerStats, lam: float) -> torch.Te
     return error / max(stats.s_yy, 1e-300)
 
 
-def refit_expand(layer: FactorizedLayer, stats: LayerStats, ridge: float = 1e-3) -> None:
-    """Set the `expand` child's weight and bias (when it has one) to their ridge least-squares
-    optimum given the other factors, in place."""
-    m = rest_matrix(layer)
+def ridge_fit(
+    stats: LayerStats, m: torch.Tensor | None, ridge: float, with_bias: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Ridge least squares for A (T x J) and b in y ~ A (M p) + b, from the statistics alone
+    (M = None: the identity, a dense layer).
+
+    The ridge is on the dense weight A M (as the objective has it); the bias is not damped.
+    """
     lam = ridge_strength(stats, ridge)
     damped = stats.s_pp + lam * torch.eye(stats.s_pp.shape[0], dtype=torch.float64)
-    gram = m @ damped @ m.T
-    cross = stats.s_yp @ m.T
-    bias = _bias(layer)
-    if bias is not None:
-        z_sum = m @ stats.s_p
+    gram = damped if m is None else m @ damped @ m.T
+    cross = stats.s_yp if m is None else stats.s_yp @ m.T
+    if with_bias:
+        z_sum = stats.s_p if m is None else m @ stats.s_p
         gram = torch.cat(
             [
                 torch.cat([gram, z_sum[:, None]], dim=1),
@@ -69,12 +72,39 @@ def refit_expand(layer: FactorizedLayer, stats: LayerStats, ridge: float = 1e-3)
     solution = torch.linalg.solve(
         gram + jitter * torch.eye(gram.shape[0], dtype=torch.float64), cross.T
     ).T
-    weight = layer.expand.weight
+    fan_in = gram.shape[0] - int(with_bias)
+    return solution[:, :fan_in], solution[:, fan_in] if with_bias else None
+
+
+def _set_weight_and_bias(
+    module: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None
+) -> None:
     with torch.no_grad():
-        fan_in = weight[0].numel()
-        weight.copy_(solution[:, :fan_in].reshape(weight.shape).to(weight.dtype))
+        module.weight.copy_(weight.reshape(module.weight.shape).to(module.weight.dtype))
         if bias is not None:
-            bias.copy_(solution[:, fan_in].to(bias.dtype))
+            module.bias.copy_(bias.to(module.bias.dtype))
+
+
+def refit_expand(layer: FactorizedLayer, stats: LayerStats, ridge: float = 1e-3) -> None:
+    """Set the `expand` child's weight and bias (when it has one) to their ridge least-squares
+    optimum given the other factors, in place."""
+    weight, bias = ridge_fit(stats, rest_matrix(layer), ridge, _bias(layer) is not None)
+    _set_weight_and_bias(layer.expand, weight, bias)
+
+
+def refit_dense(layer: nn.Module, stats: LayerStats, ridge: float = 1e-3) -> bool:
+    """Refit a dense Conv2d or Linear (weight, and bias where it has one) to the targets in
+    `stats`, in place, if that lowers its output error there; says whether it did.
+
+    Used for layers left dense after compressed ones: they can undo part of the error that
+    reaches them (the classifier above all).
+    """
+    weight, bias = ridge_fit(stats, None, ridge, layer.bias is not None)
+    flat = layer.weight.reshape(layer.weight.shape[0], -1)
+    if not stats.rel_error(weight, bias) < stats.rel_error(flat, layer.bias):
+        return False
+    _set_weight_and_bias(layer, weight, bias)
+    return True
 
 
 def refit_all(
