@@ -2,13 +2,16 @@
 
 Run: OMP_NUM_THREADS=1 python benchmarks/allocation.py --data DIR [--nets cifar10_resnet20]
          [--factors 2,4,8] [--methods ht2,tucker2] [--allocations uniform,spectrum,sensitivity]
-         [--finetune-factors 4] [--device cpu] [--threads 1] [--out benchmarks/results]
+         [--finetune-factors 4] [--data-aware refit --data-aware-images 512]
+         [--device cpu] [--threads 1] [--out benchmarks/results] [--tag NAME]
 
 DIR is the CIFAR-10 JPEG tree (train/, test/). For each network, method, allocation and
 parameter-reduction factor: compress the shared weights (seconds, allocation included), top-1
 on the test split zero-shot, after BatchNorm re-estimation on --bn-images training images,
 and (only for --finetune-factors, off by default) after one fine-tuning epoch (`ht2 finetune`:
-SGD Nesterov, one-cycle max lr 0.01, wd 3e-4, batch 128). Sensitivity measures on
+SGD Nesterov, one-cycle max lr 0.01, wd 3e-4, batch 128); with --data-aware, also after
+compressing with the same allocation and `--data-aware MODE` on --data-aware-images training
+images (no gradient step; its seconds in their own column). Sensitivity measures on
 --calib-images training images, once per network and method, reused across factors (its
 seconds are counted in the first factor's row). Prints a Markdown table and writes
 allocation-<nets>.json after every row.
@@ -28,8 +31,9 @@ import torch
 import ht2
 from ht2.cli.main import main as ht2_main
 from ht2.data import eval_dataset, make_loader, train_dataset
+from ht2.dataaware import DataAwareOptions, compress_data_aware
 from ht2.metrics.accuracy import evaluate_accuracy
-from ht2.surgery.allocate import compress_allocated
+from ht2.surgery.allocate import allocate, compress_allocated
 from ht2.surgery.targets import Target
 from ht2.train import recalibrate_batchnorm
 
@@ -54,9 +58,32 @@ def finetune_top1(model, report, data: str, device: str, workers: int) -> float:
     return [line["top1"] for line in lines if line.get("epoch") == 1][0]
 
 
+def data_aware_top1(args, method, allocation, factor, original, loaders, cache) -> tuple:
+    """Top-1 and seconds after the allocation's ranks with --data-aware fitting on top."""
+    test, _, sense, pool = loaders
+    example = torch.zeros(1, *pool.shape[1:], device=args.device)
+    model = copy.deepcopy(original)
+    start = time.perf_counter()
+    target = Target("params", float(factor))
+    chosen = allocate(
+        model, method, target, allocation, example, sense, args.calib_images, cache=cache
+    )
+    compress_data_aware(
+        model,
+        pool.split(256),
+        method=method,
+        calib_images=len(pool),
+        options=DataAwareOptions(mode=args.data_aware),
+        example_input=example,
+        **chosen.compress_kwargs(),
+    )
+    seconds = time.perf_counter() - start
+    return evaluate_accuracy(model, test, args.device, False)["top1"], seconds
+
+
 def measure_row(args, net, method, allocation, factor, original, loaders, cache) -> dict:
     """Compress a copy of `original` for one row and measure it."""
-    test, calib, sense = loaders
+    test, calib, sense, _ = loaders
     example = torch.zeros(1, *ht2.models.get_entry(net).input_size, device=args.device)
     model = copy.deepcopy(original)
     start = time.perf_counter()
@@ -87,6 +114,11 @@ def measure_row(args, net, method, allocation, factor, original, loaders, cache)
         row["finetuned_1"] = finetune_top1(
             model.cpu(), report, args.data, args.device, args.workers
         )
+    row["data_aware"] = row["data_aware_seconds"] = None
+    if args.data_aware:
+        row["data_aware"], row["data_aware_seconds"] = data_aware_top1(
+            args, method, allocation, factor, original, loaders, cache
+        )
     row["layer_energies"] = {layer.name: layer.energy for layer in report.layers}
     row["layer_ranks"] = {layer.name: layer.ranks for layer in report.layers}
     return row
@@ -101,6 +133,9 @@ def main() -> None:
     parser.add_argument("--allocations", type=_list, default=["uniform", "spectrum", "sensitivity"])
     parser.add_argument("--finetune-factors", type=_list, default=[])
     parser.add_argument("--calib-images", type=int, default=256)
+    parser.add_argument("--data-aware", choices=("whiten", "refit", "both"))
+    parser.add_argument("--data-aware-images", type=int, default=512)
+    parser.add_argument("--tag", default="", help="added to the JSON file's name")
     parser.add_argument("--bn-images", type=int, default=2048)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
@@ -112,11 +147,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"allocation-{'-'.join(n.split('_')[-1] for n in args.nets)}.json"
+    nets = "-".join(n.split("_")[-1] for n in args.nets)
+    path = args.out / f"allocation-{nets}{'-' + args.tag if args.tag else ''}.json"
     result = {"settings": {k: str(v) for k, v in vars(args).items()}, "baseline": {}, "rows": []}
     result["settings"]["torch_threads"] = torch.get_num_threads()
     header = "| net | method | allocation | target | reached | zero-shot | BN-cal | 1 epoch | s |"
-    lines = [header, "|---|---|---|---|---|---|---|---|---|"]
+    header += " data-aware | s (data-aware) |"
+    lines = [header, "|---|---|---|---|---|---|---|---|---|---|---|"]
     for net in args.nets:
         entry = ht2.models.get_entry(net)
         weights = args.shared / "weights" / WEIGHTS[net]
@@ -130,7 +167,12 @@ def main() -> None:
         )
         base = evaluate_accuracy(original, test, args.device, progress=False)["top1"]
         result["baseline"][net] = base
-        loaders = (test, calib, sense)
+        pool = None
+        if args.data_aware:
+            limit = args.data_aware_images
+            images = train_dataset(args.data, entry, augment=False, limit=limit)
+            pool = torch.cat([x for x, _ in make_loader(images, 256, 0)]).to(args.device)
+        loaders = (test, calib, sense, pool)
         for method in args.methods:
             cache: dict = {}
             for allocation in args.allocations:
@@ -142,10 +184,14 @@ def main() -> None:
                     result["rows"].append(row)
                     path.write_text(json.dumps(result, indent=1) + "\n")
                     tuned = "-" if row["finetuned_1"] is None else f"{row['finetuned_1']:.2f}"
+                    fitted = "-" if row["data_aware"] is None else f"{row['data_aware']:.2f}"
+                    fit_s = row["data_aware_seconds"]
                     lines.append(
                         f"| {net} | {method} | {allocation} | {float(factor):g}x | "
                         f"{row['reached']:.2f}x | {row['zero_shot']:.2f} | "
-                        f"{row['bn_calibrated']:.2f} | {tuned} | {seconds:.1f} |"
+                        f"{row['bn_calibrated']:.2f} | {tuned} | {seconds:.1f} | {fitted} | "
+                        + ("-" if fit_s is None else f"{fit_s:.1f}")
+                        + " |"
                     )
                     print(lines[-1], flush=True)
     print(f"\nbaseline top-1: {result['baseline']}\n")

@@ -250,6 +250,22 @@ def test_cli_data_aware_writes_a_model_with_calibration_errors(tmp_path: Path, c
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
 
 
+def test_cli_allocation_then_data_aware_refits_the_dense_layers_after(tmp_path, capsys) -> None:
+    data = write_image_tree(tmp_path / "data", per_class=4)
+    args = ["compress", "cifar10_resnet20", "--random-init", "--target-params", "2"]
+    args += ["--allocate", "spectrum", "--data", str(data), "--calib-images", "12"]
+    args += ["--data-aware", "refit", "--refit", "last", "--json", "--out", str(tmp_path / "o")]
+    code, stdout, _ = _run(args, capsys)
+    assert code == 0
+    report = json.loads(stdout)
+    assert report["target"]["allocation"] == "spectrum" and report["target"]["met"]
+    layers = report["layers"]
+    first = next(i for i, layer in enumerate(layers) if layer["method"] != "dense")
+    kept = [layer for layer in layers[first:] if layer["method"] == "dense"]
+    assert kept and all("dense" in layer["calib_errors"] for layer in kept)
+    assert all(layer["calib_errors"] is None for layer in layers[:first])
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
