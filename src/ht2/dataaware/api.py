@@ -131,11 +131,20 @@ def _fit_layer(
         else:
             notes[entry.name] = "whitened factors had a larger output error; kept the plain ones"
     if options.mode in ("refit", "both"):
+        before, before_error = copy.deepcopy(chosen), _calib_error(stats, chosen)
         refit_expand(chosen, stats, options.ridge)
         errors["refit_last"] = _calib_error(stats, chosen)
         if options.refit == "all":
             refit_all(chosen, stats, options.ridge, options.iterations)
             errors["refit_all"] = _calib_error(stats, chosen)
+        if _calib_error(stats, chosen) > before_error:  # the ridge won over too few samples
+            notes[entry.name] = (
+                f"the refit raised the output error on the calibration images "
+                f"({_calib_error(stats, chosen):.4f} > {before_error:.4f}; too few samples for "
+                "its fan-in?); kept the factors from before it"
+            )
+            chosen = before
+            errors["kept_before_refit"] = before_error
     entry.calib_errors = errors
     return chosen
 
