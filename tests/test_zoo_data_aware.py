@@ -24,9 +24,9 @@ ZOO = [
 
 
 def _model_and_images(name: str, count: int) -> tuple[torch.nn.Module, torch.Tensor]:
-    """Random weights and small random images (16 px for CIFAR nets, 32 px for ImageNet ones)."""
+    """Random weights and small random images (8 px for CIFAR nets, 32 px for ImageNet ones)."""
     torch.manual_seed(0)
-    side = 32 if models.get_entry(name).input_size[-1] > 64 else 16
+    side = 32 if models.get_entry(name).input_size[-1] > 64 else 8
     return models.create(name).eval(), torch.randn(count, 3, side, side)
 
 

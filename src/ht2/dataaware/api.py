@@ -137,12 +137,14 @@ def _fit_layer(
         if options.refit == "all":
             refit_all(chosen, stats, options.ridge, options.iterations)
             errors["refit_all"] = _calib_error(stats, chosen)
-        if _calib_error(stats, chosen) > before_error:  # the ridge won over too few samples
-            notes[entry.name] = (
+        after_error = _calib_error(stats, chosen)
+        if after_error > before_error:  # the ridge won over too few samples
+            note = (
                 f"the refit raised the output error on the calibration images "
-                f"({_calib_error(stats, chosen):.4f} > {before_error:.4f}; too few samples for "
-                "its fan-in?); kept the factors from before it"
+                f"({after_error:.4f} > {before_error:.4f}; too few samples for its fan-in?); "
+                "kept the factors from before it"
             )
+            notes[entry.name] = "; ".join(filter(None, [notes.get(entry.name), note]))
             chosen = before
             errors["kept_before_refit"] = before_error
     entry.calib_errors = errors
