@@ -167,14 +167,15 @@ def test_a_layer_with_a_huge_fan_in_keeps_its_plain_factors(monkeypatch) -> None
 
 
 def test_refit_dense_recovers_a_known_linear_map() -> None:
+    torch.manual_seed(0)
     conv = nn.Conv2d(4, 6, 3, padding=1)
     truth = nn.Conv2d(4, 6, 3, padding=1)
-    x = torch.randn(6, 4, 8, 8)
+    x = torch.randn(16, 4, 8, 8)
     with torch.no_grad():
-        stats = _stats(conv, x, truth(x))
+        stats = _stats(conv, x, truth(x) + 0.01 * torch.randn(16, 6, 8, 8))
     assert refit_dense(conv, stats, ridge=0.0)
-    torch.testing.assert_close(conv.weight, truth.weight, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(conv.bias, truth.bias, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(conv.weight, truth.weight, atol=2e-3, rtol=0)
+    torch.testing.assert_close(conv.bias, truth.bias, atol=2e-3, rtol=0)
     assert not refit_dense(conv, stats, ridge=0.0)  # already optimal: left as it is
 
 

@@ -101,8 +101,8 @@ def refit_dense(layer: nn.Module, stats: LayerStats, ridge: float = 1e-3) -> boo
     """
     weight, bias = ridge_fit(stats, None, ridge, layer.bias is not None)
     flat = layer.weight.reshape(layer.weight.shape[0], -1)
-    if not stats.rel_error(weight, bias) < stats.rel_error(flat, layer.bias):
-        return False
+    if not stats.rel_error(weight, bias) < (1 - 1e-6) * stats.rel_error(flat, layer.bias):
+        return False  # no better beyond rounding
     _set_weight_and_bias(layer, weight, bias)
     return True
 
