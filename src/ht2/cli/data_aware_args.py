@@ -22,7 +22,7 @@ def add_data_aware_args(parser: argparse.ArgumentParser) -> None:
         help="fit the factors to what each layer sees on --calib-images training images: "
         "whiten (factors of the weight whitened by the input-channel covariance), refit "
         "(least-squares refit to the original layer outputs, layer by layer), or both "
-        "(default: off)",
+        "(default: off); pairs well with --allocate spectrum and --target-params",
     )
     group.add_argument(
         "--rank-from",
