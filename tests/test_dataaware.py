@@ -249,6 +249,11 @@ def test_cli_data_aware_writes_a_model_with_calibration_errors(tmp_path: Path, c
     assert report["data_aware"]["images"] == 9 and report["data_aware"]["held_out"] == 3
     model = ht2.load(out)
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+    code, stdout, _ = _run(["report", str(out)], capsys)
+    assert code == 0 and "calib err" in stdout
+    assert "data-aware (refit) on 9 images; output gap to the original on 3 held-out" in stdout
+    plain, fitted = layer["calib_errors"]["plain"], layer["calib_errors"]["refit_last"]
+    assert f"{plain:.3f} -> {fitted:.3f}" in stdout
 
 
 def test_cli_allocation_then_data_aware_refits_the_dense_layers_after(tmp_path, capsys) -> None:
