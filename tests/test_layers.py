@@ -38,7 +38,7 @@ def _conv(geometry, mode: str, bias: bool) -> nn.Conv2d:
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(torch.linalg.norm(a - b) / torch.linalg.norm(b))
+    return float(torch.linalg.norm(a - b).detach() / torch.linalg.norm(b).detach())
 
 
 @pytest.mark.parametrize("method", ["ht2", "svd"])
