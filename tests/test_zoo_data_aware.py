@@ -13,14 +13,7 @@ from ht2.surgery.allocate import compress_allocated
 from ht2.surgery.sensitivity import SensitivityOptions
 from ht2.surgery.targets import TOLERANCE, Target
 
-SLOW = pytest.mark.slow  # fan-ins in the thousands: their covariances take minutes on CPU
-ZOO = [
-    "cifar10_densenet40",
-    "mobilenet_v3_small",
-    pytest.param("squeezenet1_1", marks=SLOW),
-    pytest.param("googlenet", marks=SLOW),
-    pytest.param("resnet18", marks=SLOW),
-]
+ZOO = ["cifar10_densenet40", "mobilenet_v3_small", "squeezenet1_1", "googlenet", "resnet18"]
 
 
 def _model_and_images(name: str, count: int) -> tuple[torch.nn.Module, torch.Tensor]:
