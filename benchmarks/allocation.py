@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from shared_weights import WEIGHTS  # benchmarks/ is on sys.path when run as a script
 
 import ht2
 from ht2.cli.main import main as ht2_main
@@ -37,7 +38,6 @@ from ht2.surgery.allocate import allocate, compress_allocated
 from ht2.surgery.targets import Target
 from ht2.train import recalibrate_batchnorm
 
-WEIGHTS = {"cifar10_resnet20": "resnet20-12fca82f.th", "cifar10_resnet56": "resnet56-4bfd9763.th"}
 RECIPE = ["--lr", "0.01", "--wd", "3e-4", "--batch-size", "128", "--schedule", "onecycle"]
 
 

@@ -13,11 +13,12 @@ import time
 from pathlib import Path
 
 import torch
+from shared_weights import WEIGHTS  # benchmarks/ is on sys.path when run as a script
 
 import ht2
 
 ENERGIES = (0.9, 0.8, 0.7, 0.6, 0.5)
-NETS = {"cifar10_resnet20": "resnet20-12fca82f.th", "cifar10_resnet56": "resnet56-4bfd9763.th"}
+NETS = WEIGHTS
 
 
 def sizes(shared: Path) -> list[dict]:

@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 
 import torch
+from shared_weights import WEIGHTS  # benchmarks/ is on sys.path when run as a script
 
 import ht2
 from ht2.cli.main import main as ht2_main
 
-WEIGHTS = {"cifar10_resnet20": "resnet20-12fca82f.th", "cifar10_resnet56": "resnet56-4bfd9763.th"}
 RECIPE = [
     "--lr",
     "0.01",

@@ -22,13 +22,12 @@ from collections import Counter
 from pathlib import Path
 
 import torch
+from shared_weights import WEIGHTS  # benchmarks/ is on sys.path when run as a script
 from torch import nn
 
 import ht2
 from ht2.metrics import layer_macs, time_models
 from ht2.surgery.latency_aware import choose_forms
-
-WEIGHTS = {"cifar10_resnet20": "resnet20-12fca82f.th", "cifar10_resnet56": "resnet56-4bfd9763.th"}
 
 
 def original(name: str, shared: Path) -> tuple[nn.Module, str]:

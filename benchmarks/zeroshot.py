@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+from shared_weights import WEIGHTS  # benchmarks/ is on sys.path when run as a script
 
 import ht2
 from ht2.data import eval_dataset, make_loader, train_dataset
@@ -26,7 +27,6 @@ from ht2.dataaware import DataAwareOptions, compress_data_aware
 from ht2.dataaware.holdout import recalibrate
 from ht2.metrics.accuracy import evaluate_accuracy
 
-WEIGHTS = {"cifar10_resnet20": "resnet20-12fca82f.th", "cifar10_resnet56": "resnet56-4bfd9763.th"}
 MODES = ("whiten", "refit", "both")
 EXAMPLE = torch.zeros(1, 3, 32, 32)
 
