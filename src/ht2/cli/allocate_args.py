@@ -110,7 +110,11 @@ def allocate_from_args(
         exclude=args.exclude,
         keep_if_larger=args.keep_if_larger,
         round_ranks=options.get("round_ranks", 1),
-        options=SensitivityOptions(candidates=args.candidates, bn_aware=args.bn_aware),
+        options=SensitivityOptions(
+            candidates=args.candidates,
+            bn_aware=args.bn_aware,
+            sweeps=options.get("refine_sweeps", 0),
+        ),
         progress=not args.json,
     )
     return chosen, {**options, "target": None, **chosen.compress_kwargs()}

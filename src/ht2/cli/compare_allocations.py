@@ -8,6 +8,7 @@ from typing import Any
 from ht2.errors import HT2Error
 from ht2.models import ModelEntry
 from ht2.surgery.allocate import ALLOCATIONS, allocate
+from ht2.surgery.sensitivity import SensitivityOptions
 
 SENSITIVITY_IMAGES = 256
 
@@ -59,6 +60,7 @@ def compare_allocators(args: argparse.Namespace, entry: ModelEntry) -> dict[str,
                 loader,
                 images=min(SENSITIVITY_IMAGES, len(loader.dataset)) if loader else 0,
                 keep_if_larger=args.keep_if_larger,
+                options=SensitivityOptions(sweeps=args.refine_sweeps),
                 cache=cache,
             )
             return chosen.compress_kwargs()

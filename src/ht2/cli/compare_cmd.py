@@ -18,6 +18,7 @@ from ht2.cli.common import (
     model_from_args,
 )
 from ht2.cli.compare_allocations import add_allocations_arg, compare_allocators
+from ht2.cli.rank_args import sweep_count
 from ht2.errors import HT2Error
 from ht2.io import check_output_dir
 from ht2.metrics.latency import num_threads
@@ -117,6 +118,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_false",
         help="factorize even layers that do not shrink (default: keep them dense)",
     )
+    parser.add_argument(
+        "--refine-sweeps",
+        type=sweep_count,
+        default=0,
+        metavar="N",
+        help="rounds of ALS (HT-2) or HOOI (Tucker-2) after the one-pass factors, lowering "
+        "the weight error at the same size (default: 0, the paper's factors)",
+    )
     add_allocations_arg(parser)
     add_output_folder(parser)
     parser.add_argument("--json", action="store_true", help="print compare.json to stdout")
@@ -196,6 +205,7 @@ def run(args: argparse.Namespace) -> int:
             allocations=allocations,
             keep_if_larger=args.keep_if_larger,
             progress=progress,
+            refine_sweeps=args.refine_sweeps,
         )
     settings = {
         "weights": args.weights or ("pretrained" if args.pretrained else "random-init"),
@@ -205,6 +215,7 @@ def run(args: argparse.Namespace) -> int:
         "threads": args.threads,
         "repeats": None if args.no_latency else args.repeats,
         "keep_if_larger": args.keep_if_larger,
+        "refine_sweeps": args.refine_sweeps,
     }
     result = CompareResult(entry.name, base, rows, settings)
     write_compare(result, args.out, overwrite=args.force)

@@ -32,8 +32,19 @@ def positive_int(text: str) -> int:
     return value
 
 
+def sweep_count(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
 def add_rank_args(parser: argparse.ArgumentParser) -> None:
-    """--target-params/--target-macs, --ranks, --rank-rule and --round-ranks."""
+    """--target-params/--target-macs, --ranks, --rank-rule, --round-ranks, --refine-sweeps."""
     group = parser.add_argument_group("rank choice (default: the energy rule at --energy)")
     targets = group.add_mutually_exclusive_group()
     targets.add_argument(
@@ -71,6 +82,15 @@ def add_rank_args(parser: argparse.ArgumentParser) -> None:
         help="round every rank up to a multiple of N (8 suits many kernels; the report shows "
         "the parameter cost; default: 1, no rounding)",
     )
+    group.add_argument(
+        "--refine-sweeps",
+        type=sweep_count,
+        default=0,
+        metavar="N",
+        help="after the one-pass factors, N rounds of alternating least squares (HT-2) or "
+        "HOOI (Tucker-2) that lower each layer's weight error at the same ranks, at no cost "
+        "in size; 10 is plenty (default: 0, the paper's factors)",
+    )
 
 
 def rank_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -85,4 +105,5 @@ def rank_options(args: argparse.Namespace) -> dict[str, Any]:
         "rank_rule": args.rank_rule,
         "layer_ranks": read_rank_file(args.ranks) if args.ranks else None,
         "round_ranks": args.round_ranks,
+        "refine_sweeps": args.refine_sweeps,
     }

@@ -136,6 +136,10 @@ def rank_notes(report: CompressionReport) -> list[str]:
             f"ranks rounded up to multiples of {report.round_ranks}: "
             f"+{extra:,} parameters (+{share:.1f} %)"
         )
+    if report.refine_sweeps:
+        notes.append(
+            f"factors refined by {report.refine_sweeps} ALS/HOOI sweeps (HT-2, Tucker-2 layers)"
+        )
     return notes
 
 

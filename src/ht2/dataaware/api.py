@@ -32,7 +32,7 @@ from ht2.dataaware.refit import refit_all, refit_dense, refit_expand
 from ht2.dataaware.stats import LayerStats
 from ht2.dataaware.whiten import damped_root, whitened_factorize
 from ht2.errors import HT2Error
-from ht2.layers import FactorizedLayer, factorize
+from ht2.layers import FactorizedLayer
 from ht2.metrics import count_params, layer_macs, macs_under
 from ht2.surgery import CompressionReport, LayerReport, compress
 from ht2.surgery.policy import matches
@@ -104,15 +104,16 @@ MAX_FAN_IN = 16384  # a 16384^2 float64 covariance is 2 GiB: larger layers keep 
 
 def _fit_layer(
     dense: nn.Module,
+    plain: FactorizedLayer,
     entry: LayerReport,
     stats: LayerStats,
     energy: float,
     options: DataAwareOptions,
     notes: dict[str, str],
 ) -> FactorizedLayer:
-    """The factors of one layer after the steps `options` asks for; errors go in `entry`."""
+    """The factors of one layer, from its `plain` ones (a copy), after the steps `options`
+    asks for; errors go in `entry`."""
     errors = {"dense": _calib_error(stats, dense)}
-    plain = factorize(dense, entry.method, ranks=entry.ranks)
     errors["plain"] = _calib_error(stats, plain)
     chosen = plain
     if options.mode in ("whiten", "both"):
@@ -232,7 +233,8 @@ def compress_data_aware(
         if name not in entries:
             _refit_kept_dense(model.get_submodule(name), stats, report, name, options)
             continue
-        factors = _fit_layer(dense, entries[name], stats, energy, options, notes)
+        plain_layer = copy.deepcopy(plain.get_submodule(name))
+        factors = _fit_layer(dense, plain_layer, entries[name], stats, energy, options, notes)
         with torch.no_grad():  # the weight error of the fitted factors, as the report shows it
             gap = torch.linalg.norm(factors.dense_weight() - dense.weight)
             factors.rel_error = float(gap / torch.linalg.norm(dense.weight))

@@ -63,19 +63,25 @@ def _clipped(ranks: HT2Ranks, shape: torch.Size) -> HT2Ranks:
 
 
 def ht2_decompose(
-    kernel: torch.Tensor, energy: float | None = None, ranks: HT2Ranks | None = None
+    kernel: torch.Tensor,
+    energy: float | None = None,
+    ranks: HT2Ranks | None = None,
+    sweeps: int = 0,
 ) -> HT2Factors:
     """HT-2 of a T x C x D1 x D2 kernel with ranks from `energy` or given explicitly.
 
     U1 and U3 are the leading left singular vectors of the mode-0 and mode-2 unfoldings of X;
     G1 is the leading R13 left singular vectors of the projected core M, G2 = G1^T M.
-    Float32 kernels are decomposed in float32 (ranks still by the exact rule, see
-    `spectrum`), others in float64; returned in the kernel's dtype.
+    `sweeps` rounds of alternating least squares then lower the error at the same ranks
+    (0: the paper's one-pass truncation). Float32 kernels are decomposed in float32 (ranks
+    still by the exact rule, see `spectrum`), others in float64; returned in the kernel's dtype.
     """
     if kernel.dim() != 4:
         raise ValueError(f"HT-2 needs a 4-D kernel, got shape {tuple(kernel.shape)}")
     if (energy is None) == (ranks is None):
         raise ValueError("give exactly one of energy or ranks")
+    if sweeps < 0:
+        raise ValueError(f"sweeps must be >= 0, got {sweeps}")
     x = _permuted(kernel.detach().to(working_dtype(kernel)))
     c, d1, t, d2 = x.shape
     into = spectrum(x.reshape(c, -1), energy)
@@ -85,14 +91,40 @@ def ht2_decompose(
         ranks = HT2Ranks(into.rank, split.rank, out.rank)
     chosen = _clipped(ranks, kernel.shape)
     u1, u3 = into.vectors[:, : chosen.r1], out.vectors[:, : chosen.r3]
-    core = torch.einsum("tb,ahtw->ahbw", u3, torch.einsum("ca,chtw->ahtw", u1, x))
-    m = core.reshape(chosen.r1 * d1, chosen.r3 * d2)
-    g = spectrum(m).vectors[:, : chosen.r13]
-    g1 = g.reshape(chosen.r1, d1, chosen.r13)
-    g2 = (g.T @ m).reshape(chosen.r13, chosen.r3, d2)
+    g1, g2 = _best_core(x, u1, u3, chosen.r13)
+    for _ in range(sweeps):
+        u1, u3 = _als_sweep(x, u1, g1, g2, u3)
+        g1, g2 = _best_core(x, u1, u3, chosen.r13)
     rel_error = _rel_error(x, g2, lambda: ht2_reconstruct_x(u1, g1, g2, u3))
     dtype = kernel.dtype
     return HT2Factors(u1.to(dtype), g1.to(dtype), g2.to(dtype), u3.to(dtype), chosen, rel_error)
+
+
+def _best_core(
+    x: torch.Tensor, u1: torch.Tensor, u3: torch.Tensor, r13: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(G1, G2) of least error for orthonormal U1 and U3: the rank-R13 truncation of the
+    projected core M ((R1 D1) x (R3 D2)); G1 orthonormal, so the result projects X."""
+    r1, r3, d1, d2 = u1.shape[1], u3.shape[1], x.shape[1], x.shape[3]
+    core = torch.einsum("tb,ahtw->ahbw", u3, torch.einsum("ca,chtw->ahtw", u1, x))
+    m = core.reshape(r1 * d1, r3 * d2)
+    g = spectrum(m).vectors[:, :r13]
+    return g.reshape(r1, d1, r13), (g.T @ m).reshape(r13, r3, d2)
+
+
+def _als_sweep(
+    x: torch.Tensor, u1: torch.Tensor, g1: torch.Tensor, g2: torch.Tensor, u3: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One alternating least-squares pass: U1 best for the rest fixed, then U3; each
+    re-orthonormalised (its triangular factor goes into G1 or G2, which the caller refits)."""
+    c, t = x.shape[0], x.shape[2]
+    rest = torch.einsum("ahk,kbw,tb->ahtw", g1, g2, u3).reshape(u1.shape[1], -1)
+    u1 = x.reshape(c, -1) @ torch.linalg.pinv(rest)
+    u1, tri = torch.linalg.qr(u1)
+    g1 = torch.einsum("ij,jhk->ihk", tri, g1)
+    rest = torch.einsum("ca,ahk,kbw->bchw", u1, g1, g2).reshape(u3.shape[1], -1)
+    u3 = x.permute(2, 0, 1, 3).reshape(t, -1) @ torch.linalg.pinv(rest)
+    return u1, torch.linalg.qr(u3)[0]
 
 
 def _rel_error(x: torch.Tensor, g2: torch.Tensor, rebuild: Callable[[], torch.Tensor]) -> float:

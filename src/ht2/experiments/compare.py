@@ -177,6 +177,7 @@ def _compress_row(
     allocator: Allocator,
     keep_if_larger: bool,
     progress: bool,
+    refine_sweeps: int = 0,
 ) -> tuple[CompareRow, nn.Module | None]:
     """A fresh original compressed to `target`; an unreachable target gives a row with a note."""
     row = CompareRow(method, target.kind, target.factor, allocation)
@@ -190,6 +191,7 @@ def _compress_row(
             example_input=example,
             keep_if_larger=keep_if_larger,
             progress=progress,
+            refine_sweeps=refine_sweeps,
             **kwargs,
         )
     except HT2Error as error:
@@ -223,6 +225,7 @@ def run_compare(
     allocations: Mapping[str, Allocator] | None = None,
     keep_if_larger: bool = True,
     progress: bool = True,
+    refine_sweeps: int = 0,
 ) -> tuple[dict[str, Any], list[CompareRow]]:
     """The original's figures and one row per (target, method, allocation), in that order.
 
@@ -230,6 +233,7 @@ def run_compare(
     percent, `calibrate` re-estimates BatchNorm statistics in place (either None skips it);
     an empty `batch_sizes` skips timing. `allocations` maps names to allocators (default:
     uniform only). A target that cannot be reached becomes a row with the reason in `note`.
+    `refine_sweeps` goes to every compress() (ALS/HOOI rounds of HT-2 and Tucker-2 factors).
     """
     allocations = dict(allocations or {"uniform": uniform_allocation})
     if not targets or not methods:
@@ -258,6 +262,7 @@ def run_compare(
             allocations[allocation],
             keep_if_larger,
             progress,
+            refine_sweeps,
         )
         if model is not None:
             _measure(row, model, original, input_size, score, calibrate, batch_sizes, repeats)

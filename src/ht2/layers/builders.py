@@ -26,6 +26,7 @@ _HANDLERS: dict[tuple[str, type], type[FactorizedLayer]] = {
     ("svd", nn.Linear): SVDLinear,
 }
 _SPEC_TYPES = {ConvSpec: nn.Conv2d, LinearSpec: nn.Linear}
+_REFINABLE = (HT2Conv2d, Tucker2Conv2d)  # the others are optimal already (SVD) or iterate (CP)
 
 
 def _handler(method: str, layer_type: type) -> type[FactorizedLayer]:
@@ -48,12 +49,18 @@ def factorize(
     method: str,
     energy: float | None = None,
     ranks: dict[str, int] | None = None,
+    sweeps: int = 0,
 ) -> FactorizedLayer:
-    """Decompose a dense Conv2d/Linear by `method`, ranks from `energy` or given."""
+    """Decompose a dense Conv2d/Linear by `method`, ranks from `energy` or given.
+
+    `sweeps` rounds of alternating least squares refine HT-2 and Tucker-2 factors at the same
+    ranks (lower weight error); SVD is optimal already and CP fits iteratively anyway.
+    """
     handler = _handler(method, type(layer))
+    extra = {"sweeps": sweeps} if sweeps and handler in _REFINABLE else {}
     if ranks is not None:
-        return handler.from_dense(layer, **_typed_ranks(handler, ranks))
-    return handler.from_dense(layer, energy=energy)
+        return handler.from_dense(layer, **_typed_ranks(handler, ranks), **extra)
+    return handler.from_dense(layer, energy=energy, **extra)
 
 
 def build_factorized(entry: dict[str, Any]) -> FactorizedLayer:

@@ -108,10 +108,15 @@ class HT2Conv2d(FactorizedLayer):
 
     @classmethod
     def from_dense(
-        cls, conv: nn.Conv2d, energy: float | None = None, ranks: HT2Ranks | None = None
+        cls,
+        conv: nn.Conv2d,
+        energy: float | None = None,
+        ranks: HT2Ranks | None = None,
+        sweeps: int = 0,
     ) -> HT2Conv2d:
-        """Decompose `conv` (ranks from `energy`, or given) and copy the factors in."""
-        factors = ht2_decompose(conv.weight, energy=energy, ranks=ranks)
+        """Decompose `conv` (ranks from `energy`, or given; `sweeps` ALS rounds after the
+        paper's truncation) and copy the factors in."""
+        factors = ht2_decompose(conv.weight, energy=energy, ranks=ranks, sweeps=sweeps)
         layer = cls(ConvSpec.of(conv), factors.ranks, energy)
         layer.rel_error = factors.rel_error
         with torch.no_grad():

@@ -43,12 +43,11 @@ class Tucker2Conv2d(FactorizedLayer):
         conv: nn.Conv2d,
         energy: float | None = None,
         ranks: Tucker2Ranks | None = None,
-        hooi_sweeps: int = 0,
+        sweeps: int = 0,
     ) -> Tucker2Conv2d:
-        """Decompose `conv` (ranks from `energy`, or given) and copy the factors in."""
-        factors = tucker2_decompose(
-            conv.weight, energy=energy, ranks=ranks, hooi_sweeps=hooi_sweeps
-        )
+        """Decompose `conv` (ranks from `energy`, or given; `sweeps` HOOI rounds after the
+        HOSVD) and copy the factors in."""
+        factors = tucker2_decompose(conv.weight, energy=energy, ranks=ranks, hooi_sweeps=sweeps)
         layer = cls(ConvSpec.of(conv), factors.ranks, energy)
         layer.rel_error = factors.rel_error
         with torch.no_grad():

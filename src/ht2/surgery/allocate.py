@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -181,8 +181,11 @@ def compress_allocated(
 ) -> CompressionReport:
     """allocate(), then compress() with its choice, then the allocation noted in the report.
 
-    `compress_args` go to both (include, exclude, keep_if_larger, round_ranks, progress, ...).
+    `compress_args` go to both (include, exclude, keep_if_larger, round_ranks, progress, ...);
+    sensitivity measures factors refined by the same `refine_sweeps`.
     """
+    sweeps = compress_args.get("refine_sweeps", 0)
+    options = replace(options or SensitivityOptions(), sweeps=sweeps)
     shared = {
         key: compress_args[key]
         for key in ("include", "exclude", "keep_if_larger", "round_ranks", "progress")

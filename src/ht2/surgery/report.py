@@ -47,6 +47,7 @@ class CompressionReport:
     round_ranks: int = 1
     rounding_params: int | None = None  # parameters --round-ranks added
     target: dict[str, Any] | None = None  # kind, factor, reached, energy (with --target-*)
+    refine_sweeps: int = 0  # ALS/HOOI rounds after the one-pass factors
 
     @property
     def param_reduction(self) -> float:

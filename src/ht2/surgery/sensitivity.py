@@ -39,10 +39,13 @@ class SensitivityOptions:
     candidates: tuple[float, ...] = CANDIDATES
     bn_aware: bool = True
     batch_size: int = 256  # images per forward pass when not BN-aware
+    sweeps: int = 0  # refinement rounds of the factors measured, as compress() will make them
 
     def check(self) -> None:
         if not self.candidates or any(not 0 < e < 1 for e in self.candidates):
             raise HT2Error("candidate energies must lie strictly between 0 and 1, e.g. 0.5,0.8,0.9")
+        if self.sweeps < 0:
+            raise HT2Error(f"--refine-sweeps must be 0 or more, got {self.sweeps}")
 
 
 def gather_images(batches: Iterable, count: int) -> torch.Tensor:
@@ -124,7 +127,8 @@ def measure(
             if cost == layer.dense and budget.keep_if_larger:
                 measured[key] = 0.0  # stays dense
             elif key not in measured:
-                work.set_submodule(layer.name, factorize(dense, layer.method, ranks=ranks))
+                factors = factorize(dense, layer.method, ranks=ranks, sweeps=options.sweeps)
+                work.set_submodule(layer.name, factors)
                 measured[key] = meter.damage()
                 work.set_submodule(layer.name, dense)
             curve.append(Option(energy, cost, measured[key]))
