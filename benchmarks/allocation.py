@@ -3,7 +3,7 @@
 Run: OMP_NUM_THREADS=1 python benchmarks/allocation.py --data DIR [--nets cifar10_resnet20]
          [--factors 2,4,8] [--methods ht2,tucker2] [--allocations uniform,spectrum,sensitivity]
          [--finetune-factors 4] [--data-aware refit --data-aware-images 512]
-         [--device cpu] [--threads 1] [--out benchmarks/results] [--tag NAME]
+         [--refine-sweeps 10] [--device cpu] [--threads 1] [--out benchmarks/results] [--tag NAME]
 
 DIR is the CIFAR-10 JPEG tree (train/, test/). For each network, method, allocation and
 parameter-reduction factor: compress the shared weights (seconds, allocation included), top-1
@@ -13,7 +13,8 @@ SGD Nesterov, one-cycle max lr 0.01, wd 3e-4, batch 128); with --data-aware, als
 compressing with the same allocation and `--data-aware MODE` on --data-aware-images training
 images (no gradient step; its seconds in their own column). Sensitivity measures on
 --calib-images training images, once per network and method, reused across factors (its
-seconds are counted in the first factor's row). Prints a Markdown table and writes
+seconds are counted in the first factor's row). --refine-sweeps N refines every HT-2/Tucker-2
+layer's factors (ALS/HOOI) in all of these. Prints a Markdown table and writes
 allocation-<nets>.json after every row.
 """
 
@@ -35,6 +36,7 @@ from ht2.data import eval_dataset, make_loader, train_dataset
 from ht2.dataaware import DataAwareOptions, compress_data_aware
 from ht2.metrics.accuracy import evaluate_accuracy
 from ht2.surgery.allocate import allocate, compress_allocated
+from ht2.surgery.sensitivity import SensitivityOptions
 from ht2.surgery.targets import Target
 from ht2.train import recalibrate_batchnorm
 
@@ -66,7 +68,15 @@ def data_aware_top1(args, method, allocation, factor, original, loaders, cache) 
     start = time.perf_counter()
     target = Target("params", float(factor))
     chosen = allocate(
-        model, method, target, allocation, example, sense, args.calib_images, cache=cache
+        model,
+        method,
+        target,
+        allocation,
+        example,
+        sense,
+        args.calib_images,
+        options=SensitivityOptions(sweeps=args.refine_sweeps),
+        cache=cache,
     )
     compress_data_aware(
         model,
@@ -75,6 +85,7 @@ def data_aware_top1(args, method, allocation, factor, original, loaders, cache) 
         calib_images=len(pool),
         options=DataAwareOptions(mode=args.data_aware),
         example_input=example,
+        refine_sweeps=args.refine_sweeps,
         **chosen.compress_kwargs(),
     )
     seconds = time.perf_counter() - start
@@ -96,6 +107,7 @@ def measure_row(args, net, method, allocation, factor, original, loaders, cache)
         sense,
         images=args.calib_images,
         cache=cache,
+        refine_sweeps=args.refine_sweeps,
     )
     row = {
         "net": net,
@@ -135,6 +147,7 @@ def main() -> None:
     parser.add_argument("--calib-images", type=int, default=256)
     parser.add_argument("--data-aware", choices=("whiten", "refit", "both"))
     parser.add_argument("--data-aware-images", type=int, default=512)
+    parser.add_argument("--refine-sweeps", type=int, default=0, help="ALS/HOOI rounds")
     parser.add_argument("--tag", default="", help="added to the JSON file's name")
     parser.add_argument("--bn-images", type=int, default=2048)
     parser.add_argument("--device", default="cpu")
