@@ -63,6 +63,16 @@ def test_full_rank_factors_stay_exact_after_sweeps() -> None:
     assert _rel(ht2_reconstruct(factors), kernel) < 1e-10
 
 
+def test_degenerate_kernels_stay_finite_and_exact() -> None:
+    torch.manual_seed(3)
+    rank_one = torch.einsum("t,c,h,w->tchw", *(torch.randn(n) for n in (8, 6, 3, 3)))
+    for kernel in (torch.zeros(8, 6, 3, 3), rank_one):
+        factors = ht2_decompose(kernel, ranks=HT2Ranks(4, 5, 4), sweeps=5)
+        rebuilt = ht2_reconstruct(factors)
+        assert torch.isfinite(rebuilt).all()
+        assert torch.linalg.norm(rebuilt - kernel) <= 1e-5 * max(1.0, float(kernel.norm()))
+
+
 def test_negative_sweeps_are_refused() -> None:
     with pytest.raises(ValueError, match="sweeps must be >= 0"):
         ht2_decompose(_kernel(), ranks=HT2Ranks(2, 2, 2), sweeps=-1)
