@@ -108,9 +108,34 @@ def test_unreachable_target_is_a_row_with_its_reason(tiny: Path, tmp_path: Path)
     assert "| 1000x params | svd | - |" in (out / "compare.md").read_text()
 
 
+def test_rows_of_a_random_init_run_share_one_set_of_weights(tiny: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cmp"
+    assert _compare(tiny, out, "--target-params", "2", "--methods", "ht2,ht2", "--no-latency") == 0
+    first, second = json.loads((out / "compare.json").read_text())["rows"]
+    assert first["params"] == second["params"]
+    assert first["weight_error"] == second["weight_error"]
+
+
+def test_refine_sweeps_lower_the_weight_error_at_the_same_size(tiny: Path, tmp_path: Path) -> None:
+    weights = tmp_path / "r20.pt"  # the same weights in both runs
+    torch.save(models.create("cifar10_resnet20").state_dict(), weights)
+    common = ["compare", "cifar10_resnet20", "--weights", str(weights), "--data", str(tiny)]
+    common += ["--eval-images", "10", "--calib-images", "10", "--workers", "0", "--no-latency"]
+    common += ["--target-params", "3", "--methods", "ht2,tucker2"]
+    assert main([*common, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*common, "--out", str(tmp_path / "als"), "--refine-sweeps", "4"]) == 0
+    plain = json.loads((tmp_path / "plain" / "compare.json").read_text())
+    refined = json.loads((tmp_path / "als" / "compare.json").read_text())
+    assert refined["settings"]["refine_sweeps"] == 4 and plain["settings"]["refine_sweeps"] == 0
+    for before, after in zip(plain["rows"], refined["rows"], strict=True):
+        assert after["params"] == before["params"]
+        assert after["weight_error"] < before["weight_error"]
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
+        (["--target-params", "2", "--refine-sweeps", "-3"], "expected a whole number >= 0"),
         (["--target-params", "1"], "reduction factor above 1"),
         (["--target-params", "2,0.5"], "reduction factor above 1"),
         (["--target-macs", "four"], "expected a reduction factor"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from collections.abc import Callable
@@ -192,9 +193,10 @@ def run(args: argparse.Namespace) -> int:
     calibrate = _calibrator(args, entry, progress)  # a missing split fails here, before work
     allocations = compare_allocators(args, entry)
     score = _scorer(args, entry, progress)
+    original = model_from_args(args)  # built once: every row starts from the same weights
     with num_threads(args.threads):
         base, rows = run_compare(
-            lambda: model_from_args(args),
+            lambda: copy.deepcopy(original),
             entry.input_size,
             targets,
             args.methods,
