@@ -136,6 +136,7 @@ def test_refine_sweeps_lower_the_weight_error_at_the_same_size(tiny: Path, tmp_p
     ("extra", "message"),
     [
         (["--target-params", "2", "--refine-sweeps", "-3"], "expected a whole number >= 0"),
+        (["--target-params", "2", "--refine-sweeps", "two"], "whole number >= 0, got 'two'"),
         (["--target-params", "1"], "reduction factor above 1"),
         (["--target-params", "2,0.5"], "reduction factor above 1"),
         (["--target-macs", "four"], "expected a reduction factor"),
