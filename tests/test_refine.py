@@ -1,6 +1,6 @@
 """--refine-sweeps: ALS rounds on HT-2 factors (HOOI on Tucker-2) lower the weight error at the
 same ranks, never raise it, keep full-rank factors exact, and reach compress, sensitivity,
-compare and the CLI."""
+compare, the data-aware fit and the CLI."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from torch import nn
 
 import ht2
 from ht2.cli.main import main
+from ht2.dataaware import DataAwareOptions, compress_data_aware
 from ht2.decomp import HT2Ranks
 from ht2.decomp.ht2 import ht2_decompose, ht2_reconstruct
 from ht2.errors import HT2Error
@@ -174,3 +175,27 @@ def test_cli_flag_reaches_the_report_and_bad_values_exit_2(tmp_path: Path, capsy
     assert main([*args[:-1], str(tmp_path / "bad"), "--refine-sweeps", "-1"]) == 2
     assert "expected a whole number >= 0, got '-1'" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_data_aware_fit_starts_from_the_refined_factors() -> None:
+    torch.manual_seed(4)
+    images = torch.randn(64, 3, 8, 8)
+    options = DataAwareOptions(mode="refit", refit="last", bn="never")
+    example = torch.zeros(1, 3, 8, 8)
+    runs = {}
+    for sweeps in (0, 5):
+        report = compress_data_aware(
+            _net(),
+            images.split(32),
+            energy=0.6,
+            calib_images=64,
+            options=options,
+            example_input=example,
+            refine_sweeps=sweeps,
+        )
+        runs[sweeps] = {
+            e.name: e.calib_errors["plain"] for e in report.replaced if e.method == "ht2"
+        }
+        assert report.refine_sweeps == sweeps
+    assert runs[0].keys() == runs[5].keys() and runs[0]
+    assert any(abs(runs[0][name] - runs[5][name]) > 1e-6 for name in runs[0])
