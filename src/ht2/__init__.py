@@ -7,11 +7,18 @@ ht2.save(model, "out/resnet20-e0.9", report)
 same = ht2.load("out/resnet20-e0.9")
 """
 
+from ht2._lazy import lazy_exports
+
 __version__ = "0.1.0"
 
-from ht2 import models  # noqa: E402
-from ht2.errors import HT2Error  # noqa: E402
-from ht2.io import load, save  # noqa: E402
-from ht2.surgery import CompressionReport, compress  # noqa: E402
+_EXPORTS = {
+    "models": "ht2.models",
+    "HT2Error": "ht2.errors",
+    "load": "ht2.io",
+    "save": "ht2.io",
+    "CompressionReport": "ht2.surgery",
+    "compress": "ht2.surgery",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = ["CompressionReport", "HT2Error", "__version__", "compress", "load", "models", "save"]

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ht2.surgery import CompressionReport
+    from ht2.surgery.allocate import Allocation
 
 from ht2 import models
+from ht2.choices import ALLOCATIONS
+from ht2.choices import SENSITIVITY_ENERGIES as CANDIDATES
 from ht2.cli.common import example_input
 from ht2.errors import HT2Error
-from ht2.surgery import CompressionReport
-from ht2.surgery.allocate import ALLOCATIONS, Allocation, allocate, check_allocation
-from ht2.surgery.sensitivity import CANDIDATES, SensitivityOptions
 
 SENSITIVITY_IMAGES = 256  # when --calib-images is not given
 
@@ -68,6 +71,7 @@ def add_allocate_args(parser: argparse.ArgumentParser) -> None:
 
 def check_allocate_args(args: argparse.Namespace, target: Any) -> None:
     """One-line errors for an allocation that cannot run, before the model is built."""
+    from ht2.surgery.allocate import check_allocation
     check_allocation(args.allocate, target, bool(args.data))
     if args.allocate != "uniform" and (args.ranks or args.rank_rule != "energy"):
         raise HT2Error(
@@ -93,6 +97,8 @@ def allocate_from_args(
 ) -> tuple[Allocation, dict[str, Any]]:
     """The allocation asked for and the compress() options (`options` from rank_options)
     that carry it out."""
+    from ht2.surgery.allocate import Allocation, allocate
+    from ht2.surgery.sensitivity import SensitivityOptions
     target = options.get("target")
     if target is None:
         return Allocation("uniform", None), options

@@ -5,18 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from ht2.metrics import LayerTiming
+    from ht2.metrics.latency import Runnable
+    from ht2.models import ModelEntry
 
 from ht2.cli.common import load_model_or_dir, parse_batch_sizes
 from ht2.cli.tables import render
-from ht2.device import resolve_device
 from ht2.errors import HT2Error
-from ht2.metrics import LayerTiming, factorized_layers, layer_macs, time_layers, time_models
-from ht2.metrics.latency import ChannelsLast, Runnable
-from ht2.models import ModelEntry
 
 DEFAULT_BATCH_SIZES = "1,32,128"
 
@@ -80,7 +81,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--threads",
         type=int,
         metavar="N",
-        help=f"CPU threads for PyTorch (default: its choice, {torch.get_num_threads()} here)",
+        help="CPU threads for PyTorch (default: its choice)",
     )
     parser.add_argument(
         "--repeats", type=int, default=20, metavar="N", help="timed runs per model (default: 20)"
@@ -115,6 +116,9 @@ def check_counts(args: argparse.Namespace) -> None:
 
 def total_macs(model: nn.Module, input_size: tuple[int, ...]) -> int:
     """Analytic Conv/Linear MACs of one sample."""
+    import torch
+
+    from ht2.metrics import layer_macs
     return sum(layer_macs(model, torch.zeros(1, *input_size)).values())
 
 
@@ -129,6 +133,7 @@ def variant_runners(
     entry: ModelEntry,
 ) -> dict[str, Runnable]:
     """MODEL in channels_last and the --onnx file in ONNX Runtime, as asked for."""
+    from ht2.metrics.latency import ChannelsLast
     runners: dict[str, Runnable] = {}
     if args.channels_last:
         runners["channels_last"] = ChannelsLast(model)
@@ -145,6 +150,10 @@ def variant_runners(
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ht2.device import resolve_device
+    from ht2.metrics import factorized_layers, time_layers, time_models
     sizes = parse_batch_sizes(args.batch_sizes)
     check_counts(args)
     device = resolve_device(args.device)
@@ -288,6 +297,7 @@ def layer_table(layers: list[dict[str, Any]]) -> str:
 
 def footnote(args: argparse.Namespace, device: torch.device, macs: list[int]) -> str:
     """How the figures were taken, and the MACs they are compared with."""
+    import torch
     threads = args.threads or torch.get_num_threads()
     text = (
         f"median and interquartile range of {args.repeats} timed runs after {args.warmup} "

@@ -5,16 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ht2.models import ModelEntry
 
 from ht2 import models
 from ht2.cli.common import add_output_folder
-from ht2.io import atomic_directory, check_output_dir, load
-from ht2.io.artefacts import read_report, write_model
-from ht2.metrics.accuracy import evaluate_accuracy
-from ht2.models import ModelEntry
-from ht2.train import recalibrate_batchnorm
 
 EXAMPLES = """examples:
   ht2 calibrate out/r20-e0.9 --data ~/data/cifar10 --out out/r20-e0.9-cal
@@ -62,6 +61,7 @@ def calibrate_on_train_images(
 ) -> int:
     """Recalibrate `model`'s BatchNorms on `images` class-balanced training images."""
     from ht2.data import make_loader, train_dataset  # torchvision: only when data is read
+    from ht2.train import recalibrate_batchnorm
 
     dataset = train_dataset(data, entry, augment=False, limit=images)
     if len(dataset) < images:
@@ -74,12 +74,15 @@ def calibrate_on_train_images(
 
 def _accuracy(model: nn.Module, entry: ModelEntry, data: str, args) -> dict:
     from ht2.data import eval_dataset, make_loader
+    from ht2.metrics.accuracy import evaluate_accuracy
 
     loader = make_loader(eval_dataset(data, entry, cache=True), args.batch_size, args.workers)
     return evaluate_accuracy(model, loader, "cpu", progress=not args.json)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ht2.io import atomic_directory, check_output_dir, load
+    from ht2.io.artefacts import read_report, write_model
     check_output_dir(args.out, overwrite=args.force)
     model = load(args.source)
     entry = models.get_entry(model.ht2_arch["name"])

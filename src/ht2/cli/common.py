@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from ht2.models import ModelEntry
 
 from ht2 import models
-from ht2.decomp import check_energy
+from ht2.choices import METHODS
 from ht2.errors import HT2Error
-from ht2.io import load
-from ht2.io.artefacts import MANIFEST
-from ht2.models import ModelEntry
 
 
 def energy_value(text: str) -> float:
     """argparse type for an energy: a float in (0, 1]."""
+    from ht2.decomp import check_energy
     try:
         return check_energy(float(text))
     except ValueError:
@@ -70,11 +72,13 @@ def model_from_args(args: argparse.Namespace) -> nn.Module:
 
 def example_input(model_name: str) -> torch.Tensor:
     """A batch of one zero image at the registry's input size."""
+    import torch
     return torch.zeros(1, *models.get_entry(model_name).input_size)
 
 
 def is_model_dir(spec: str) -> bool:
     """True when `spec` names a compressed model folder (it holds ht2.json)."""
+    from ht2.io.artefacts import MANIFEST
     return Path(spec).is_dir() and (Path(spec) / MANIFEST).is_file()
 
 
@@ -84,6 +88,7 @@ def load_model_or_dir(spec: str, weights: str | None = None) -> tuple[nn.Module,
     Returns the model in eval mode and its registry entry (input size, normalisation). A
     folder saved from a model outside the registry cannot be used here (no entry).
     """
+    from ht2.io import load
     if is_model_dir(spec):
         if weights:
             raise HT2Error(
@@ -123,7 +128,6 @@ def batch_size_list(text: str) -> list[int]:
 
 def method_list(text: str) -> list[str]:
     """argparse type: comma-separated decomposition methods, such as ht2,tucker2."""
-    from ht2.surgery import METHODS
 
     names = [part.strip() for part in text.split(",") if part.strip()]
     unknown = [name for name in names if name not in METHODS]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ht2.choices import ALLOCATIONS
 from ht2.errors import HT2Error
-from ht2.models import ModelEntry
-from ht2.surgery.allocate import ALLOCATIONS, allocate
-from ht2.surgery.sensitivity import SensitivityOptions
+
+if TYPE_CHECKING:
+    from ht2.models import ModelEntry
 
 SENSITIVITY_IMAGES = 256
 
@@ -38,6 +39,8 @@ def add_allocations_arg(parser: argparse.ArgumentParser) -> None:
 def compare_allocators(args: argparse.Namespace, entry: ModelEntry) -> dict[str, Any]:
     """An allocator per name in --allocations, for run_compare (sensitivity: its loader)."""
     from ht2.experiments.compare import AllocationRequest
+    from ht2.surgery.allocate import allocate
+    from ht2.surgery.sensitivity import SensitivityOptions
 
     loader = None
     if "sensitivity" in args.allocations:

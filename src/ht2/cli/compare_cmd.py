@@ -7,10 +7,15 @@ import copy
 import json
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ht2.models import ModelEntry
 
 from ht2 import models
+from ht2.choices import METHODS
 from ht2.cli.common import (
     add_model_source,
     add_output_folder,
@@ -21,10 +26,6 @@ from ht2.cli.common import (
 from ht2.cli.compare_allocations import add_allocations_arg, compare_allocators
 from ht2.cli.rank_args import sweep_count
 from ht2.errors import HT2Error
-from ht2.io import check_output_dir
-from ht2.metrics.latency import num_threads
-from ht2.models import ModelEntry
-from ht2.surgery import METHODS
 from ht2.surgery.targets import Target, parse_factor
 
 EXAMPLES = """examples:
@@ -184,6 +185,8 @@ def _calibrator(args: argparse.Namespace, entry: ModelEntry, progress: bool):
 
 def run(args: argparse.Namespace) -> int:
     from ht2.experiments.compare import CompareResult, compare_markdown, run_compare, write_compare
+    from ht2.io import check_output_dir
+    from ht2.metrics.latency import num_threads
 
     check_output_dir(args.out, overwrite=args.force)
     targets = _targets(args)

@@ -7,6 +7,7 @@ import json
 import sys
 
 from ht2 import models
+from ht2.choices import METHODS
 from ht2.cli.allocate_args import (
     add_allocate_args,
     allocate_from_args,
@@ -31,9 +32,6 @@ from ht2.cli.latency_args import add_latency_args, apply_latency_aware, check_la
 from ht2.cli.rank_args import add_rank_args, rank_options
 from ht2.cli.tables import report_table
 from ht2.errors import HT2Error
-from ht2.io import atomic_directory, check_output_dir
-from ht2.io.artefacts import write_model
-from ht2.surgery import METHODS, compress
 
 EXAMPLES = """examples:
   ht2 compress cifar10_resnet20 --weights resnet20.th --energy 0.8 --out out/r20-e0.8
@@ -115,6 +113,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ht2.io import atomic_directory, check_output_dir
+    from ht2.io.artefacts import write_model
+    from ht2.surgery import compress
     check_output_dir(args.out, overwrite=args.force)
     if args.calibrate and not args.data:
         raise HT2Error("--calibrate needs --data PATH (a folder with train/)")

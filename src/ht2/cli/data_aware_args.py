@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import functools
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ht2 import models
 from ht2.errors import HT2Error
-from ht2.surgery import CompressionReport
+
+if TYPE_CHECKING:
+    from ht2.surgery import CompressionReport
 
 DEFAULT_IMAGES = 512
 

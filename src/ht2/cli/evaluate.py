@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 from ht2.cli.common import is_model_dir, load_model_or_dir
-from ht2.device import resolve_device
 from ht2.errors import HT2Error
 
 DESCRIPTION = """\
@@ -145,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
     # Imported here: torchvision's import would slow every other `ht2` command's start.
     from ht2.data import eval_dataset, make_loader
     from ht2.data.loader import check_batch_size, check_workers
+    from ht2.device import resolve_device
     from ht2.metrics.accuracy import evaluate_accuracy
 
     check_batch_size(args.batch_size)

@@ -6,17 +6,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 from ht2 import models
+from ht2.choices import DEFAULT_OPSET
 from ht2.cli.common import add_output_folder, is_model_dir
 from ht2.errors import HT2Error
-from ht2.export import check_onnx, export_onnx, fold_batchnorms, require_onnx
-from ht2.export.onnx_export import DEFAULT_OPSET
-from ht2.io import atomic_directory, check_output_dir, load
-from ht2.io.artefacts import read_report, write_json, write_model
 
 ONNX_FILE = "model.onnx"
 ONNX_CHECK = "onnx_check.json"
@@ -70,6 +68,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ht2.export import fold_batchnorms, require_onnx
+    from ht2.io import atomic_directory, check_output_dir, load
     if not is_model_dir(args.dir):
         raise HT2Error(f"{args.dir} is not a folder written by `ht2 compress` (no ht2.json)")
     check_output_dir(args.out, overwrite=args.force)
@@ -94,6 +94,10 @@ def write_folder(
     model: torch.nn.Module, source: Path, staging: Path, input_size: tuple[int, ...]
 ) -> None:
     """model.safetensors + ht2.json (+ the source's report.json), checked to load back exactly."""
+    import torch
+
+    from ht2.io import load
+    from ht2.io.artefacts import read_report, write_model
     write_model(model, staging, read_report(source, required=False))
     x = torch.randn(2, *input_size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -110,6 +114,8 @@ def write_onnx(
 ) -> dict[str, Any]:
     """DIR/model.onnx, checked by onnx.checker and against PyTorch in ONNX Runtime; the check
     (and the fold summary) also go to DIR/onnx_check.json."""
+    from ht2.export import check_onnx, export_onnx
+    from ht2.io.artefacts import write_json
     export_onnx(model, input_size, staging / ONNX_FILE, opset)
     check = check_onnx(model, staging / ONNX_FILE, input_size, opset)
     result = {"file": ONNX_FILE, "input_size": list(input_size), **check.to_dict()}

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
 from ht2 import models
 from ht2.cli.calibrate import calibrate_on_train_images
 from ht2.cli.training_args import add_training_args, config_from_args
 from ht2.errors import HT2Error
-from ht2.io import load, read_manifest
-from ht2.io.artefacts import read_report, save_into
-from ht2.train import fit
 
 EXAMPLES = """examples:
   ht2 finetune out/r20-e0.7 --data ~/data/cifar10 --epochs 5 --out out/r20-e0.7-ft
@@ -74,6 +73,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def teacher_for(source: Path, weights: str | None) -> nn.Module:
     """The uncompressed model the folder was made from, for distillation."""
+    from ht2.io import read_manifest
     arch = read_manifest(source).get("arch") or {}
     chosen = weights or arch.get("weights")
     if not arch or not chosen:
@@ -90,6 +90,9 @@ def teacher_for(source: Path, weights: str | None) -> nn.Module:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ht2.io import load
+    from ht2.io.artefacts import read_report, save_into
+    from ht2.train import fit
     config = config_from_args(args)
     source = Path(args.source)
     model = load(source)

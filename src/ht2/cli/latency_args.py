@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from ht2.surgery import CompressionReport
+    from ht2.surgery.latency_aware import FormChoices
 
 from ht2.cli.tables import render
-from ht2.device import resolve_device
-from ht2.surgery import CompressionReport
-from ht2.surgery.latency_aware import FormChoices, choose_forms, record_forms
 
 
 def positive_int(text: str) -> int:
@@ -53,13 +55,13 @@ def add_latency_args(parser: argparse.ArgumentParser) -> None:
         "--threads",
         type=positive_int,
         metavar="N",
-        help="CPU threads while timing, with --latency-aware "
-        f"(default: PyTorch's choice, {torch.get_num_threads()} here)",
+        help="CPU threads while timing, with --latency-aware (default: PyTorch's choice)",
     )
 
 
 def check_latency_args(args: argparse.Namespace) -> None:
     """Fail before compressing when --latency-aware asks for a device that is not here."""
+    from ht2.device import resolve_device
     if args.latency_aware:
         resolve_device(args.device)
 
@@ -71,6 +73,7 @@ def apply_latency_aware(
     example_input: torch.Tensor,
 ) -> None:
     """With --latency-aware, put each factorized layer in its fastest form and record it."""
+    from ht2.surgery.latency_aware import choose_forms, record_forms
     if not args.latency_aware:
         return
     choices = choose_forms(

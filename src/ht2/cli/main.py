@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
 
 from ht2 import __version__
 from ht2.cli import (
@@ -57,20 +59,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one subcommand; bad input is a one-line error and exit code 2."""
+    """Run one subcommand; bad input is a one-line error and exit code 2.
+
+    Warnings raised while the command runs are held back and shown only if it succeeds, so
+    that a refused input prints exactly one line.
+    """
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as done:  # --help, --version, or a usage error already printed
         return int(done.code or 0)
-    try:
-        return args.run(args)
-    except HT2Error as error:
-        print(f"ht2: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("ht2: interrupted; nothing was written", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings(record=True) as held:
+        warnings.simplefilter("default")
+        try:
+            code = args.run(args)
+        except HT2Error as error:
+            print(f"ht2: error: {error}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("ht2: interrupted; nothing was written", file=sys.stderr)
+            return 130
+        except BrokenPipeError:  # `ht2 models | head`: the reader left; not an error of ours
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+    for item in held:
+        sys.stderr.write(
+            warnings.formatwarning(item.message, item.category, item.filename, item.lineno)
+        )
+    return code
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from ht2.choices import RANK_RULES
 from ht2.io.rank_file import read_rank_file
-from ht2.surgery.ranking import RANK_RULES
 from ht2.surgery.targets import Target, parse_factor
 
 

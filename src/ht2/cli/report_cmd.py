@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ht2.cli.tables import report_table
 from ht2.errors import HT2Error
-from ht2.io.artefacts import REPORT, read_report
-from ht2.surgery import CompressionReport
+
+if TYPE_CHECKING:
+    from ht2.surgery import CompressionReport
 
 EXAMPLES = """examples:
   ht2 report out/r20-e0.8
@@ -41,6 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def read_report_data(directory: Path) -> tuple[dict[str, Any], CompressionReport]:
     """The raw JSON of DIR/report.json and the report it holds; problems name the file."""
+    from ht2.io.artefacts import REPORT, read_report
     if not directory.is_dir():
         raise HT2Error(f"{directory} is not a folder; give a folder written by `ht2 compress`")
     report = read_report(directory)

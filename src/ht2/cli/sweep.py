@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
 from ht2 import models
+from ht2.choices import METHODS
 from ht2.cli.common import (
     add_model_source,
     add_output_folder,
@@ -17,9 +20,6 @@ from ht2.cli.common import (
     method_list,
 )
 from ht2.errors import HT2Error
-from ht2.io import atomic_directory, check_output_dir
-from ht2.metrics.latency import num_threads
-from ht2.surgery import METHODS
 
 EXAMPLES = """examples:
   ht2 sweep cifar10_resnet20 --weights resnet20.th --data ~/data/cifar10 --out sweeps/r20
@@ -49,7 +49,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--energies",
         type=_energies,
-        default=_energies("0.9,0.8,0.7,0.6,0.5"),
+        default=[0.9, 0.8, 0.7, 0.6, 0.5],
         help="comma-separated energies (default: 0.9,0.8,0.7,0.6,0.5)",
     )
     parser.add_argument(
@@ -106,6 +106,8 @@ def _scorer(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from ht2.experiments import plot_pareto, sweep, sweep_markdown
+    from ht2.io import atomic_directory, check_output_dir
+    from ht2.metrics.latency import num_threads
 
     check_output_dir(args.out, overwrite=args.force)
     if args.repeats < 1:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from ht2.surgery import CompressionReport
+if TYPE_CHECKING:
+    from ht2.surgery import CompressionReport
 
 MAX_REASONS = 6
 

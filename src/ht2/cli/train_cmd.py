@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
 from ht2 import models
 from ht2.cli.training_args import add_training_args, config_from_args
-from ht2.io.artefacts import save_into
-from ht2.train import fit
-from ht2.train.runner import reseed
 
 EXAMPLES = """examples:
   ht2 train cifar10_resnet20 --data ~/data/cifar10 --recipe resnet-cifar10 --out runs/r20
@@ -40,6 +39,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ht2.io.artefacts import save_into
+    from ht2.train import fit
+    from ht2.train.runner import reseed
     config = config_from_args(args)
     entry = models.get_entry(args.model)
     reseed(config.seed)  # the same random init every time, so --resume matches a straight run

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from ht2.choices import AMP_NAMES, SCHEDULES
 from ht2.errors import HT2Error
-from ht2.train import RECIPES, TrainConfig, recipe_config
-from ht2.train.loop import AMP_DTYPES
-from ht2.train.schedules import SCHEDULES
+from ht2.train.config import RECIPES, TrainConfig, recipe_config
 
 
 def _positive_int(text: str) -> int:
@@ -81,7 +80,7 @@ def add_training_args(parser: argparse.ArgumentParser, default_recipe: str | Non
         type=_positive_int,
         help="stop after this many optimiser steps, for smoke runs (default: no limit)",
     )
-    add("--amp", choices=["none", *AMP_DTYPES], help=f"mixed precision on CUDA (default: {d.amp})")
+    add("--amp", choices=["none", *AMP_NAMES], help=f"mixed precision on CUDA (default: {d.amp})")
     add(
         "--channels-last",
         action=argparse.BooleanOptionalAction,

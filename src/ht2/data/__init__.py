@@ -5,10 +5,17 @@ entry = ht2.models.get_entry("cifar10_resnet20")
 loader = make_loader(eval_dataset("cifar10-jpeg/", entry, cache=True), batch_size=256)
 """
 
-from ht2.data.datasets import eval_dataset, train_dataset
-from ht2.data.loader import make_loader
-from ht2.data.paths import cache_root
-from ht2.data.transforms import eval_transform, train_transform
+from ht2._lazy import lazy_exports
+
+_EXPORTS = {
+    "eval_dataset": "ht2.data.datasets",
+    "train_dataset": "ht2.data.datasets",
+    "make_loader": "ht2.data.loader",
+    "cache_root": "ht2.data.paths",
+    "eval_transform": "ht2.data.transforms",
+    "train_transform": "ht2.data.transforms",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "cache_root",

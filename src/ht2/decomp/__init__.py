@@ -1,13 +1,36 @@
 """Pure decomposition math: tensors in, factors out. No nn modules, no I/O."""
 
-from ht2.decomp.basis import left_singular, squared_singular_values
-from ht2.decomp.cp import CPFactors, cp_decompose, cp_fit_error, cp_max_rank, cp_reconstruct
-from ht2.decomp.ht2 import HT2Factors, HT2Ranks, ht2_decompose, ht2_ranks, ht2_reconstruct
-from ht2.decomp.ranks import check_energy, energy_rank
-from ht2.decomp.svd import LowRankFactors, spatial_svd, truncated_svd, tucker1
-from ht2.decomp.tucker2 import Tucker2Factors, Tucker2Ranks, tucker2_decompose, tucker2_reconstruct
-from ht2.decomp.unfoldings import has_unfoldings, rank_unfoldings
-from ht2.decomp.vbmf import evbmf_rank, evbmf_rank_of
+from ht2._lazy import lazy_exports
+
+_EXPORTS = {
+    "left_singular": "ht2.decomp.basis",
+    "squared_singular_values": "ht2.decomp.basis",
+    "CPFactors": "ht2.decomp.cp",
+    "cp_decompose": "ht2.decomp.cp",
+    "cp_fit_error": "ht2.decomp.cp",
+    "cp_max_rank": "ht2.decomp.cp",
+    "cp_reconstruct": "ht2.decomp.cp",
+    "HT2Factors": "ht2.decomp.ht2",
+    "HT2Ranks": "ht2.decomp.ht2",
+    "ht2_decompose": "ht2.decomp.ht2",
+    "ht2_ranks": "ht2.decomp.ht2",
+    "ht2_reconstruct": "ht2.decomp.ht2",
+    "check_energy": "ht2.decomp.ranks",
+    "energy_rank": "ht2.decomp.ranks",
+    "LowRankFactors": "ht2.decomp.svd",
+    "spatial_svd": "ht2.decomp.svd",
+    "truncated_svd": "ht2.decomp.svd",
+    "tucker1": "ht2.decomp.svd",
+    "Tucker2Factors": "ht2.decomp.tucker2",
+    "Tucker2Ranks": "ht2.decomp.tucker2",
+    "tucker2_decompose": "ht2.decomp.tucker2",
+    "tucker2_reconstruct": "ht2.decomp.tucker2",
+    "has_unfoldings": "ht2.decomp.unfoldings",
+    "rank_unfoldings": "ht2.decomp.unfoldings",
+    "evbmf_rank": "ht2.decomp.vbmf",
+    "evbmf_rank_of": "ht2.decomp.vbmf",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "CPFactors",

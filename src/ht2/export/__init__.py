@@ -1,8 +1,18 @@
 """Inference export: fold BatchNorms into the convs before them; write ONNX and check it."""
 
-from ht2.export.fold_bn import FoldReport, fold_batchnorms, fold_into_conv
-from ht2.export.onnx_export import OnnxCheck, check_onnx, export_onnx
-from ht2.export.ort import OrtRunner, require_onnx
+from ht2._lazy import lazy_exports
+
+_EXPORTS = {
+    "FoldReport": "ht2.export.fold_bn",
+    "fold_batchnorms": "ht2.export.fold_bn",
+    "fold_into_conv": "ht2.export.fold_bn",
+    "OnnxCheck": "ht2.export.onnx_export",
+    "check_onnx": "ht2.export.onnx_export",
+    "export_onnx": "ht2.export.onnx_export",
+    "OrtRunner": "ht2.export.ort",
+    "require_onnx": "ht2.export.ort",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "FoldReport",

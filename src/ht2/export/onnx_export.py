@@ -9,10 +9,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ht2.choices import DEFAULT_OPSET
 from ht2.errors import HT2Error
 from ht2.export.ort import OrtRunner, require_onnx
 
-DEFAULT_OPSET = 17
 CHECK_BATCH_SIZES = (1, 4)
 AGREEMENT = 1e-4  # max |ORT - PyTorch| over the largest |output|: float32 rounding is ~1e-6
 

@@ -1,16 +1,22 @@
 """Measures of what compression won: parameters, MACs, latency (and later accuracy)."""
 
-from ht2.metrics.counting import count_params, layer_macs, macs_under
-from ht2.metrics.flops import MacCount, count_macs
-from ht2.metrics.latency import (
-    LayerTiming,
-    Timing,
-    factorized_layers,
-    layer_input_shapes,
-    num_threads,
-    time_layers,
-    time_models,
-)
+from ht2._lazy import lazy_exports
+
+_EXPORTS = {
+    "count_params": "ht2.metrics.counting",
+    "layer_macs": "ht2.metrics.counting",
+    "macs_under": "ht2.metrics.counting",
+    "MacCount": "ht2.metrics.flops",
+    "count_macs": "ht2.metrics.flops",
+    "LayerTiming": "ht2.metrics.latency",
+    "Timing": "ht2.metrics.latency",
+    "factorized_layers": "ht2.metrics.latency",
+    "layer_input_shapes": "ht2.metrics.latency",
+    "num_threads": "ht2.metrics.latency",
+    "time_layers": "ht2.metrics.latency",
+    "time_models": "ht2.metrics.latency",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "LayerTiming",

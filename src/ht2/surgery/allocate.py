@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ht2.choices import ALLOCATIONS
 from ht2.errors import HT2Error
 from ht2.surgery.budget import Ranks, make_budget
 from ht2.surgery.compress import compress
@@ -29,8 +30,6 @@ from ht2.surgery.sensitivity import (
 )
 from ht2.surgery.spectrum import allocate_spectrum
 from ht2.surgery.targets import TOLERANCE, Target
-
-ALLOCATIONS = ("uniform", "spectrum", "sensitivity")
 
 
 @dataclass

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ht2.choices import SENSITIVITY_ENERGIES as CANDIDATES
 from ht2.errors import HT2Error
 from ht2.layers import factorize
 from ht2.surgery.budget import AllocLayer, Budget
@@ -27,7 +28,6 @@ from ht2.surgery.knapsack import Option, cheapest_total, choose
 from ht2.surgery.ranking import round_up
 from ht2.surgery.targets import TOLERANCE
 
-CANDIDATES = (0.2, 0.35, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 GRID_POINTS = 241  # energies per layer between the smallest candidate and 1 (CP: 41)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 

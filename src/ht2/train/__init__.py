@@ -1,9 +1,18 @@
 """Training and fine-tuning: one loop, schedules, checkpoints, torchrun, BN calibration."""
 
-from ht2.train.calibrate import recalibrate_batchnorm
-from ht2.train.config import RECIPES, TrainConfig, recipe_config
-from ht2.train.loop import evaluate, train_one_epoch
-from ht2.train.runner import RunResult, fit
+from ht2._lazy import lazy_exports
+
+_EXPORTS = {
+    "recalibrate_batchnorm": "ht2.train.calibrate",
+    "RECIPES": "ht2.train.config",
+    "TrainConfig": "ht2.train.config",
+    "recipe_config": "ht2.train.config",
+    "evaluate": "ht2.train.loop",
+    "train_one_epoch": "ht2.train.loop",
+    "RunResult": "ht2.train.runner",
+    "fit": "ht2.train.runner",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "RECIPES",

@@ -14,12 +14,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ht2.choices import AMP_NAMES
 from ht2.errors import HT2Error
 from ht2.metrics.accuracy import evaluate_accuracy
 from ht2.train.distill import distillation_loss
 from ht2.train.distributed import World, all_reduce_sum
 
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+AMP_DTYPES = dict(zip(AMP_NAMES, (torch.bfloat16, torch.float16), strict=True))
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-SCHEDULES = ("onecycle", "multistep", "step", "constant")
+from ht2.choices import SCHEDULES
 
 
 def build_optimizer(
