@@ -291,3 +291,151 @@ def test_cifar10_batches_under_a_root(tmp_path: Path, monkeypatch) -> None:
     cached = _all(eval_dataset(str(root), CIFAR, cache=True))
     assert torch.equal(plain[0], cached[0]) and torch.equal(plain[1], cached[1])
     assert plain[0].shape == (6, 3, 32, 32)
+
+
+# Trust: stray images, broken archives, pickled batches, one-class data
+
+
+def _stray_image(tree: Path, split: str, size: tuple[int, int] = (64, 48)) -> Path:
+    """Add one JPEG of another size to class b of `split` (sorted after the PNGs there)."""
+    import numpy as np
+
+    path = tree / split / "b" / "stray.jpg"
+    pixels = np.random.default_rng(1).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_cifar_eval_refuses_a_stray_image_by_name(tree: Path, cache: bool) -> None:
+    stray = _stray_image(tree, "test")
+    with pytest.raises(HT2Error) as caught:
+        eval_dataset(str(tree), CIFAR, cache=cache)
+    assert str(caught.value) == (
+        f"image {stray} is 64x48 but cifar10_resnet20 takes 32x32 like the other images in "
+        f"{tree / 'test'}; remove it or resize it"
+    )
+
+
+def test_cifar_train_refuses_a_stray_image_by_name(tree: Path) -> None:
+    stray = _stray_image(tree, "train", size=(20, 20))  # smaller than a padded random crop
+    with pytest.raises(HT2Error, match=f"image {stray} is 20x20 but cifar10_resnet20 takes"):
+        train_dataset(str(tree), CIFAR)
+
+
+def test_cifar_limit_checks_only_the_images_it_keeps(tree: Path) -> None:
+    _stray_image(tree, "test")
+    dataset = eval_dataset(str(tree), CIFAR, limit=3)
+    images, _ = next(iter(make_loader(dataset, 3, workers=0)))
+    assert "stray.jpg" not in " ".join(dataset.base.paths()[i] for i in dataset.indices)
+    assert images.shape == (3, 3, 32, 32)
+
+
+def test_cifar_folder_at_another_size_names_its_first_image(tmp_path: Path) -> None:
+    tree = write_image_tree(tmp_path / "big", ("test",), per_class=1, size=(64, 48))
+    with pytest.raises(HT2Error) as caught:
+        eval_dataset(str(tree), CIFAR)
+    assert str(caught.value) == (
+        f"images in {tree / 'test'} are 64x48 but cifar10_resnet20 takes 32x32 "
+        f"(first: {tree / 'test' / 'a' / '000.png'}); give a data set at the model's resolution"
+    )
+
+
+def test_imagenet_pipeline_resizes_a_stray_image(tree: Path) -> None:
+    _stray_image(tree, "test", size=(300, 40))
+    images, labels = next(iter(make_loader(eval_dataset(str(tree), ALEXNET), 13, workers=0)))
+    assert images.shape == (13, *ALEXNET.input_size) and len(labels) == 13
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00\x01 not a tar" * 400], ids=["empty", "random"])
+def test_archive_that_is_no_tar_is_one_line(tmp_path: Path, content: bytes) -> None:
+    archive = tmp_path / "data.tar.gz"
+    archive.write_bytes(content)
+    with pytest.raises(HT2Error) as caught:
+        eval_dataset(str(archive), CIFAR)
+    assert str(caught.value) == (
+        f"cannot extract {archive}: it is not a tar archive (plain, gzip, bzip2 or xz); "
+        "check the file, or download it again"
+    )
+
+
+def test_plain_tar_named_tar_gz_still_extracts(tree: Path) -> None:
+    archive = tree.parent / "plain.tar.gz"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(tree, arcname="plain")
+    assert len(eval_dataset(str(archive), CIFAR)) == 12
+
+
+def test_corrupt_gzip_archive_is_refused_not_half_extracted(
+    tree: Path, _private_cache: Path
+) -> None:
+    import gzip
+    import io
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        tar.add(tree, arcname="data")
+    packed = bytearray(gzip.compress(raw.getvalue()))
+    packed[-8] ^= 0xFF  # the CRC that gzip checks only at the end of the stream
+    archive = tree.parent / "crc.tar.gz"
+    archive.write_bytes(bytes(packed))
+    with pytest.raises(HT2Error) as caught:
+        eval_dataset(str(archive), CIFAR)
+    message = str(caught.value)
+    assert message.startswith(f"cannot extract {archive}: it is corrupt or truncated (CRC")
+    assert "\n" not in message
+    assert not list((_private_cache / "extracted").iterdir())
+
+
+def test_planted_cifar10_batch_is_never_unpickled(tmp_path: Path, monkeypatch) -> None:
+    """torchvision checks each batch's published MD5 before unpickling it."""
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "payload-ran"), "w"))
+
+    root = _fake_cifar10_batches(tmp_path / "batches")
+    import pickle
+
+    (root / "cifar-10-batches-py" / "test_batch").write_bytes(pickle.dumps(Payload()))
+
+    def offline(*args, **kwargs):
+        raise URLError("offline")
+
+    monkeypatch.setattr("torchvision.datasets.cifar.download_and_extract_archive", offline)
+    with pytest.raises(HT2Error, match="could not be downloaded"):
+        eval_dataset(f"cifar10:{root}", CIFAR)
+    assert not (tmp_path / "payload-ran").exists()
+
+
+@pytest.fixture
+def one_class(tmp_path: Path) -> Path:
+    return write_image_tree(tmp_path / "one", classes=("a",), per_class=2)
+
+
+def test_evaluate_and_calibrate_refuse_one_class_data_alike(
+    one_class: Path, tmp_path: Path, capsys
+) -> None:
+    import ht2
+    from ht2.cli.main import main
+
+    model = models.create("cifar10_resnet20")
+    ht2.save(model, tmp_path / "model")
+    expected = "has 1 class folders but cifar10_resnet20 predicts 10 classes"
+    evaluate = ["evaluate", "cifar10_resnet20", "--pretrained", "--data", str(one_class)]
+    calibrate = ["calibrate", str(tmp_path / "model"), "--data", str(one_class)]
+    for argv in (evaluate, calibrate + ["--out", str(tmp_path / "out")]):
+        assert main([*argv, "--workers", "0"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and expected in err, argv
+    assert not (tmp_path / "out").exists()
+
+
+def test_check_classes_counts_the_models_own_classes(one_class: Path) -> None:
+    from ht2.data.datasets import check_classes
+
+    dataset = train_dataset(str(one_class), CIFAR)
+    one = models.create("cifar10_resnet20", num_classes=1)
+    check_classes(dataset, one, CIFAR, "one-class model")
+    with pytest.raises(HT2Error, match=f"^{dataset.location} has 1 class folders but ten"):
+        check_classes(dataset, models.create("cifar10_resnet20"), CIFAR, "ten")

@@ -288,13 +288,22 @@ def test_pretrained_offline_message(tmp_path: Path, monkeypatch) -> None:
     )
 
 
-def _put_in_hub_cache(tmp_path: Path, name: str, state: dict[str, torch.Tensor]) -> None:
+def _put_in_hub_cache(
+    tmp_path: Path, name: str, state: dict[str, torch.Tensor], monkeypatch
+) -> None:
+    """Cache `state` named by its own sha256 prefix, as torch.hub names files, and publish it."""
+    import hashlib
+
     import torchvision.models
 
-    url = torchvision.models.get_model_weights(name).DEFAULT.url
+    weights = torchvision.models.get_model_weights(name).DEFAULT
     cache = tmp_path / "checkpoints"
     cache.mkdir(exist_ok=True)
-    torch.save(state, cache / url.rsplit("/", 1)[-1])
+    staged = cache / "staged.pth"
+    torch.save(state, staged)
+    filename = f"{name}-{hashlib.sha256(staged.read_bytes()).hexdigest()[:8]}.pth"
+    staged.rename(cache / filename)
+    monkeypatch.setattr(weights.value, "url", f"https://download.pytorch.org/models/{filename}")
 
 
 def test_pretrained_from_hub_cache(tmp_path: Path, monkeypatch) -> None:
@@ -303,7 +312,7 @@ def test_pretrained_from_hub_cache(tmp_path: Path, monkeypatch) -> None:
     import torchvision.models
 
     state = torchvision.models.resnet18().state_dict()
-    _put_in_hub_cache(tmp_path, "resnet18", state)
+    _put_in_hub_cache(tmp_path, "resnet18", state, monkeypatch)
     model = models.create("imagenet_resnet18", weights="pretrained")
     _assert_same_state(model, state)
     assert model.ht2_arch == {"name": "resnet18", "kwargs": {}, "weights": "pretrained"}
@@ -321,7 +330,7 @@ def test_googlenet_defaults_and_pretrained_rebuild(tmp_path: Path, monkeypatch) 
     import torchvision.models
 
     published = torchvision.models.googlenet(aux_logits=True, init_weights=False)
-    _put_in_hub_cache(tmp_path, "googlenet", published.state_dict())
+    _put_in_hub_cache(tmp_path, "googlenet", published.state_dict(), monkeypatch)
     model = models.create("imagenet_googlenet", weights="pretrained")
     assert model.aux1 is None and model.transform_input
     assert model.ht2_arch == {

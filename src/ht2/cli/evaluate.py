@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    import torch
+from typing import Any
 
 from ht2.cli.common import is_model_dir, load_model_or_dir
 from ht2.errors import HT2Error
@@ -116,12 +113,6 @@ def _weights(args: argparse.Namespace) -> str | None:
     return args.weights or ("pretrained" if args.pretrained else None)
 
 
-def _classes(model: torch.nn.Module, entry: Any) -> int:
-    """How many classes the model predicts: its build arguments, else its registry entry."""
-    arch = getattr(model, "ht2_arch", None) or {}
-    return int((arch.get("kwargs") or {}).get("num_classes", entry.num_classes))
-
-
 def _rounded(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
@@ -144,6 +135,7 @@ def _summary(args: argparse.Namespace, device: str, dataset: Any, result: dict[s
 def run(args: argparse.Namespace) -> int:
     # Imported here: torchvision's import would slow every other `ht2` command's start.
     from ht2.data import eval_dataset, make_loader
+    from ht2.data.datasets import check_classes
     from ht2.data.loader import check_batch_size, check_workers
     from ht2.device import resolve_device
     from ht2.metrics.accuracy import evaluate_accuracy
@@ -155,11 +147,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model, entry = load_model_or_dir(args.model, _weights(args))
     dataset = eval_dataset(args.data, entry, split=args.split, limit=args.limit, cache=args.cache)
-    if len(dataset.classes) != _classes(model, entry):
-        raise HT2Error(
-            f"{dataset.location} has {len(dataset.classes)} class folders but {args.model} "
-            f"predicts {_classes(model, entry)} classes; give a data set with its classes"
-        )
+    check_classes(dataset, model, entry, args.model)
     loader = make_loader(dataset, args.batch_size, workers=args.workers)
     result = evaluate_accuracy(
         model, loader, device=device, progress=not args.json, desc=entry.name

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import lzma
 import os
 import shutil
 import tarfile
 import tempfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from ht2.data.paths import cache_root
 from ht2.errors import HT2Error
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+_CHUNK = 1 << 20
 
 
 def is_archive(path: Path) -> bool:
@@ -39,26 +42,52 @@ def extract_to(archive: Path, target: Path) -> Path:
     """Extract `archive` into `target` unless it is already there; all or nothing.
 
     Extraction goes to a temporary folder beside `target` that is renamed into place, so an
-    interrupted run or a concurrent one never leaves a half-extracted `target`.
+    interrupted run or a concurrent one never leaves a half-extracted `target`. Any tar is
+    accepted whatever its name says (plain, gzip, bzip2, xz); anything else, or a corrupt or
+    truncated one, is an HT2Error naming the file.
     """
     if target.is_dir():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
-        with tarfile.open(archive) as tar:
-            _check_members(tar, archive)
-            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-            tar.extractall(staging, **safe)
+        _extract_checked(archive, staging)
         os.replace(staging, target)
-    except (tarfile.TarError, EOFError) as error:
-        raise HT2Error(f"cannot extract {archive}: {error}") from None
     except OSError:
         if not target.is_dir():  # not a concurrent extraction that finished first
             raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _extract_checked(archive: Path, staging: Path) -> None:
+    """Extract every member into `staging`, then read the stream to its end.
+
+    tarfile stops quietly at a damaged header, and gzip checks its CRC only at the end of the
+    stream: reading to the end turns a corrupt archive into an error, not half a data set.
+    """
+    try:
+        tar = tarfile.open(archive)
+    except tarfile.TarError:
+        raise HT2Error(
+            f"cannot extract {archive}: it is not a tar archive (plain, gzip, bzip2 or xz); "
+            "check the file, or download it again"
+        ) from None
+    try:
+        with tar:
+            _check_members(tar, archive)
+            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            tar.extractall(staging, **safe)
+            while tar.fileobj.read(_CHUNK):
+                pass
+    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as error:
+        if isinstance(error, OSError) and error.errno is not None:
+            raise  # the file system (disk full, permissions), not the archive
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise HT2Error(
+            f"cannot extract {archive}: it is corrupt or truncated ({reason}); download it again"
+        ) from None
 
 
 def extract_once(archive: Path) -> Path:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image
+from torch import nn
 from torch.utils.data import Dataset
 
 from ht2.data.cache import (
@@ -61,21 +62,52 @@ def _open_split(data: str, split: str | None, transform: Callable[..., Any]) -> 
     return _Split(source, base, classes, name, str(folder), base.paths)
 
 
-def _check_size(opened: _Split, entry: ModelEntry) -> None:
-    """CIFAR models take images as they are: refuse a folder at another resolution."""
+def _check_sizes(opened: _Split, entry: ModelEntry, indices: list[int]) -> None:
+    """CIFAR models take images as they are (no resize): refuse any other size, by file.
+
+    Every image to be used is checked, from its header only, before any is decoded: one stray
+    image would otherwise stop a run at collation. Refusing it names the file; resizing it
+    quietly would feed the model one image unlike the rest. ImageNet-style transforms resize
+    and crop, so any size does for them.
+    """
     if not is_cifar(entry) or not isinstance(opened.base, ImageFiles):
         return
-    path = opened.base.samples[0][0]
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-    except DECODE_ERRORS:
-        return  # counted and skipped when it is loaded
     _, want_h, want_w = entry.input_size
-    if (height, width) != (want_h, want_w):
+    first = True
+    for index in indices:
+        path = opened.base.samples[index][0]
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+        except DECODE_ERRORS:
+            continue  # counted and skipped when it is loaded
+        if (height, width) == (want_h, want_w):
+            first = False
+        elif first:
+            raise HT2Error(
+                f"images in {opened.location} are {width}x{height} but {entry.name} takes "
+                f"{want_w}x{want_h} (first: {path}); give a data set at the model's resolution"
+            )
+        else:
+            raise HT2Error(
+                f"image {path} is {width}x{height} but {entry.name} takes {want_w}x{want_h} "
+                f"like the other images in {opened.location}; remove it or resize it"
+            )
+
+
+def check_classes(dataset: Dataset, model: nn.Module, entry: ModelEntry, label: str) -> None:
+    """HT2Error unless `dataset` has one class folder per class `model` predicts.
+
+    The model's count is its build argument num_classes, else its registry entry's. `label`
+    names the model in the message (a name or a folder, as the user gave it).
+    """
+    arch = getattr(model, "ht2_arch", None) or {}
+    predicts = int((arch.get("kwargs") or {}).get("num_classes", entry.num_classes))
+    found = len(dataset.classes)
+    if found != predicts:
         raise HT2Error(
-            f"images in {opened.location} are {width}x{height} but {entry.name} takes "
-            f"{want_w}x{want_h}; give a data set at the model's resolution"
+            f"{dataset.location} has {found} class folders but {label} predicts {predicts} "
+            "classes; give a data set with its classes"
         )
 
 
@@ -97,15 +129,16 @@ def eval_dataset(
     cifar10[:ROOT]. `split` defaults to test, else val. `limit` keeps that many images,
     class-balanced and the same on every call. `cache` decodes the split once into a
     safetensors file under cache_root(), so later calls load it in a fraction of a second.
+    CIFAR models take images unresized: one at another size is an HT2Error naming it.
     The result has .classes, .targets, .split and .location.
     """
     transform = eval_transform(entry)
     if limit is not None:
         balanced_indices([], limit)  # refuse a bad limit before any scanning
     opened = _open_split(data, split, transform.pixels if cache else transform)
-    _check_size(opened, entry)
     indices = balanced_indices(opened.base.targets, limit)
     if not cache:
+        _check_sizes(opened, entry, indices)
         return SplitDataset(opened.base, indices, opened.classes, opened.split, opened.location)
     key = {
         "data": str(opened.source.root.resolve()),
@@ -118,6 +151,7 @@ def eval_dataset(
     path = cache_file(key, f"{opened.source.root.resolve().name}-{opened.split}")
     cached = read_cache(path, key, transform.normalise)
     if cached is None:
+        _check_sizes(opened, entry, indices)  # a cached split passed this check when decoded
         pixels_only = SplitDataset(
             opened.base, indices, opened.classes, opened.split, opened.location
         )
@@ -142,6 +176,6 @@ def train_dataset(
         balanced_indices([], limit)
     transform = train_transform(entry) if augment else eval_transform(entry)
     opened = _open_split(data, "train", transform)
-    _check_size(opened, entry)
     indices = balanced_indices(opened.base.targets, limit)
+    _check_sizes(opened, entry, indices)
     return SplitDataset(opened.base, indices, opened.classes, opened.split, opened.location)

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import os
-import re
+from collections.abc import Iterator
 from typing import Any
-from urllib.error import URLError
-from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
 from ht2.errors import HT2Error
 from ht2.models.entry import IMAGENET_MEAN, IMAGENET_STD, ModelEntry
+from ht2.models.published import hub_state_dict
 
 # Defaults that give a plain classifier: no auxiliary heads, explicit init (no FutureWarning).
 _AUX_MODELS = ("googlenet", "inception_v3")
 _AUX_DEFAULTS = {"aux_logits": False, "init_weights": True}
-_HASH = re.compile(r"-([a-f0-9]*)\.")
 
 
 @functools.lru_cache(maxsize=1)
@@ -55,18 +53,24 @@ def build_torchvision(name: str, **kwargs: Any) -> nn.Module:
 
 
 def pretrained_torchvision(name: str, kwargs: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
-    """Build torchvision model `name` with its DEFAULT weights; also return rebuild kwargs."""
+    """Build torchvision model `name` with its DEFAULT weights; also return rebuild kwargs.
+
+    torchvision builds the model and loads the weights itself, so that its per-model fixes
+    (DenseNet's old key names, GoogLeNet's and Inception's transform_input and auxiliary heads,
+    ViT's image size) keep working; only the reading of the file is ours (`_checked_reading`).
+    """
     import torchvision.models
 
     weights = torchvision.models.get_model_weights(name).DEFAULT
-    _download(name, weights.url)
+    state = hub_state_dict(weights.url, f"torchvision's pretrained weights for '{name}'")
     call = dict(kwargs)
     call.pop("init_weights", None)  # torchvision forbids init_weights=True with weights
     keep_aux = bool(call.pop("aux_logits", False)) if name in _AUX_MODELS else False
     if keep_aux:
         call["aux_logits"] = True
     try:
-        model = torchvision.models.get_model(name, weights=weights, **call)
+        with _checked_reading(weights.url, state):
+            model = torchvision.models.get_model(name, weights=weights, **call)
     except (TypeError, ValueError) as exc:
         raise HT2Error(
             f"cannot build {name} with pretrained weights and options {kwargs}: {exc}"
@@ -88,18 +92,26 @@ def _drop_aux(model: nn.Module) -> None:
             setattr(model, attr, None)
 
 
-def _download(name: str, url: str) -> None:
-    """Fetch url into torch's hub cache (where torchvision looks) unless it is already there."""
-    filename = os.path.basename(urlparse(url).path)
-    cached = os.path.join(torch.hub.get_dir(), "checkpoints", filename)
-    if os.path.exists(cached):
-        return
-    match = _HASH.search(filename)
+@contextlib.contextmanager
+def _checked_reading(url: str, state: dict[str, torch.Tensor]) -> Iterator[None]:
+    """Let torchvision's weights enum receive `state` (read and checked) instead of the file.
+
+    Every torchvision classifier reads its weights through `WeightsEnum.get_state_dict`, which
+    calls `load_state_dict_from_url` as imported into torchvision.models._api: torch.hub's, which
+    unpickles without weights_only and re-checks no hash once a file is cached. For the call
+    that builds the model that name serves `state`, which hub_state_dict checked and read
+    without running code; any other URL is an HT2Error, never a fallback to torch.hub.
+    """
+    from torchvision.models import _api
+
+    def serve(requested: str, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        if requested != url:
+            raise HT2Error(f"torchvision asked for weights {requested}, not {url}; not loading")
+        return state
+
+    original = _api.load_state_dict_from_url
+    _api.load_state_dict_from_url = serve
     try:
-        os.makedirs(os.path.dirname(cached), exist_ok=True)
-        torch.hub.download_url_to_file(url, cached, match.group(1) if match else None)
-    except (URLError, OSError, RuntimeError):
-        raise HT2Error(
-            f"could not download torchvision's pretrained weights for '{name}' (offline?): "
-            "pass --weights FILE or --random-init"
-        ) from None
+        yield
+    finally:
+        _api.load_state_dict_from_url = original

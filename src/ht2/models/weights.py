@@ -15,6 +15,8 @@ from ht2.errors import HT2Error
 
 TORCH_SUFFIXES = (".pth", ".pt", ".th", ".bin")
 SAFETENSORS_SUFFIX = ".safetensors"
+REMEDY_SAVE = "re-save it as a plain state dict or .safetensors"
+REMEDY_DELETE = "delete it to download it again"
 _SHOWN_KEYS = 5
 
 
@@ -27,7 +29,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         raise HT2Error(f"weights file {file} is not a file; pass the path of a weights file")
     suffix = file.suffix.lower()
     if suffix in TORCH_SUFFIXES:
-        obj = _load_torch(file)
+        obj = _load_torch(file, REMEDY_SAVE)
     elif suffix == SAFETENSORS_SUFFIX:
         obj = _load_safetensors(file)
     else:
@@ -38,14 +40,29 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     return _extract_state_dict(obj, file)
 
 
-def _load_torch(file: Path) -> Any:
+def read_cached_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Read published weights from a download cache: safetensors, else a torch pickle.
+
+    Cached files keep their publisher's name (`resnet18-f37072fd.pth`, `pytorch_model.bin`,
+    `x.pth.tar`), so only `.safetensors` decides the format; everything else goes through
+    torch.load with weights_only=True, which refuses any pickle that would run code.
+    """
+    file = Path(path)
+    if file.name.lower().endswith(SAFETENSORS_SUFFIX):
+        obj = _load_safetensors(file)
+    else:
+        obj = _load_torch(file, REMEDY_DELETE)
+    return _extract_state_dict(obj, file)
+
+
+def _load_torch(file: Path, remedy: str) -> Any:
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "weights only" in str(exc).lower():
             raise HT2Error(
                 f"weights file {file} is a pickle that weights_only loading refuses (it may run "
-                "code); re-save it as a plain state dict or .safetensors"
+                f"code); {remedy}"
             ) from None
         raise _corrupt(file, exc) from None
     except PermissionError:
