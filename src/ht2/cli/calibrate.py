@@ -61,9 +61,11 @@ def calibrate_on_train_images(
 ) -> int:
     """Recalibrate `model`'s BatchNorms on `images` class-balanced training images."""
     from ht2.data import make_loader, train_dataset  # torchvision: only when data is read
+    from ht2.data.datasets import check_classes
     from ht2.train import recalibrate_batchnorm
 
     dataset = train_dataset(data, entry, augment=False, limit=images)
+    check_classes(dataset, model, entry, entry.name)
     if len(dataset) < images:
         print(
             f"note: only {len(dataset)} training images available for calibration", file=sys.stderr
@@ -74,9 +76,12 @@ def calibrate_on_train_images(
 
 def _accuracy(model: nn.Module, entry: ModelEntry, data: str, args) -> dict:
     from ht2.data import eval_dataset, make_loader
+    from ht2.data.datasets import check_classes
     from ht2.metrics.accuracy import evaluate_accuracy
 
-    loader = make_loader(eval_dataset(data, entry, cache=True), args.batch_size, args.workers)
+    dataset = eval_dataset(data, entry, cache=True)
+    check_classes(dataset, model, entry, entry.name)
+    loader = make_loader(dataset, args.batch_size, args.workers)
     return evaluate_accuracy(model, loader, "cpu", progress=not args.json)
 
 
