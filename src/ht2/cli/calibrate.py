@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 from ht2 import models
 from ht2.cli.common import add_output_folder
+from ht2.cli.number_args import non_negative_int, positive_int
 
 EXAMPLES = """examples:
   ht2 calibrate out/r20-e0.9 --data ~/data/cifar10 --out out/r20-e0.9-cal
@@ -40,12 +41,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--images",
-        type=int,
+        type=positive_int,
         default=2048,
         help="training images to use, class-balanced (default: 2048)",
     )
-    parser.add_argument("--batch-size", type=int, default=256, help="batch size (default: 256)")
-    parser.add_argument("--workers", type=int, default=2, help="data workers (default: 2)")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=256, help="batch size (default: 256)"
+    )
+    parser.add_argument(
+        "--workers", type=non_negative_int, default=2, help="data workers (default: 2)"
+    )
     parser.add_argument(
         "--evaluate",
         action="store_true",

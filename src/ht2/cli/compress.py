@@ -18,7 +18,6 @@ from ht2.cli.calibrate import calibrate_on_train_images
 from ht2.cli.common import (
     add_model_source,
     add_output_folder,
-    energy_value,
     example_input,
     model_from_args,
 )
@@ -29,6 +28,7 @@ from ht2.cli.data_aware_args import (
     data_aware_or_plain,
 )
 from ht2.cli.latency_args import add_latency_args, apply_latency_aware, check_latency_args
+from ht2.cli.number_args import positive_int
 from ht2.cli.rank_args import add_rank_args, rank_options
 from ht2.cli.tables import report_table
 from ht2.errors import HT2Error
@@ -50,13 +50,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_source(parser)
-    parser.add_argument(
-        "--energy",
-        type=energy_value,
-        default=0.9,
-        help="fraction of singular-value energy each rank keeps, in (0, 1]; "
-        "lower is smaller (default: 0.9)",
-    )
     parser.add_argument(
         "--method",
         choices=METHODS,
@@ -99,7 +92,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--calib-images",
-        type=int,
+        type=positive_int,
         default=None,
         help="training images for --calibrate (default: 2048), --data-aware (default: 512) or "
         "--allocate sensitivity (default: 256)",

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
 
 from ht2 import models
 from ht2.cli.calibrate import calibrate_on_train_images
+from ht2.cli.number_args import fraction, positive_float, positive_int
 from ht2.cli.training_args import add_training_args, config_from_args
 from ht2.errors import HT2Error
 
@@ -48,13 +49,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--temperature",
         dest="distill_temperature",
-        type=float,
+        type=positive_float,
         help="distillation temperature (default: 4.0)",
     )
     parser.add_argument(
         "--distill-weight",
-        type=float,
-        help="share of the distillation term in the loss (default: 0.5)",
+        type=fraction,
+        help="share of the distillation term in the loss, in [0, 1] (default: 0.5)",
     )
     parser.add_argument(
         "--no-calibrate",
@@ -64,7 +65,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--calib-images",
-        type=int,
+        type=positive_int,
         default=2048,
         help="training images for the calibration (default: 2048)",
     )

@@ -13,18 +13,8 @@ if TYPE_CHECKING:
     from ht2.surgery import CompressionReport
     from ht2.surgery.latency_aware import FormChoices
 
+from ht2.cli.number_args import positive_int
 from ht2.cli.tables import render
-
-
-def positive_int(text: str) -> int:
-    """argparse type for a count of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"want a whole number of at least 1, got {text}")
-    return value
 
 
 def add_latency_args(parser: argparse.ArgumentParser) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import math
 from typing import Any
 
 from ht2.choices import RANK_RULES
+from ht2.cli.common import energy_value
+from ht2.cli.number_args import non_negative_int, positive_int
 from ht2.io.rank_file import read_rank_file
 from ht2.surgery.targets import Target, parse_factor
 
@@ -17,34 +19,28 @@ def reduction_factor(text: str) -> float:
         value = parse_factor(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"a reduction factor must be finite, got {text!r}")
     if not value > 1:
         raise argparse.ArgumentTypeError(f"a reduction factor must be above 1, got {text!r}")
     return value
 
 
-def _whole_number(low: int, wanted: str) -> Callable[[str], int]:
-    """An argparse type: an integer of at least `low`, else "expected `wanted`, got ..."."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = low - 1
-        if value < low:
-            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
-        return value
-
-    return parse
-
-
-positive_int = _whole_number(1, "a positive integer")
-sweep_count = _whole_number(0, "a whole number >= 0")
+sweep_count = non_negative_int  # the name other commands import
 
 
 def add_rank_args(parser: argparse.ArgumentParser) -> None:
-    """--target-params/--target-macs, --ranks, --rank-rule, --round-ranks, --refine-sweeps."""
+    """--energy or --target-params/--target-macs (one of them: a target chooses the energy),
+    --ranks, --rank-rule, --round-ranks, --refine-sweeps."""
     group = parser.add_argument_group("rank choice (default: the energy rule at --energy)")
     targets = group.add_mutually_exclusive_group()
+    targets.add_argument(
+        "--energy",
+        type=energy_value,
+        default=0.9,
+        help="fraction of singular-value energy each rank keeps, in (0, 1]; lower is smaller; "
+        "not with --target-params/--target-macs, which choose it (default: 0.9)",
+    )
     targets.add_argument(
         "--target-params",
         type=reduction_factor,

@@ -5,15 +5,16 @@ from __future__ import annotations
 import argparse
 
 from ht2.choices import AMP_NAMES, SCHEDULES
+from ht2.cli.number_args import (
+    below_one,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    real_number,
+)
 from ht2.errors import HT2Error
 from ht2.train.config import RECIPES, TrainConfig, recipe_config
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def _milestones(text: str) -> list[int]:
@@ -42,9 +43,9 @@ def add_training_args(parser: argparse.ArgumentParser, default_recipe: str | Non
         default=default_recipe,
         help=f"preset of the options below; flags override it (default: {default_recipe})",
     )
-    add("--epochs", type=_positive_int, help=f"epochs (default: {d.epochs})")
-    add("--lr", type=float, help=f"peak learning rate (default: {d.lr})")
-    add("--momentum", type=float, help=f"SGD momentum (default: {d.momentum})")
+    add("--epochs", type=positive_int, help=f"epochs (default: {d.epochs})")
+    add("--lr", type=positive_float, help=f"peak learning rate (default: {d.lr})")
+    add("--momentum", type=below_one, help=f"SGD momentum (default: {d.momentum})")
     add(
         "--nesterov",
         action=argparse.BooleanOptionalAction,
@@ -53,12 +54,12 @@ def add_training_args(parser: argparse.ArgumentParser, default_recipe: str | Non
     add(
         "--wd",
         dest="weight_decay",
-        type=float,
+        type=non_negative_float,
         help=f"weight decay, not applied to biases and norms (default: {d.weight_decay})",
     )
     add(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         help=f"global batch, split across torchrun processes (default: {d.batch_size})",
     )
     add("--schedule", choices=SCHEDULES, help=f"learning-rate schedule (default: {d.schedule})")
@@ -70,14 +71,18 @@ def add_training_args(parser: argparse.ArgumentParser, default_recipe: str | Non
     )
     add(
         "--step-size",
-        type=_positive_int,
+        type=positive_int,
         help=f"epochs between step decays (default: {d.step_size})",
     )
-    add("--gamma", type=float, help=f"decay factor of multistep/step (default: {d.gamma})")
-    add("--label-smoothing", type=float, help=f"label smoothing (default: {d.label_smoothing})")
+    add(
+        "--gamma",
+        type=real_number(0.0, 1.0, above=True),
+        help=f"decay factor of multistep/step, in (0, 1] (default: {d.gamma})",
+    )
+    add("--label-smoothing", type=below_one, help=f"label smoothing (default: {d.label_smoothing})")
     add(
         "--max-steps",
-        type=_positive_int,
+        type=positive_int,
         help="stop after this many optimiser steps, for smoke runs (default: no limit)",
     )
     add("--amp", choices=["none", *AMP_NAMES], help=f"mixed precision on CUDA (default: {d.amp})")
@@ -86,22 +91,26 @@ def add_training_args(parser: argparse.ArgumentParser, default_recipe: str | Non
         action=argparse.BooleanOptionalAction,
         help=f"channels_last memory format (default: {d.channels_last})",
     )
-    add("--clip-grad", type=float, help="clip the gradient norm to this (default: off)")
-    add("--lighting", type=float, help=f"PCA lighting noise std (default: {d.lighting})")
+    add("--clip-grad", type=positive_float, help="clip the gradient norm to this (default: off)")
+    add(
+        "--lighting",
+        type=non_negative_float,
+        help=f"PCA lighting noise std (default: {d.lighting})",
+    )
     add("--seed", type=int, help=f"random seed (default: {d.seed})")
     add(
         "--workers",
-        type=int,
+        type=non_negative_int,
         help=f"data loading processes per training process (default: {d.workers})",
     )
     add(
         "--train-limit",
-        type=_positive_int,
+        type=positive_int,
         help="use only this many training images, class-balanced (default: all)",
     )
     add(
         "--eval-limit",
-        type=_positive_int,
+        type=positive_int,
         help="evaluate on this many images, class-balanced (default: all)",
     )
     add("--device", choices=["auto", "cpu", "cuda"], help=f"where to train (default: {d.device})")

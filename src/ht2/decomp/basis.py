@@ -4,7 +4,8 @@
 what the decompositions use: it works in float32 when the weights are float32 (Gram matrix of
 the smaller side, symmetric eigen-solve) and falls back to the float64 spectrum only when the
 energy rank sits too close to its threshold for float32 to decide it, so every rank equals
-the one of the exact rule.
+the one of the exact rule. Every matrix is first divided by a power of two near its largest
+entry (`normalized`), so weights of any scale neither overflow nor underflow.
 """
 
 from __future__ import annotations
@@ -34,6 +35,33 @@ def squared_singular_values(matrix: torch.Tensor) -> torch.Tensor:
     """Squared singular values of `matrix` in float64, largest first (no vectors)."""
     a = matrix.detach().to(torch.float64)
     return _squared_singular_values(a)
+
+
+def normalized(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(`tensor` times 2**-e, e), the largest magnitude of the result in [0.5, 1).
+
+    The decompositions work on the result and scale one factor back by 2**e, so a kernel
+    times 1e30 or 1e-30 neither overflows nor underflows in its Gram matrices; a power of two
+    scales exactly. Zero or empty tensors come back as they are (e = 0); NaN or Inf entries
+    raise ValueError, as no factors can stand for them.
+    """
+    if tensor.numel() == 0:
+        return tensor, 0
+    peak = float(tensor.detach().abs().max())
+    if not math.isfinite(peak):
+        raise ValueError("cannot decompose weights that hold NaN or Inf entries")
+    if peak == 0.0:
+        return tensor, 0
+    exponent = math.frexp(peak)[1]
+    return times_power_of_two(tensor, -exponent), exponent
+
+
+def times_power_of_two(tensor: torch.Tensor, exponent: int) -> torch.Tensor:
+    """`tensor` times 2**`exponent`, in two steps so that neither power leaves float32's range."""
+    if exponent == 0:
+        return tensor
+    half = exponent // 2
+    return tensor * 2.0**half * 2.0 ** (exponent - half)
 
 
 def working_dtype(tensor: torch.Tensor) -> torch.dtype:
@@ -102,19 +130,39 @@ def _undecided(s2: torch.Tensor, energy: float, rank: int, inner: int) -> bool:
 
 
 def _left_singular(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Wide or nearly square: eigh of the Gram of the rows; tall: QR, then eigh of R R^T."""
+    """Wide or nearly square: eigh of the Gram of the rows; tall: QR, then eigh of R R^T.
+
+    Computed on the normalized matrix, the squared singular values scaled back (float64).
+    """
+    a, exponent = normalized(a)
     m, n = a.shape
     k = min(m, n)
     if m <= 2 * n:
-        eigenvalues, vectors = torch.linalg.eigh(gram(a))
+        eigenvalues, vectors = _eigh(gram(a))
         u, s2 = vectors.flip(1)[:, :k], eigenvalues.flip(0)[:k]
     else:
         q, r = torch.linalg.qr(a)
-        eigenvalues, vectors = torch.linalg.eigh(gram(r))
+        eigenvalues, vectors = _eigh(gram(r))
         u, s2 = q @ vectors.flip(1), eigenvalues.flip(0)
-    return u, s2.to(torch.float64).clamp_min(0)
+    return u, times_power_of_two(s2.to(torch.float64).clamp_min(0), 2 * exponent)
 
 
 def _squared_singular_values(a: torch.Tensor) -> torch.Tensor:
+    a, exponent = normalized(a)
     g = gram(a) if a.shape[0] <= a.shape[1] else gram(a.T)
-    return torch.linalg.eigvalsh(g).flip(0).to(torch.float64).clamp_min(0)
+    s2 = _eigh(g, vectors=False)[0].flip(0).to(torch.float64).clamp_min(0)
+    return times_power_of_two(s2, 2 * exponent)
+
+
+def _eigh(g: torch.Tensor, vectors: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Eigenvalues (ascending) and, if asked, vectors of a symmetric matrix; a float32 solve
+    that fails to converge (nearly repeated eigenvalues) is redone in float64."""
+    try:
+        if vectors:
+            return torch.linalg.eigh(g)
+        return torch.linalg.eigvalsh(g), None
+    except torch.linalg.LinAlgError:
+        if g.dtype == torch.float64:
+            raise
+    values, found = _eigh(g.to(torch.float64), vectors)
+    return values.to(g.dtype), None if found is None else found.to(g.dtype)

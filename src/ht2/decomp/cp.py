@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ht2.decomp.basis import left_singular
+from ht2.decomp.basis import left_singular, normalized, times_power_of_two
 from ht2.decomp.ranks import check_energy
 
 
@@ -112,13 +112,14 @@ def cp_decompose(
     relative error moves by less than `tol`. With `energy`, the rank is the smallest R in
     [1, cp_max_rank] whose relative error^2 is at most 1 - energy, found by bisection with
     `search_iter`-sweep fits (R_max when none is); the final fit uses the full budget.
-    Computed in float64, returned in the kernel's dtype; `rel_error` is the final true error.
+    Computed in float64 on the kernel divided by a power of two near its largest entry (U_out
+    takes it back), returned in the kernel's dtype; `rel_error` is the final true error.
     """
     if kernel.dim() != 4:
         raise ValueError(f"CP needs a 4-D kernel, got shape {tuple(kernel.shape)}")
     if (energy is None) == (rank is None):
         raise ValueError("give exactly one of energy or rank")
-    x = kernel.detach().to(torch.float64)
+    x, exponent = normalized(kernel.detach().to(torch.float64))
     if rank is not None:
         if rank < 1:
             raise ValueError(f"rank must be >= 1, got {rank}")
@@ -139,6 +140,7 @@ def cp_decompose(
                     low = middle + 1
         chosen = high
     factors, rel_error = _als(x, chosen, max_iter, tol, ridge)
+    factors[0] = times_power_of_two(factors[0], exponent)
     dtype = kernel.dtype
     u_out, u_in, vertical, horizontal = (f.to(dtype) for f in factors)
     return CPFactors(u_out, u_in, vertical, horizontal, chosen, rel_error)
@@ -150,7 +152,7 @@ def cp_fit_error(
     """Relative error of a short rank-`rank` ALS fit: what the energy rank search compares."""
     if rank < 1:
         raise ValueError(f"rank must be >= 1, got {rank}")
-    return _als(kernel.detach().to(torch.float64), rank, max_iter, tol, ridge)[1]
+    return _als(normalized(kernel.detach().to(torch.float64))[0], rank, max_iter, tol, ridge)[1]
 
 
 def cp_reconstruct(factors: CPFactors) -> torch.Tensor:

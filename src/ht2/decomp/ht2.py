@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ht2.decomp.basis import spectrum, working_dtype
+from ht2.decomp.basis import normalized, spectrum, times_power_of_two, working_dtype
 
 _DIRECT_ERROR_BELOW = 0.05  # relative errors under this are measured on the rebuilt kernel
 
@@ -75,6 +75,8 @@ def ht2_decompose(
     `sweeps` rounds of alternating least squares then lower the error at the same ranks
     (0: the paper's one-pass truncation). Float32 kernels are decomposed in float32 (ranks
     still by the exact rule, see `spectrum`), others in float64; returned in the kernel's dtype.
+    The work is done on the kernel divided by a power of two near its largest entry, which G2
+    takes back at the end, so any scale decomposes alike.
     """
     if kernel.dim() != 4:
         raise ValueError(f"HT-2 needs a 4-D kernel, got shape {tuple(kernel.shape)}")
@@ -82,7 +84,8 @@ def ht2_decompose(
         raise ValueError("give exactly one of energy or ranks")
     if sweeps < 0:
         raise ValueError(f"sweeps must be >= 0, got {sweeps}")
-    x = _permuted(kernel.detach().to(working_dtype(kernel)))
+    unit, exponent = normalized(kernel.detach().to(working_dtype(kernel)))
+    x = _permuted(unit)
     c, d1, t, d2 = x.shape
     into = spectrum(x.reshape(c, -1), energy)
     out = spectrum(x.permute(2, 0, 1, 3).reshape(t, -1), energy)
@@ -96,6 +99,7 @@ def ht2_decompose(
         u1, u3 = _als_sweep(x, u1, g1, g2, u3)
         g1, g2 = _best_core(x, u1, u3, chosen.r13)
     rel_error = _rel_error(x, g2, lambda: ht2_reconstruct_x(u1, g1, g2, u3))
+    g2 = times_power_of_two(g2, exponent)
     dtype = kernel.dtype
     return HT2Factors(u1.to(dtype), g1.to(dtype), g2.to(dtype), u3.to(dtype), chosen, rel_error)
 

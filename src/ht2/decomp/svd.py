@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ht2.decomp.basis import spectrum, working_dtype
+from ht2.decomp.basis import normalized, spectrum, times_power_of_two, working_dtype
 
 
 @dataclass(frozen=True)
@@ -33,19 +33,20 @@ def truncated_svd(
 
     The factors are orthogonal projections of the matrix itself (U_r^T W and U_r, or V_r and
     W V_r), so no singular value is ever divided by. Float32 weights are decomposed in float32
-    (ranks still by the exact rule, see `spectrum`). Returned in the matrix's dtype.
+    (ranks still by the exact rule, see `spectrum`), divided by a power of two near their
+    largest entry that the projected factor takes back. Returned in the matrix's dtype.
     """
     _check_choice(energy, rank)
     m, n = matrix.shape
-    a = matrix.detach().to(working_dtype(matrix))
+    a, exponent = normalized(matrix.detach().to(working_dtype(matrix)))
     wide = m <= n
     found = spectrum(a if wide else a.T, energy=energy)
     r = min(found.rank if rank is None else rank, min(m, n))
     kept = found.vectors[:, :r]
     if wide:
-        first, second = kept.T @ a, kept
+        first, second = times_power_of_two(kept.T @ a, exponent), kept
     else:
-        first, second = kept.T, a @ kept
+        first, second = kept.T, times_power_of_two(a @ kept, exponent)
     s2 = found.s2
     total = s2.sum()
     rel_error = float((s2[r:].sum() / total).sqrt()) if total > 0 else 0.0

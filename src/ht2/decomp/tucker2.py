@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ht2.decomp.basis import spectrum, working_dtype
+from ht2.decomp.basis import normalized, spectrum, times_power_of_two, working_dtype
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,9 @@ def tucker2_decompose(
     (HOSVD), each rank by the energy rule on its own unfolding; `hooi_sweeps` rounds of
     higher-order orthogonal iteration then refine them in turn. The core is the kernel
     projected on both. Float32 kernels are decomposed in float32 (ranks still by the exact
-    rule, see `spectrum`), others in float64; returned in the kernel's dtype.
+    rule, see `spectrum`), others in float64; returned in the kernel's dtype. The work is
+    done on the kernel divided by a power of two near its largest entry, which the core takes
+    back at the end, so any scale decomposes alike.
     """
     if kernel.dim() != 4:
         raise ValueError(f"Tucker-2 needs a 4-D kernel, got shape {tuple(kernel.shape)}")
@@ -76,7 +78,7 @@ def tucker2_decompose(
         raise ValueError("give exactly one of energy or ranks")
     if hooi_sweeps < 0:
         raise ValueError(f"hooi_sweeps must be >= 0, got {hooi_sweeps}")
-    k = kernel.detach().to(working_dtype(kernel))
+    k, exponent = normalized(kernel.detach().to(working_dtype(kernel)))
     into = spectrum(_in_unfolding(k), energy)
     out = spectrum(_out_unfolding(k), energy)
     if ranks is None:
@@ -91,5 +93,6 @@ def tucker2_decompose(
     core = torch.einsum("to,tchw,ci->oihw", u_out, k, u_in)
     approx = torch.einsum("to,oihw,ci->tchw", u_out, core, u_in)
     rel_error = float(torch.linalg.norm(approx - k) / torch.linalg.norm(k).clamp_min(1e-300))
+    core = times_power_of_two(core, exponent)
     dtype = kernel.dtype
     return Tucker2Factors(u_in.to(dtype), core.to(dtype), u_out.to(dtype), chosen, rel_error)

@@ -16,6 +16,14 @@ from ht2 import __version__
 from ht2.errors import HT2Error
 from ht2.io.atomic import atomic_directory
 from ht2.io.folds import FOLDED_BN, apply_folds, check_folds, folds_of
+from ht2.io.names import layer_name_problem
+from ht2.io.plan_check import (
+    check_arch,
+    check_counts_in_file,
+    check_plan,
+    check_plan_fits,
+    tensor_shapes,
+)
 from ht2.models.weights import state_dict_mismatches
 from ht2.surgery import CompressionReport, apply_plan, collect_plan
 
@@ -87,7 +95,7 @@ def save(
 
 
 def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
-    """Read and check DIR/ht2.json."""
+    """Read DIR/ht2.json and check all of it (see ht2.io.plan_check) before any use."""
     path = Path(directory) / MANIFEST
     if not Path(directory).is_dir():
         raise HT2Error(f"{directory} is not a folder; give a folder written by `ht2 compress`")
@@ -100,15 +108,22 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise HT2Error(f'{path} is not an ht2 manifest (no "format": "ht2")')
     version = manifest.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise HT2Error(f"{path} has format_version {version!r}, not a whole number from 1")
+    if version > FORMAT_VERSION:
         raise HT2Error(
             f"{path} has format_version {version!r}; this ht2 {__version__} reads up to "
             f"{FORMAT_VERSION}: upgrade ht2"
         )
     if not isinstance(manifest.get("plan"), list):
         raise HT2Error(f"{path} has no plan list")
+    check_arch(manifest.get("arch"), str(path))
+    check_plan(manifest["plan"], str(path))
     if FOLDED_BN in manifest:
-        check_folds(manifest[FOLDED_BN], str(path))
+        for pair in check_folds(manifest[FOLDED_BN], str(path)):
+            for name in pair.values():
+                if layer_name_problem(name):
+                    raise HT2Error(f"{path}: {FOLDED_BN} names {name!r}, not a module path")
     return manifest
 
 
@@ -156,7 +171,8 @@ def load(
     """
     directory = Path(directory)
     manifest = read_manifest(directory)
-    tensors = read_tensors(directory / TENSORS)
+    where = str(directory / MANIFEST)
+    plan, folds = manifest["plan"], manifest.get(FOLDED_BN, [])
     if model is None:
         arch = manifest.get("arch")
         if not arch:
@@ -164,11 +180,21 @@ def load(
                 f"{directory} holds a {manifest.get('model_class', 'custom')} model that is not "
                 "in the registry: pass the architecture, ht2.load(dir, model=MyNet())"
             )
-        from ht2.models import create
-
-        model = create(arch["name"], **arch.get("kwargs", {}))
+        check_counts_in_file(arch, tensor_shapes(directory / TENSORS), where)
+        model = _architecture(arch, where)
         model.ht2_arch = dict(arch)
-    apply_plan(model, manifest["plan"])
-    apply_folds(model, manifest.get(FOLDED_BN, []))
-    load_state_strict(model, tensors, directory / TENSORS)
+    check_plan_fits(model, plan, where)
+    apply_plan(model, plan)
+    apply_folds(model, folds)
+    load_state_strict(model, read_tensors(directory / TENSORS), directory / TENSORS)
     return model.to(map_location).eval()
+
+
+def _architecture(arch: dict[str, Any], where: str) -> nn.Module:
+    """The registry's model for a manifest's "arch" (random init; the tensors come next)."""
+    from ht2.models import create
+
+    try:
+        return create(arch["name"], **arch.get("kwargs", {}))
+    except HT2Error as error:
+        raise HT2Error(f"{where}: arch: {error}") from None

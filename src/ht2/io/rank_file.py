@@ -8,15 +8,24 @@ from pathlib import Path
 from typing import Any
 
 from ht2.errors import HT2Error
+from ht2.io.names import layer_name_problem
 
 
 def _from_layer_list(layers: list[Any], path: Path) -> dict[str, dict[str, int]]:
+    from ht2.surgery.ranking import RANK_KEYS  # torch: only once a file is read
+
     ranks: dict[str, dict[str, int]] = {}
     for layer in layers:
         if not isinstance(layer, dict) or "name" not in layer:
             raise HT2Error(f"{path}: every entry of its layer list needs a name")
-        if layer.get("method", "dense") != "dense" and layer.get("ranks"):
-            ranks[str(layer["name"])] = layer["ranks"]
+        method = layer.get("method", "dense")
+        if method != "dense" and (not isinstance(method, str) or method not in RANK_KEYS):
+            raise HT2Error(
+                f"{path}: layer {layer['name']!r}: method {method!r} is unknown; known: "
+                f"dense, {', '.join(RANK_KEYS)}"
+            )
+        if method != "dense" and layer.get("ranks"):
+            ranks[layer["name"]] = layer["ranks"]
     return ranks
 
 
@@ -38,6 +47,9 @@ def read_rank_file(path: str | os.PathLike) -> dict[str, dict[str, int]]:
     else:
         raise HT2Error(f"{path}: expected a JSON object of layer name -> ranks")
     for name, layer_ranks in ranks.items():
+        problem = layer_name_problem(name)
+        if problem:
+            raise HT2Error(f"{path}: layer name {problem}")
         if not isinstance(layer_ranks, dict):
             raise HT2Error(
                 f'{path}: the ranks of layer {name!r} must be an object such as {{"r": 8}}'

@@ -21,6 +21,7 @@ from ht2.choices import ALLOCATIONS
 from ht2.errors import HT2Error
 from ht2.surgery.budget import Ranks, make_budget
 from ht2.surgery.compress import compress
+from ht2.surgery.finite import check_finite
 from ht2.surgery.report import CompressionReport
 from ht2.surgery.sensitivity import (
     SensitivityOptions,
@@ -119,6 +120,7 @@ def allocate(
     budget = make_budget(
         model, method, target, example_input, include, exclude, keep_if_larger, round_ranks
     )
+    check_finite((layer.name, layer.module, layer.method) for layer in budget.layers)
     if len(budget.layers) < 2:
         found = "one layer" if budget.layers else "no layer"
         raise HT2Error(

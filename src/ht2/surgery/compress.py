@@ -13,6 +13,7 @@ from ht2.decomp import check_energy
 from ht2.errors import HT2Error
 from ht2.layers import factorize
 from ht2.metrics import count_params, layer_macs, macs_under
+from ht2.surgery.finite import check_finite, decomposing
 from ht2.surgery.policy import METHODS, Decision, matches, paper_policy
 from ht2.surgery.rank_choice import RankChoice, check_layer_ranks
 from ht2.surgery.ranking import RANK_RULES
@@ -87,6 +88,7 @@ def compress(
         raise HT2Error(f"no layer to compress in {_model_name(model)}: {'; '.join(reasons)}")
 
     chosen = [(n, m, d.method) for (n, m), d in zip(layers, decisions, strict=True) if d.method]
+    check_finite(chosen)
     given = check_layer_ranks(layer_ranks or {}, layers, decisions)
     choice = RankChoice(chosen, given, rank_rule, energy, dict(layer_energies or {}), round_ranks)
     solution = None
@@ -113,13 +115,16 @@ def compress(
             reason=decision.reason,
         )
         if decision.method is not None:
-            ranks, layer_energy = choice.ranks_of(name, module, decision.method)
-            if ranks is None:
-                factorized = factorize(
-                    module, decision.method, energy=layer_energy, sweeps=refine_sweeps
-                )
-            else:
-                factorized = factorize(module, decision.method, ranks=ranks, sweeps=refine_sweeps)
+            with decomposing(name):
+                ranks, layer_energy = choice.ranks_of(name, module, decision.method)
+                if ranks is None:
+                    factorized = factorize(
+                        module, decision.method, energy=layer_energy, sweeps=refine_sweeps
+                    )
+                else:
+                    factorized = factorize(
+                        module, decision.method, ranks=ranks, sweeps=refine_sweeps
+                    )
             factorized.energy = layer_energy
             size = count_params(factorized)
             if keep_if_larger and size >= report.params_before:

@@ -1,0 +1,17 @@
+"""Layer names as files may give them: dotted module paths, never file-system paths."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+_NAME_PART = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+")
+
+
+def layer_name_problem(name: Any) -> str | None:
+    """Why `name` is not a dotted module path (identifiers or indices), or None when it is."""
+    if not isinstance(name, str):
+        return f"must be a string, got {type(name).__name__}"
+    if not name or any(not _NAME_PART.fullmatch(part) for part in name.split(".")):
+        return f"{name!r} is not a module path such as 'layer1.0.conv1'"
+    return None

@@ -1,0 +1,301 @@
+"""Check a saved ht2.json in full before anything is built from it.
+
+A compressed folder may be damaged, hand-edited or hostile: every field of the manifest is
+checked first (types, names, methods, ranks within what each factorization can use; each entry
+is built once on the meta device, which costs nothing), the architecture's counts against the
+tensor file's header, then the plan against the built architecture. A bad folder costs one
+line of error and no memory beyond the architecture itself.
+
+Rank bounds for a conv of T out, C in channels and a D1 x D2 kernel (groups 1), each the
+largest rank the decomposition itself can produce (see the `_clipped` rules in ht2.decomp):
+  ht2:          r1 <= min(C, D1 T D2), r3 <= min(T, C D1 D2), r13 <= min(r1 D1, r3 D2)
+  tucker2:      r_in <= min(C, T D1 D2, r_out D1 D2), r_out <= min(T, C D1 D2, r_in D1 D2)
+  svd (conv):   r <= min(T, C D1 D2)          spatial_svd: r <= min(C D1, T D2)
+  svd (Linear): r <= min(in_features, out_features)
+  cp:           r <= T C D1 D2 / max(T, C, D1, D2): any tensor is the sum of that many rank-1
+                terms (one per fibre of its longest mode), so a larger rank is never needed;
+                the layer then holds at most 4 times the dense layer's weights.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from torch import nn
+
+from ht2.errors import HT2Error
+from ht2.io.names import layer_name_problem
+from ht2.layers import ConvSpec, LinearSpec, build_factorized, spec_from_dict
+from ht2.surgery.plan import _spec_of
+from ht2.surgery.ranking import RANK_KEYS
+
+_PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+_COUNT_KWARGS = ("num_classes", "in_chans", "in_channels")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _entry_error(where: str, label: str, problem: str) -> HT2Error:
+    return HT2Error(f"{where}: {label}: {problem}; the folder is damaged or was edited")
+
+
+def check_arch(arch: Any, where: str) -> None:
+    """The manifest's "arch": null (a model outside the registry) or {name, kwargs, weights},
+    each keyword argument a finite JSON value and class/channel counts positive integers."""
+    if arch is None:
+        return
+    if not isinstance(arch, dict):
+        raise HT2Error(f'{where}: "arch" must be an object or null, got {type(arch).__name__}')
+    name = arch.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise HT2Error(f'{where}: arch.name must be a model name such as "cifar10_resnet20"')
+    kwargs = arch.get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise HT2Error(f"{where}: arch.kwargs must be an object, got {type(kwargs).__name__}")
+    for key, value in kwargs.items():
+        problem = _kwarg_problem(key, value)
+        if problem:
+            raise HT2Error(f"{where}: arch.kwargs.{key}: {problem}")
+
+
+def _kwarg_problem(key: str, value: Any) -> str | None:
+    if key in _COUNT_KWARGS and not (_is_int(value) and value >= 1):
+        return f"must be a positive integer, got {value!r}"
+    if "drop" in key and _is_number(value) and not 0 <= value < 1:
+        return f"a dropout rate must be in [0, 1), got {value!r}"
+    if not _finite_json(value):
+        return f"must be a finite JSON value, got {value!r}"
+    return None
+
+
+def _finite_json(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(_finite_json(item) for item in value)
+    if isinstance(value, dict):
+        return all(_finite_json(item) for item in value.values())
+    return value is None or isinstance(value, (str, int, bool))
+
+
+def check_plan(plan: list[Any], where: str) -> None:
+    """Every plan entry well formed, named once, with ranks its layer can hold."""
+    seen: set[str] = set()
+    for index, entry in enumerate(plan):
+        check_entry(entry, index, where)
+        if entry["name"] in seen:
+            raise _entry_error(where, f"plan entry {index} ({entry['name']})", "named twice")
+        seen.add(entry["name"])
+
+
+def check_entry(entry: Any, index: int, where: str) -> None:
+    """One plan entry: {name, method, ranks, layer[, energy, form]}, each field checked, then
+    built on the meta device (no memory) so the layer's own checks run too."""
+    label = f"plan entry {index}"
+    if not isinstance(entry, dict):
+        raise _entry_error(
+            where, label, f"is {json_type(entry)}, not an object with name, method, ranks, layer"
+        )
+    if "name" not in entry:
+        raise _entry_error(where, label, '"name" is missing')
+    problem = layer_name_problem(entry["name"])
+    if problem:
+        raise _entry_error(where, label, f"name {problem}")
+    label = f"{label} ({entry['name']})"
+    for field in ("method", "ranks", "layer"):
+        if field not in entry:
+            raise _entry_error(where, label, f'"{field}" is missing')
+    spec = _spec(entry["layer"], where, label)
+    method = entry["method"]
+    if not isinstance(method, str) or method not in RANK_KEYS:
+        raise _entry_error(
+            where, label, f"method {method!r} is unknown; known: {', '.join(RANK_KEYS)}"
+        )
+    if isinstance(spec, LinearSpec) and method != "svd":
+        raise _entry_error(where, label, f"method {method!r} does not apply to a Linear layer")
+    if isinstance(spec, ConvSpec) and spec.groups != 1:
+        raise _entry_error(where, label, f"layer.groups is {spec.groups}; factorized convs need 1")
+    _check_ranks(entry["ranks"], method, spec, where, label)
+    energy = entry.get("energy")
+    if energy is not None and not (_is_number(energy) and 0 < energy <= 1):
+        raise _entry_error(where, label, f"energy must be in (0, 1] or null, got {energy!r}")
+    if "form" in entry and not isinstance(entry["form"], str):
+        raise _entry_error(where, label, f"form must be a string, got {entry['form']!r}")
+    try:
+        with torch.device("meta"):
+            build_factorized(entry)
+    except (HT2Error, ValueError) as error:  # the layer's own refusal, such as a bad form
+        raise _entry_error(where, label, str(error)) from None
+
+
+def json_type(value: Any) -> str:
+    """A JSON value's kind as a person reads it: a string "x", a number, a list, null."""
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return f"a string {value!r}"
+    if isinstance(value, list):
+        return "a list"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _spec(layer: Any, where: str, label: str) -> ConvSpec | LinearSpec:
+    """The layer spec of an entry, every field of the right type and range."""
+    if not isinstance(layer, dict) or layer.get("type") not in ("Conv2d", "Linear"):
+        raise _entry_error(where, label, 'layer must be an object with "type" Conv2d or Linear')
+    if layer["type"] == "Linear":
+        fields = {"in_features": _positive, "out_features": _positive, "bias": _boolean}
+    else:
+        fields = {
+            "in_channels": _positive,
+            "out_channels": _positive,
+            "kernel_size": _positive_pair,
+            "stride": _positive_pair,
+            "padding": _padding,
+            "dilation": _positive_pair,
+            "groups": _positive,
+            "bias": _boolean,
+            "padding_mode": lambda v: v in _PADDING_MODES,
+        }
+    flags = [flag for flag in ("pad_same", "derived_weight") if flag in layer]
+    fields.update({flag: _boolean for flag in flags})
+    for field, valid in fields.items():
+        if field not in layer:
+            raise _entry_error(where, label, f"layer.{field} is missing")
+        if not valid(layer[field]):
+            raise _entry_error(where, label, f"layer.{field} = {layer[field]!r} is not valid")
+    return spec_from_dict(layer)
+
+
+def _positive(value: Any) -> bool:
+    return _is_int(value) and value >= 1
+
+
+def _boolean(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+def _positive_pair(value: Any) -> bool:
+    if _is_int(value):
+        return value >= 1
+    return isinstance(value, list) and len(value) == 2 and all(_positive(v) for v in value)
+
+
+def _padding(value: Any) -> bool:
+    if isinstance(value, str):
+        return value in ("same", "valid")
+    if _is_int(value):
+        return value >= 0
+    return isinstance(value, list) and len(value) == 2 and all(_is_int(v) and v >= 0 for v in value)
+
+
+def _check_ranks(
+    ranks: Any, method: str, spec: ConvSpec | LinearSpec, where: str, label: str
+) -> None:
+    keys = RANK_KEYS[method]
+    if not isinstance(ranks, dict) or set(ranks) != set(keys):
+        got = ", ".join(sorted(map(str, ranks))) if isinstance(ranks, dict) else json_type(ranks)
+        raise _entry_error(where, label, f"ranks of {method} must be {', '.join(keys)}; got {got}")
+    for key in keys:
+        if not _positive(ranks[key]):
+            raise _entry_error(
+                where, label, f"ranks.{key} must be a positive integer, got {ranks[key]!r}"
+            )
+    for key, (bound, why) in rank_bounds(method, spec, ranks).items():
+        if ranks[key] > bound:
+            raise _entry_error(
+                where, label, f"ranks.{key} = {ranks[key]} is above its bound {bound} ({why})"
+            )
+
+
+def rank_bounds(
+    method: str, spec: ConvSpec | LinearSpec, ranks: Mapping[str, int]
+) -> dict[str, tuple[int, str]]:
+    """The largest value of each rank of `method` on `spec` (given the other `ranks`), with
+    the rule that sets it: what the decomposition can produce (module docstring)."""
+    if isinstance(spec, LinearSpec):
+        n_in, n_out = spec.in_features, spec.out_features
+        return {"r": (min(n_in, n_out), f"min(in_features {n_in}, out_features {n_out})")}
+    t, c = spec.out_channels, spec.in_channels
+    d1, d2 = spec.kernel_size
+    if method == "ht2":
+        r1, r3 = ranks["r1"], ranks["r3"]
+        return {
+            "r1": (min(c, d1 * t * d2), f"min(C, D1 T D2) with C={c}, T={t}, D={d1}x{d2}"),
+            "r3": (min(t, c * d1 * d2), f"min(T, C D1 D2) with C={c}, T={t}, D={d1}x{d2}"),
+            "r13": (min(r1 * d1, r3 * d2), f"min(r1 D1, r3 D2) with r1={r1}, r3={r3}"),
+        }
+    if method == "tucker2":
+        r_in, r_out, k = ranks["r_in"], ranks["r_out"], d1 * d2
+        return {
+            "r_in": (min(c, t * k, r_out * k), f"min(C, T D1 D2, r_out D1 D2), C={c}, T={t}"),
+            "r_out": (min(t, c * k, r_in * k), f"min(T, C D1 D2, r_in D1 D2), C={c}, T={t}"),
+        }
+    if method == "spatial_svd":
+        return {"r": (min(c * d1, t * d2), f"min(C D1, T D2) with C={c}, T={t}, D={d1}x{d2}")}
+    if method == "cp":
+        sizes = (t, c, d1, d2)
+        bound = math.prod(sizes) // max(sizes)
+        return {"r": (bound, "no tensor of this shape has a larger CP rank")}
+    return {"r": (min(t, c * d1 * d2), f"min(T, C D1 D2) with C={c}, T={t}, D={d1}x{d2}")}
+
+
+def check_plan_fits(model: nn.Module, plan: list[dict[str, Any]], where: str) -> None:
+    """Each planned layer exists in `model` and computes like the planned spec (a subclass
+    of Conv2d/Linear: like the plain layer its forward amounts to, as apply_plan reads it)."""
+    for index, entry in enumerate(plan):
+        name = entry["name"]
+        try:
+            current = model.get_submodule(name)
+        except AttributeError:
+            raise HT2Error(
+                f"{where}: plan entry {index}: the plan names layer '{name}', which the "
+                f"{type(model).__name__} model does not have"
+            ) from None
+        expected = spec_from_dict(entry["layer"])
+        found = _spec_of(current)  # the very reading apply_plan makes
+        if found != expected:
+            raise HT2Error(
+                f"{where}: plan entry {index}: the plan does not fit the model at '{name}': "
+                f"planned {expected}, found {type(current).__name__} {found or ''}".rstrip()
+            )
+
+
+def tensor_shapes(path: Path) -> dict[str, torch.Size]:
+    """The name and shape of every tensor in a safetensors file, from its header alone."""
+    if not path.is_file():
+        raise HT2Error(f"{path} is missing")
+    try:
+        with safe_open(str(path), framework="pt") as tensors:
+            names = tensors.keys()
+            return {name: torch.Size(tensors.get_slice(name).get_shape()) for name in names}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise HT2Error(f"{path} cannot be read (truncated or not safetensors): {error}") from None
+
+
+def check_counts_in_file(
+    arch: dict[str, Any], shapes: Mapping[str, torch.Size], where: str
+) -> None:
+    """Each count among the architecture's options (num_classes, in_chans, in_channels) must
+    be a dimension of some tensor in the file (a classifier has num_classes rows), so a
+    manifest asking for 10**9 classes is refused before the model is built, not after it
+    has taken the memory."""
+    dimensions = {size for shape in shapes.values() for size in shape}
+    for key in _COUNT_KWARGS:
+        value = arch.get("kwargs", {}).get(key)
+        if value is not None and value not in dimensions:
+            raise HT2Error(
+                f"{where}: arch.kwargs.{key} is {value}, but no tensor of the saved model has "
+                "that size; the folder is damaged or was edited"
+            )
