@@ -107,12 +107,23 @@ def test_max_steps_stops_early(tiny: Path, tmp_path: Path) -> None:
 
 def test_existing_output_needs_resume_or_force(tiny: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
-    out.mkdir()
+    assert _train(tiny, out, "--max-steps", "1") == 0
     (out / "other.txt").write_text("x")
     assert _train(tiny, out) == 2
     assert "use --resume" in capsys.readouterr().err
     assert _train(tiny, out, "--force", "--max-steps", "1") == 0
     assert not (out / "other.txt").exists()
+
+
+def test_force_does_not_start_again_in_a_folder_ht2_did_not_write(
+    tiny: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "other.txt").write_text("x")
+    assert _train(tiny, out, "--force", "--max-steps", "1") == 2
+    assert "not written by ht2" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["other.txt"]
 
 
 def test_resume_without_checkpoint(tiny: Path, tmp_path: Path, capsys) -> None:

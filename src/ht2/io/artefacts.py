@@ -14,7 +14,7 @@ from torch import nn
 
 from ht2 import __version__
 from ht2.errors import HT2Error
-from ht2.io.atomic import atomic_directory
+from ht2.io.atomic import atomic_directory, follow_umask, staging_directory
 from ht2.io.folds import FOLDED_BN, apply_folds, check_folds, folds_of
 from ht2.io.names import layer_name_problem
 from ht2.io.plan_check import (
@@ -73,13 +73,11 @@ def write_model(model: nn.Module, directory: Path, report: CompressionReport | N
 def save_into(model: nn.Module, directory: Path, report: CompressionReport | None) -> None:
     """Write the model files into an existing folder that holds other things (a training run),
     each file under a temporary name first, then renamed over the old one."""
-    directory.mkdir(parents=True, exist_ok=True)
-    with atomic_directory(directory / ".model-files", overwrite=True) as staging:
+    with staging_directory(directory, "model-files") as staging:
         write_model(model, staging, report)
-    staged = directory / ".model-files"
-    for item in staged.iterdir():
-        os.replace(item, directory / item.name)
-    staged.rmdir()
+        follow_umask(staging)
+        for item in sorted(staging.iterdir()):
+            os.replace(item, directory / item.name)
 
 
 def save(

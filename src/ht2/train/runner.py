@@ -6,7 +6,6 @@ Used by `ht2 train` and `ht2 finetune`, on CPU, one GPU or many processes under 
 from __future__ import annotations
 
 import json
-import random
 import shutil
 import sys
 import time
@@ -20,6 +19,7 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 
 from ht2.errors import HT2Error
+from ht2.io import check_output_dir
 from ht2.models import ModelEntry
 from ht2.train.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
 from ht2.train.config import TrainConfig
@@ -33,6 +33,7 @@ from ht2.train.distributed import (
 from ht2.train.lighting import add_lighting_noise
 from ht2.train.loop import StepSettings, evaluate, train_one_epoch
 from ht2.train.schedules import build_optimizer, build_scheduler
+from ht2.train.seeding import EpochSampler, SeededImages, reseed
 
 CHECKPOINT = "checkpoint"
 LOG = "log.jsonl"
@@ -55,25 +56,18 @@ def say(world: World, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def reseed(seed: int) -> None:
-    """Seed every generator, so an epoch is the same whether or not the run was resumed."""
-    random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def prepare_output(out: Path, resume: bool, force: bool) -> None:
-    """Refuse to mix runs: an existing non-empty folder needs --resume or --force."""
+    """Refuse to mix runs: an existing non-empty folder needs --resume or --force, and --force
+    starts again only in a folder ht2 wrote (see check_output_dir)."""
     if resume:
         read_checkpoint_meta(out / CHECKPOINT)
         return
-    if out.exists() and not out.is_dir():
-        raise HT2Error(f"output {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not force:
-            raise HT2Error(
-                f"output folder {out} exists and is not empty; use --resume to "
-                "continue its run or --force to start again"
-            )
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise HT2Error(
+            f"output folder {out} exists and is not empty; use --resume to "
+            "continue its run or --force to start again"
+        )
+    check_output_dir(out, overwrite=force)
 
 
 def _clear(out: Path) -> None:
@@ -97,6 +91,16 @@ def check_resumable(meta: dict[str, Any], name: str, config: TrainConfig, out: P
         raise HT2Error(
             "a one-cycle schedule is planned for the whole run: resume with the same "
             f"--epochs {saved.get('epochs')}"
+        )
+
+
+def check_same_cycle(planned: int | None, saved: int | None) -> None:
+    """Refuse to resume a one-cycle schedule planned over another number of steps (a changed
+    --epochs, --max-steps, --batch-size or data set): it would not end where it was aimed."""
+    if planned != saved:
+        raise HT2Error(
+            f"the checkpoint's one-cycle schedule spans {saved} steps but this run's would span "
+            f"{planned}: resume with the same --epochs, --max-steps, --batch-size and data"
         )
 
 
@@ -163,13 +167,22 @@ def _fit(
         say(world, f"note: --amp {config.amp} applies on CUDA only; training in float32")
     train_set = train_dataset(data, entry, augment=True, limit=config.train_limit)
     eval_set = eval_dataset(data, entry, limit=config.eval_limit)
-    sampler = DistributedSampler(
-        train_set, num_replicas=world.size, rank=world.rank, shuffle=True, seed=config.seed
+    sampler = EpochSampler(
+        DistributedSampler(
+            train_set, num_replicas=world.size, rank=world.rank, shuffle=True, seed=config.seed
+        )
     )
     drop_last = len(train_set) // world.size >= 2 * batch
     train_loader = make_loader(
-        train_set, batch, config.workers, sampler=sampler, drop_last=drop_last
+        SeededImages(train_set, config.seed),
+        batch,
+        config.workers,
+        sampler=sampler,
+        drop_last=drop_last,
     )
+    # The loader draws its workers' base seed when it starts them: from a generator of its own,
+    # not from the global one, whose draws would then depend on when the workers started.
+    train_loader.generator = torch.Generator().manual_seed(config.seed)
     eval_shard = list(range(world.rank, len(eval_set), world.size))
     eval_loader = make_loader(eval_set, batch, config.workers, sampler=eval_shard)
     say(
@@ -218,17 +231,21 @@ def _fit(
     )
 
     name = getattr(model, "ht2_arch", {}).get("name", type(model).__name__)
-    start_epoch, best_top1, best_epoch = 0, -1.0, -1
+    start_epoch, steps_done, best_top1, best_epoch = 0, 0, -1.0, -1
     history: list[dict[str, Any]] = []
     if resume:
         check_resumable(read_checkpoint_meta(out / CHECKPOINT), name, config, out)
+        planned = getattr(scheduler, "total_steps", None)
         meta = load_checkpoint(out / CHECKPOINT, model, optimizer, scheduler, scaler)
+        check_same_cycle(planned, getattr(scheduler, "total_steps", None))
         start_epoch, best_top1, best_epoch = meta["epoch"], meta["best_top1"], meta["best_epoch"]
+        # checkpoints from before "steps" was kept: every epoch ran in full then
+        steps_done = meta.get("steps", start_epoch * steps_per_epoch)
         history = _rewrite_log(out / LOG, start_epoch) if world.is_main else []
         say(
             world,
-            f"resuming after epoch {start_epoch} (best top-1 {best_top1:.2f} at epoch "
-            f"{best_epoch})",
+            f"resuming after epoch {start_epoch}, step {steps_done} (best top-1 "
+            f"{best_top1:.2f} at epoch {best_epoch})",
         )
     elif world.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -247,12 +264,14 @@ def _fit(
             _append_log(out / LOG, history[-1])
             save_best(model, out, {"epoch": 0, **first})
 
-    steps_done = 0
     for epoch in range(start_epoch, config.epochs):
+        remaining = None if config.max_steps is None else config.max_steps - steps_done
+        if remaining is not None and remaining <= 0:
+            say(world, f"stopping: --max-steps {config.max_steps} reached")
+            break
         reseed(config.seed + epoch)
         sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
-        remaining = None if config.max_steps is None else config.max_steps - steps_done
         trained = train_one_epoch(
             net,
             train_loader,
@@ -297,15 +316,13 @@ def _fit(
             meta = {
                 "model": name,
                 "epoch": epoch + 1,
+                "steps": steps_done,
                 "best_top1": best_top1,
                 "best_epoch": best_epoch,
                 "config": config.to_dict(),
                 "saved": time.strftime("%Y-%m-%dT%H:%M:%S"),
             }
             save_checkpoint(out / CHECKPOINT, model, optimizer, scheduler, scaler, meta)
-        if config.max_steps is not None and steps_done >= config.max_steps:
-            say(world, f"stopping: --max-steps {config.max_steps} reached")
-            break
 
     agree, sums = checksums_agree(model, world)
     if world.distributed:

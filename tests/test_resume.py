@@ -1,0 +1,378 @@
+"""--resume: a run killed anywhere and resumed ends bit for bit where a straight run ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+import ht2
+import ht2.train.checkpoint as checkpoint
+import ht2.train.runner as runner
+from ht2.cli.main import main
+from ht2.errors import HT2Error
+from ht2.io.artefacts import save_into
+from ht2.train import TrainConfig, fit
+from ht2.train.seeding import EpochSampler, SeededImages
+from tests._shared import write_image_tree
+
+ENTRY = ht2.models.get_entry("cifar10_resnet20")  # 3 x 32 x 32 CIFAR images and transforms
+STEPS_PER_EPOCH = 6  # 24 training images, batches of 4
+
+
+class Tiny(nn.Module):
+    """A few hundred parameters, with BatchNorm and dropout so that every state matters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 6, 3, stride=4), nn.BatchNorm2d(6), nn.ReLU(), nn.AdaptiveAvgPool2d(1)
+        )
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.3), nn.Linear(6, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class Killed(KeyboardInterrupt):
+    """What the simulated kill raises (a KeyboardInterrupt, as SIGINT/SIGTERM would)."""
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("resume-data")
+    return write_image_tree(root, classes=("a", "b", "c"), per_class=8)
+
+
+def _config(**changes) -> TrainConfig:
+    base = TrainConfig(
+        epochs=3, lr=0.05, batch_size=4, schedule="onecycle", workers=0, device="cpu", seed=3
+    )
+    return base.updated(**changes)
+
+
+def _model(seed: int = 1) -> Tiny:
+    torch.manual_seed(seed)
+    return Tiny()
+
+
+def _run(data: Path, out: Path, config: TrainConfig, resume: bool = False) -> nn.Module:
+    model = _model()
+    teacher = _model(seed=2).eval() if config.distill else None
+    fit(
+        model,
+        ENTRY,
+        str(data),
+        config,
+        out,
+        lambda trained, folder, _: save_into(trained, folder, None),
+        teacher=teacher,
+        resume=resume,
+    )
+    return model
+
+
+def _state(out: Path) -> dict[str, torch.Tensor]:
+    """Every tensor a run leaves: last checkpoint (weights, optimiser) and the best model."""
+    tensors = {}
+    for name in ("checkpoint/model.safetensors", "checkpoint/optimizer.safetensors"):
+        tensors.update({f"{name}:{k}": v for k, v in load_file(str(out / name)).items()})
+    tensors.update({f"best:{k}": v for k, v in load_file(str(out / "model.safetensors")).items()})
+    return tensors
+
+
+def _meta(out: Path) -> dict:
+    return json.loads((out / "checkpoint" / "state.json").read_text())["meta"]
+
+
+def _log(out: Path) -> list[dict]:
+    lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    timing = ("seconds", "images_per_second")
+    return [{k: v for k, v in line.items() if k not in timing} for line in lines]
+
+
+def assert_same_tensors(straight: Path, resumed: Path) -> None:
+    a, b = _state(straight), _state(resumed)
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"tensors differ after resume: {different[:5]}"
+
+
+def assert_same_run(straight: Path, resumed: Path) -> None:
+    """Same tensors, log, checkpoint meta and optimiser, scheduler and scaler state."""
+    assert_same_tensors(straight, resumed)
+    assert _log(straight) == _log(resumed)
+    assert {k: v for k, v in _meta(straight).items() if k != "saved"} == {
+        k: v for k, v in _meta(resumed).items() if k != "saved"
+    }
+    state_a = json.loads((straight / "checkpoint" / "state.json").read_text())
+    state_b = json.loads((resumed / "checkpoint" / "state.json").read_text())
+    for key in ("optimizer", "scheduler", "scaler"):
+        assert state_a[key] == state_b[key], key
+
+
+def kill_at_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int, after_batches: int = 0) -> None:
+    """Make the run die in `epoch` (1-based) after `after_batches` optimiser steps of it."""
+    real = runner.train_one_epoch
+    calls = {"n": 0}
+
+    def dying(model, batches: Iterable, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] < epoch:
+            return real(model, batches, *args, **kwargs)
+
+        def until_killed() -> Iterator:
+            for done, batch in enumerate(batches):
+                if done == after_batches:
+                    raise Killed
+                yield batch
+
+        return real(model, until_killed(), *args, **kwargs)
+
+    monkeypatch.setattr(runner, "train_one_epoch", dying)
+
+
+def _killed_then_resumed(
+    data: Path, out: Path, config: TrainConfig, monkeypatch: pytest.MonkeyPatch, **kill
+) -> None:
+    with monkeypatch.context() as patch:
+        kill_at_epoch(patch, **kill)
+        with pytest.raises(Killed):
+            _run(data, out, config)
+    _run(data, out, config, resume=True)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"schedule": "onecycle"},
+        {"schedule": "step", "step_size": 1, "gamma": 0.5},
+        {"schedule": "multistep", "milestones": [1, 2]},
+        {"distill": True, "distill_weight": 0.7, "lighting": 0.1, "label_smoothing": 0.1},
+        {"epochs": 4, "max_steps": 15},
+    ],
+    ids=["onecycle", "step", "multistep", "distill", "max-steps-mid-epoch"],
+)
+def test_a_run_killed_after_an_epoch_resumes_bit_identical(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, changes: dict
+) -> None:
+    config = _config(**changes)
+    _run(data, tmp_path / "straight", config)
+    _killed_then_resumed(data, tmp_path / "resumed", config, monkeypatch, epoch=2)
+    assert_same_run(tmp_path / "straight", tmp_path / "resumed")
+
+
+def test_a_kill_mid_epoch_replays_that_epoch_from_the_last_checkpoint(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _config()
+    _run(data, tmp_path / "straight", config)
+    out = tmp_path / "resumed"
+    with monkeypatch.context() as patch:
+        kill_at_epoch(patch, epoch=3, after_batches=4)
+        with pytest.raises(Killed):
+            _run(data, out, config)
+    assert _meta(out)["epoch"] == 2
+    _run(data, out, config, resume=True)
+    assert_same_run(tmp_path / "straight", out)
+
+
+def test_max_steps_counts_the_steps_before_the_resume(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _config(epochs=4, max_steps=15, schedule="constant")
+    out = tmp_path / "resumed"
+    _killed_then_resumed(data, out, config, monkeypatch, epoch=2)
+    assert _meta(out)["steps"] == 15  # not 6 + 15: the count survives the resume
+    assert [line["epoch"] for line in _log(out)] == [1, 2, 3]
+
+
+def test_resuming_a_finished_run_changes_nothing(data: Path, tmp_path: Path) -> None:
+    config = _config(epochs=4, max_steps=8)
+    out = tmp_path / "run"
+    _run(data, out, config)
+    before, log = _state(out), _log(out)
+    _run(data, out, config, resume=True)
+    after = _state(out)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert _log(out) == log and _meta(out)["steps"] == 8
+
+
+def test_a_kill_while_the_checkpoint_is_written_keeps_the_previous_one(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _config(schedule="step", step_size=1, gamma=0.5)
+    _run(data, tmp_path / "straight", config)
+    out = tmp_path / "resumed"
+    real = checkpoint.save_file
+    calls = {"n": 0}
+
+    def dies_in_the_second_checkpoint(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:  # two files per checkpoint: the second checkpoint's second file
+            raise Killed
+        return real(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpoint, "save_file", dies_in_the_second_checkpoint)
+        with pytest.raises(Killed):
+            _run(data, out, config)
+    assert _meta(out)["epoch"] == 1
+    assert sorted(p.name for p in (out / "checkpoint").iterdir()) == [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "state.json",
+    ]
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    _run(data, out, config, resume=True)
+    assert_same_run(tmp_path / "straight", out)
+
+
+def test_loader_processes_do_not_change_the_augmentations(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Persistent loader workers keep their generators across epochs; resumed, they start anew."""
+    config = _config(workers=2, schedule="step", step_size=1)
+    _run(data, tmp_path / "straight", config)
+    _killed_then_resumed(data, tmp_path / "resumed", config, monkeypatch, epoch=2)
+    assert_same_run(tmp_path / "straight", tmp_path / "resumed")
+    _run(data, tmp_path / "in-process", config.updated(workers=0))
+    assert_same_tensors(tmp_path / "straight", tmp_path / "in-process")
+
+
+def test_a_shorter_run_extended_by_resume_equals_the_longer_run(data: Path, tmp_path: Path) -> None:
+    config = _config(epochs=3, schedule="step", step_size=2)
+    _run(data, tmp_path / "straight", config)
+    out = tmp_path / "extended"
+    _run(data, out, config.updated(epochs=1))
+    _run(data, out, config, resume=True)
+    assert_same_run(tmp_path / "straight", out)
+
+
+def test_a_one_cycle_over_other_steps_is_refused(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    _run(data, out, _config(epochs=2, max_steps=4))
+    with pytest.raises(HT2Error, match="one-cycle schedule spans 8 steps"):
+        _run(data, out, _config(epochs=2, max_steps=5), resume=True)
+
+
+def test_each_image_gets_its_own_augmentation_seed_per_epoch(data: Path) -> None:
+    from torch.utils.data import DistributedSampler
+
+    from ht2.data import train_dataset
+
+    images = SeededImages(train_dataset(str(data), ENTRY), seed=0)
+    sampler = EpochSampler(DistributedSampler(images, num_replicas=1, rank=0, seed=0))
+    sampler.set_epoch(1)
+    keys = list(sampler)
+    assert {epoch for epoch, _ in keys} == {1} and sorted(i for _, i in keys) == list(range(24))
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    first = images[(1, 7)][0]
+    assert torch.equal(torch.get_rng_state(), before)  # the caller's generator is untouched
+    assert torch.equal(images[(1, 7)][0], first)
+    assert not all(torch.equal(images[(epoch, 7)][0], first) for epoch in range(2, 6))
+
+
+def _finetune(compressed: Path, data: Path, out: Path, teacher: Path, *extra: str) -> int:
+    return main(
+        [
+            "finetune",
+            str(compressed),
+            "--data",
+            str(data),
+            "--epochs",
+            "4",
+            "--max-steps",
+            "10",
+            "--batch-size",
+            "8",
+            "--workers",
+            "0",
+            "--lr",
+            "0.05",
+            "--calib-images",
+            "16",
+            "--distill",
+            "--teacher-weights",
+            str(teacher),
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
+
+
+@pytest.mark.slow
+def test_finetune_killed_after_two_epochs_resumes_to_the_same_model(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The issue's case: --epochs 4 --max-steps 10 (3 steps an epoch), killed after epoch 2."""
+    teacher_model = ht2.models.create("cifar10_resnet20", num_classes=3)
+    teacher = tmp_path / "teacher.pth"
+    torch.save(teacher_model.state_dict(), teacher)
+    model = ht2.models.create("cifar10_resnet20", num_classes=3)
+    model.load_state_dict(teacher_model.state_dict())
+    report = ht2.compress(model, energy=0.7, example_input=torch.zeros(1, 3, 32, 32))
+    compressed = ht2.save(model, tmp_path / "compressed", report)
+
+    assert _finetune(compressed, data, tmp_path / "straight", teacher) == 0
+    resumed = tmp_path / "resumed"
+    with monkeypatch.context() as patch:
+        kill_at_epoch(patch, epoch=3)
+        assert _finetune(compressed, data, resumed, teacher) == 130
+    assert _finetune(compressed, data, resumed, teacher, "--resume") == 0
+    assert _meta(resumed)["steps"] == 10
+    assert_same_run(tmp_path / "straight", resumed)
+
+
+@pytest.mark.slow
+def test_two_process_run_resumed_equals_a_straight_one(data: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def torchrun(out: Path, epochs: int, *extra: str) -> None:
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "ht2",
+            "train",
+            "cifar10_resnet20",
+            "--data",
+            str(data),
+            "--epochs",
+            str(epochs),
+            "--batch-size",
+            "8",
+            "--workers",
+            "0",
+            "--lr",
+            "0.05",
+            "--schedule",
+            "step",
+            "--step-size",
+            "1",
+            "--max-steps",
+            "7",
+            "--out",
+            str(out),
+            *extra,
+        ]
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    torchrun(tmp_path / "straight", 4)
+    torchrun(tmp_path / "resumed", 1)
+    torchrun(tmp_path / "resumed", 4, "--resume")
+    assert_same_run(tmp_path / "straight", tmp_path / "resumed")
