@@ -35,7 +35,13 @@ def add_output_folder(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="output folder (must not exist or be empty, unless --force)",
     )
-    parser.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a non-empty --out folder that ht2 wrote (it holds ht2.json, log.jsonl or "
+        "checkpoint/); any other folder, the current one and those above it are refused "
+        "(default: off)",
+    )
 
 
 def add_model_source(parser: argparse.ArgumentParser) -> None:
