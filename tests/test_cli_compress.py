@@ -185,7 +185,7 @@ def test_interrupt_leaves_no_partial_folder(tmp_path: Path, capsys, monkeypatch)
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("ht2.cli.compress.write_model", interrupted)
+    monkeypatch.setattr("ht2.io.artefacts.write_model", interrupted)
     code, _, err = _run(
         ["compress", "cifar10_resnet20", "--random-init", "--out", str(tmp_path / "o")], capsys
     )

@@ -142,7 +142,7 @@ def test_refine_sweeps_lower_the_weight_error_at_the_same_size(tiny: Path, tmp_p
         (["--target-macs", "four"], "expected a reduction factor"),
         (["--target-params", "2", "--methods", "ht2,magic"], "methods are among"),
         ([], "give --target-params and/or --target-macs"),
-        (["--target-params", "2", "--eval-images", "0"], "--eval-images must be"),
+        (["--target-params", "2", "--eval-images", "0"], "--eval-images: expected a positive"),
     ],
 )
 def test_bad_compare_options(tiny: Path, tmp_path: Path, capsys, extra, message) -> None:

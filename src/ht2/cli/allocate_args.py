@@ -6,17 +6,17 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from torch import nn
-
-    from ht2.surgery import CompressionReport
-    from ht2.surgery.allocate import Allocation
-
 from ht2 import models
 from ht2.choices import ALLOCATIONS
 from ht2.choices import SENSITIVITY_ENERGIES as CANDIDATES
 from ht2.cli.common import example_input
 from ht2.errors import HT2Error
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ht2.surgery import CompressionReport
+    from ht2.surgery.allocate import Allocation
 
 SENSITIVITY_IMAGES = 256  # when --calib-images is not given
 
@@ -72,6 +72,7 @@ def add_allocate_args(parser: argparse.ArgumentParser) -> None:
 def check_allocate_args(args: argparse.Namespace, target: Any) -> None:
     """One-line errors for an allocation that cannot run, before the model is built."""
     from ht2.surgery.allocate import check_allocation
+
     check_allocation(args.allocate, target, bool(args.data))
     if args.allocate != "uniform" and (args.ranks or args.rank_rule != "energy"):
         raise HT2Error(
@@ -99,6 +100,7 @@ def allocate_from_args(
     that carry it out."""
     from ht2.surgery.allocate import Allocation, allocate
     from ht2.surgery.sensitivity import SensitivityOptions
+
     target = options.get("target")
     if target is None:
         return Allocation("uniform", None), options

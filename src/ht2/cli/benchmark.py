@@ -7,6 +7,11 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ht2.cli.common import load_model_or_dir, parse_batch_sizes
+from ht2.cli.number_args import non_negative_int, positive_int
+from ht2.cli.tables import render
+from ht2.errors import HT2Error
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
@@ -14,10 +19,6 @@ if TYPE_CHECKING:
     from ht2.metrics import LayerTiming
     from ht2.metrics.latency import Runnable
     from ht2.models import ModelEntry
-
-from ht2.cli.common import load_model_or_dir, parse_batch_sizes
-from ht2.cli.tables import render
-from ht2.errors import HT2Error
 
 DEFAULT_BATCH_SIZES = "1,32,128"
 
@@ -79,16 +80,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         metavar="N",
         help="CPU threads for PyTorch (default: its choice)",
     )
     parser.add_argument(
-        "--repeats", type=int, default=20, metavar="N", help="timed runs per model (default: 20)"
+        "--repeats",
+        type=positive_int,
+        default=20,
+        metavar="N",
+        help="timed runs per model (default: 20)",
     )
     parser.add_argument(
         "--warmup",
-        type=int,
+        type=non_negative_int,
         default=3,
         metavar="N",
         help="untimed runs per model first (default: 3)",
@@ -119,6 +124,7 @@ def total_macs(model: nn.Module, input_size: tuple[int, ...]) -> int:
     import torch
 
     from ht2.metrics import layer_macs
+
     return sum(layer_macs(model, torch.zeros(1, *input_size)).values())
 
 
@@ -134,6 +140,7 @@ def variant_runners(
 ) -> dict[str, Runnable]:
     """MODEL in channels_last and the --onnx file in ONNX Runtime, as asked for."""
     from ht2.metrics.latency import ChannelsLast
+
     runners: dict[str, Runnable] = {}
     if args.channels_last:
         runners["channels_last"] = ChannelsLast(model)
@@ -154,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ht2.device import resolve_device
     from ht2.metrics import factorized_layers, time_layers, time_models
+
     sizes = parse_batch_sizes(args.batch_sizes)
     check_counts(args)
     device = resolve_device(args.device)
@@ -298,6 +306,7 @@ def layer_table(layers: list[dict[str, Any]]) -> str:
 def footnote(args: argparse.Namespace, device: torch.device, macs: list[int]) -> str:
     """How the figures were taken, and the MACs they are compared with."""
     import torch
+
     threads = args.threads or torch.get_num_threads()
     text = (
         f"median and interquartile range of {args.repeats} timed runs after {args.warmup} "

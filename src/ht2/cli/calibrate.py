@@ -7,14 +7,14 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
+from ht2 import models
+from ht2.cli.common import add_output_folder
+from ht2.cli.number_args import non_negative_int, positive_int
+
 if TYPE_CHECKING:
     from torch import nn
 
     from ht2.models import ModelEntry
-
-from ht2 import models
-from ht2.cli.common import add_output_folder
-from ht2.cli.number_args import non_negative_int, positive_int
 
 EXAMPLES = """examples:
   ht2 calibrate out/r20-e0.9 --data ~/data/cifar10 --out out/r20-e0.9-cal
@@ -93,6 +93,7 @@ def _accuracy(model: nn.Module, entry: ModelEntry, data: str, args) -> dict:
 def run(args: argparse.Namespace) -> int:
     from ht2.io import atomic_directory, check_output_dir, load
     from ht2.io.artefacts import read_report, write_model
+
     check_output_dir(args.out, overwrite=args.force)
     model = load(args.source)
     entry = models.get_entry(model.ht2_arch["name"])

@@ -6,20 +6,21 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ht2 import models
+from ht2.choices import METHODS
+from ht2.errors import HT2Error
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
     from ht2.models import ModelEntry
 
-from ht2 import models
-from ht2.choices import METHODS
-from ht2.errors import HT2Error
-
 
 def energy_value(text: str) -> float:
     """argparse type for an energy: a float in (0, 1]."""
     from ht2.decomp import check_energy
+
     try:
         return check_energy(float(text))
     except ValueError:
@@ -79,12 +80,14 @@ def model_from_args(args: argparse.Namespace) -> nn.Module:
 def example_input(model_name: str) -> torch.Tensor:
     """A batch of one zero image at the registry's input size."""
     import torch
+
     return torch.zeros(1, *models.get_entry(model_name).input_size)
 
 
 def is_model_dir(spec: str) -> bool:
     """True when `spec` names a compressed model folder (it holds ht2.json)."""
     from ht2.io.artefacts import MANIFEST
+
     return Path(spec).is_dir() and (Path(spec) / MANIFEST).is_file()
 
 
@@ -95,6 +98,7 @@ def load_model_or_dir(spec: str, weights: str | None = None) -> tuple[nn.Module,
     folder saved from a model outside the registry cannot be used here (no entry).
     """
     from ht2.io import load
+
     if is_model_dir(spec):
         if weights:
             raise HT2Error(

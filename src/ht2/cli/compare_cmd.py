@@ -9,11 +9,6 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from torch import nn
-
-    from ht2.models import ModelEntry
-
 from ht2 import models
 from ht2.choices import METHODS
 from ht2.cli.common import (
@@ -24,9 +19,15 @@ from ht2.cli.common import (
     model_from_args,
 )
 from ht2.cli.compare_allocations import add_allocations_arg, compare_allocators
+from ht2.cli.number_args import non_negative_int, positive_int
 from ht2.cli.rank_args import sweep_count
 from ht2.errors import HT2Error
 from ht2.surgery.targets import Target, parse_factor
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ht2.models import ModelEntry
 
 EXAMPLES = """examples:
   ht2 compare cifar10_resnet20 --weights resnet20.th --data ~/data/cifar10 \\
@@ -92,17 +93,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--eval-images",
-        type=int,
+        type=positive_int,
         help="score on this many test images, class-balanced, for quick runs (default: all)",
     )
     parser.add_argument(
         "--calib-images",
-        type=int,
+        type=non_negative_int,
         default=2048,
         help="training images for BatchNorm calibration; 0 skips it (default: 2048)",
     )
-    parser.add_argument("--batch-size", type=int, default=256, help="batch size (default: 256)")
-    parser.add_argument("--workers", type=int, default=2, help="data workers (default: 2)")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=256, help="batch size (default: 256)"
+    )
+    parser.add_argument(
+        "--workers", type=non_negative_int, default=2, help="data workers (default: 2)"
+    )
     parser.add_argument("--no-latency", action="store_true", help="skip timing (default: time)")
     parser.add_argument(
         "--batch-sizes",
@@ -111,9 +116,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="batch sizes to time (default: 1,128)",
     )
     parser.add_argument(
-        "--repeats", type=int, default=10, help="timed runs per model and batch size (default: 10)"
+        "--repeats",
+        type=positive_int,
+        default=10,
+        help="timed runs per model and batch size (default: 10)",
     )
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
+    parser.add_argument(
+        "--threads", type=positive_int, default=1, help="torch threads (default: 1)"
+    )
     parser.add_argument(
         "--no-keep-if-larger",
         dest="keep_if_larger",

@@ -109,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
     from ht2.io import atomic_directory, check_output_dir
     from ht2.io.artefacts import write_model
     from ht2.surgery import compress
+
     check_output_dir(args.out, overwrite=args.force)
     if args.calibrate and not args.data:
         raise HT2Error("--calibrate needs --data PATH (a folder with train/)")
@@ -142,4 +143,16 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(report_table(report))
         print(f"wrote {args.out}/ (model.safetensors, ht2.json, report.json)", file=sys.stderr)
+    if not (args.calibrate or args.data_aware):
+        print(recovery_hint(args.out), file=sys.stderr)
     return 0
+
+
+def recovery_hint(out: object) -> str:
+    """What a model fresh from the decomposition is worth, and the commands that recover it."""
+    return (
+        "note: these factors have had no recovery yet, so top-1 may be far below the "
+        f"original's (measure it: ht2 evaluate {out} --data DATA). Recover it with "
+        f"`ht2 calibrate {out} --data DATA --evaluate --out {out}-cal` (BatchNorm statistics, "
+        f"no training, a minute) or `ht2 finetune {out} --data DATA --epochs 5 --out {out}-ft`."
+    )

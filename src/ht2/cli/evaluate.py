@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from ht2.cli.common import is_model_dir, load_model_or_dir
+from ht2.cli.number_args import non_negative_int, positive_int
 from ht2.errors import HT2Error
 
 DESCRIPTION = """\
@@ -67,18 +68,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="which split to score (default: test if PATH has it, else val)",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=256, metavar="N", help="images per batch (default: 256)"
+        "--batch-size",
+        type=positive_int,
+        default=256,
+        metavar="N",
+        help="images per batch (default: 256)",
     )
     parser.add_argument(
         "--workers",
-        type=int,
+        type=non_negative_int,
         default=2,
         metavar="N",
         help="processes decoding images; 0 decodes in this one (default: 2)",
     )
     parser.add_argument(
         "--limit",
-        type=int,
+        type=positive_int,
         metavar="N",
         help="score N images, class-balanced and the same ones every run (default: all)",
     )

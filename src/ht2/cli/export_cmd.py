@@ -8,13 +8,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    import torch
-
 from ht2 import models
 from ht2.choices import DEFAULT_OPSET
 from ht2.cli.common import add_output_folder, is_model_dir
+from ht2.cli.number_args import positive_int
 from ht2.errors import HT2Error
+
+if TYPE_CHECKING:
+    import torch
 
 ONNX_FILE = "model.onnx"
 ONNX_CHECK = "onnx_check.json"
@@ -56,7 +57,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--opset",
-        type=int,
+        type=positive_int,
         default=DEFAULT_OPSET,
         metavar="N",
         help=f"ONNX opset version (default: {DEFAULT_OPSET})",
@@ -70,6 +71,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ht2.export import fold_batchnorms, require_onnx
     from ht2.io import atomic_directory, check_output_dir, load
+
     if not is_model_dir(args.dir):
         raise HT2Error(f"{args.dir} is not a folder written by `ht2 compress` (no ht2.json)")
     check_output_dir(args.out, overwrite=args.force)
@@ -98,6 +100,7 @@ def write_folder(
 
     from ht2.io import load
     from ht2.io.artefacts import read_report, write_model
+
     write_model(model, staging, read_report(source, required=False))
     x = torch.randn(2, *input_size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -116,6 +119,7 @@ def write_onnx(
     (and the fold summary) also go to DIR/onnx_check.json."""
     from ht2.export import check_onnx, export_onnx
     from ht2.io.artefacts import write_json
+
     export_onnx(model, input_size, staging / ONNX_FILE, opset)
     check = check_onnx(model, staging / ONNX_FILE, input_size, opset)
     result = {"file": ONNX_FILE, "input_size": list(input_size), **check.to_dict()}

@@ -6,14 +6,14 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from torch import nn
-
 from ht2 import models
 from ht2.cli.calibrate import calibrate_on_train_images
 from ht2.cli.number_args import fraction, positive_float, positive_int
 from ht2.cli.training_args import add_training_args, config_from_args
 from ht2.errors import HT2Error
+
+if TYPE_CHECKING:
+    from torch import nn
 
 EXAMPLES = """examples:
   ht2 finetune out/r20-e0.7 --data ~/data/cifar10 --epochs 5 --out out/r20-e0.7-ft
@@ -75,6 +75,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def teacher_for(source: Path, weights: str | None) -> nn.Module:
     """The uncompressed model the folder was made from, for distillation."""
     from ht2.io import read_manifest
+
     arch = read_manifest(source).get("arch") or {}
     chosen = weights or arch.get("weights")
     if not arch or not chosen:
@@ -94,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
     from ht2.io import load
     from ht2.io.artefacts import read_report, save_into
     from ht2.train import fit
+
     config = config_from_args(args)
     source = Path(args.source)
     model = load(source)

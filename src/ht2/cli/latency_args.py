@@ -6,15 +6,15 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
+from ht2.cli.number_args import positive_int
+from ht2.cli.tables import render
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
     from ht2.surgery import CompressionReport
     from ht2.surgery.latency_aware import FormChoices
-
-from ht2.cli.number_args import positive_int
-from ht2.cli.tables import render
 
 
 def add_latency_args(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +52,7 @@ def add_latency_args(parser: argparse.ArgumentParser) -> None:
 def check_latency_args(args: argparse.Namespace) -> None:
     """Fail before compressing when --latency-aware asks for a device that is not here."""
     from ht2.device import resolve_device
+
     if args.latency_aware:
         resolve_device(args.device)
 
@@ -64,6 +65,7 @@ def apply_latency_aware(
 ) -> None:
     """With --latency-aware, put each factorized layer in its fastest form and record it."""
     from ht2.surgery.latency_aware import choose_forms, record_forms
+
     if not args.latency_aware:
         return
     choices = choose_forms(

@@ -43,6 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def read_report_data(directory: Path) -> tuple[dict[str, Any], CompressionReport]:
     """The raw JSON of DIR/report.json and the report it holds; problems name the file."""
     from ht2.io.artefacts import REPORT, read_report
+
     if not directory.is_dir():
         raise HT2Error(f"{directory} is not a folder; give a folder written by `ht2 compress`")
     report = read_report(directory)

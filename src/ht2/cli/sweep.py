@@ -7,9 +7,6 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from torch import nn
-
 from ht2 import models
 from ht2.choices import METHODS
 from ht2.cli.common import (
@@ -19,7 +16,11 @@ from ht2.cli.common import (
     energy_value,
     method_list,
 )
+from ht2.cli.number_args import non_negative_int, positive_int
 from ht2.errors import HT2Error
+
+if TYPE_CHECKING:
+    from torch import nn
 
 EXAMPLES = """examples:
   ht2 sweep cifar10_resnet20 --weights resnet20.th --data ~/data/cifar10 --out sweeps/r20
@@ -64,8 +65,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="PATH",
         help="eval data as for `ht2 evaluate`; without it accuracy is skipped (default: none)",
     )
-    parser.add_argument("--limit", type=int, help="evaluate on this many images (default: all)")
-    parser.add_argument("--workers", type=int, default=2, help="data workers (default: 2)")
+    parser.add_argument(
+        "--limit", type=positive_int, help="evaluate on this many images (default: all)"
+    )
+    parser.add_argument(
+        "--workers", type=non_negative_int, default=2, help="data workers (default: 2)"
+    )
     parser.add_argument(
         "--batch-sizes",
         type=batch_size_list,
@@ -73,9 +78,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="batch sizes to time (default: 1,128)",
     )
     parser.add_argument(
-        "--repeats", type=int, default=10, help="timed runs per model and batch size (default: 10)"
+        "--repeats",
+        type=positive_int,
+        default=10,
+        help="timed runs per model and batch size (default: 10)",
     )
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument(
+        "--threads", type=positive_int, help="torch threads (default: torch's choice)"
+    )
     parser.add_argument(
         "--no-keep-if-larger",
         dest="keep_if_larger",

@@ -6,11 +6,11 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from torch import nn
-
 from ht2 import models
 from ht2.cli.training_args import add_training_args, config_from_args
+
+if TYPE_CHECKING:
+    from torch import nn
 
 EXAMPLES = """examples:
   ht2 train cifar10_resnet20 --data ~/data/cifar10 --recipe resnet-cifar10 --out runs/r20
@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from ht2.io.artefacts import save_into
     from ht2.train import fit
     from ht2.train.runner import reseed
+
     config = config_from_args(args)
     entry = models.get_entry(args.model)
     reseed(config.seed)  # the same random init every time, so --resume matches a straight run
