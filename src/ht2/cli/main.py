@@ -21,6 +21,7 @@ from ht2.cli import (
     sweep,
     train_cmd,
 )
+from ht2.cli.signals import install_interrupt_handlers, interrupted_exit_code
 from ht2.errors import HT2Error
 
 SUBCOMMANDS = (
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     Warnings raised while the command runs are held back and shown only if it succeeds, so
     that a refused input prints exactly one line.
     """
+    install_interrupt_handlers()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -76,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         except HT2Error as error:
             print(f"ht2: error: {error}", file=sys.stderr)
             return 2
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
             print("ht2: interrupted; nothing was written", file=sys.stderr)
-            return 130
+            return interrupted_exit_code(stop)
         except BrokenPipeError:  # `ht2 models | head`: the reader left; not an error of ours
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0

@@ -31,3 +31,10 @@ def install_interrupt_handlers() -> None:
         signum = getattr(signal, name, None)  # Windows has no SIGHUP
         if signum is not None and signal.getsignal(signum) is signal.SIG_DFL:
             signal.signal(signum, _interrupt)
+
+
+def interrupted_exit_code(stop: KeyboardInterrupt) -> int:
+    """128 + the signal number, as shells report a process stopped by that signal (130 for
+    Ctrl-C, 143 for SIGTERM, 129 for SIGHUP)."""
+    name = stop.args[0] if stop.args and stop.args[0] in SIGNAL_NAMES else "SIGINT"
+    return 128 + int(getattr(signal, name, signal.SIGINT))

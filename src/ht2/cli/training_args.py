@@ -122,7 +122,12 @@ def add_training_args(parser: argparse.ArgumentParser, default_recipe: str | Non
         "checkpoint/ (must not exist or be empty, unless --resume or --force)",
     )
     add("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    add("--force", action="store_true", help="start again in a non-empty --out, deleting it")
+    add(
+        "--force",
+        action="store_true",
+        help="start again in a non-empty --out that holds an ht2 run or model (deleting it); "
+        "any other folder is refused (default: off)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
