@@ -1003,6 +1003,12 @@ CASES = [
         "--opset",
         (model_dir(),),
     ),
+    Case(
+        "export-opset-beyond-torch",
+        ["export", "m", "--format", "onnx", "--opset", "99", "--out", "o"],
+        "--opset",
+        (model_dir(),),
+    ),
     Case("export-source-missing", ["export", "no-such-model", "--out", "o"], "no-such-model"),
     Case(
         "export-source-not-a-model",
