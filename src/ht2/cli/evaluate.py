@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from ht2.cli.common import is_model_dir, load_model_or_dir
@@ -110,6 +111,11 @@ def _weights(args: argparse.Namespace) -> str | None:
         if args.pretrained:
             raise HT2Error(f"{args.model} is a compressed model folder; drop --pretrained")
         return args.weights
+    if Path(args.model).exists():
+        raise HT2Error(
+            f"{args.model} is not a model name nor a folder written by `ht2 compress` "
+            "(no ht2.json)"
+        )
     if not args.weights and not args.pretrained:
         raise HT2Error(
             f"give {args.model}'s weights with --weights FILE or --pretrained "
