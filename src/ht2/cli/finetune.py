@@ -95,8 +95,10 @@ def run(args: argparse.Namespace) -> int:
     from ht2.io import load
     from ht2.io.artefacts import read_report, save_into
     from ht2.train import fit
+    from ht2.train.runner import prepare_output
 
     config = config_from_args(args)
+    prepare_output(Path(args.out), args.resume, args.force)  # before any work on the model
     source = Path(args.source)
     model = load(source)
     entry = models.get_entry(model.ht2_arch["name"])
