@@ -37,12 +37,26 @@ class OnnxCheck:
         return {**asdict(self), "relative_diff": self.relative_diff}
 
 
+def supported_opsets() -> tuple[int, int]:
+    """The lowest and highest ONNX opset this torch's TorchScript-based exporter writes."""
+    try:
+        from torch.onnx._constants import ONNX_MAX_OPSET, ONNX_MIN_OPSET
+    except ImportError:  # a private module; without it, let the exporter judge
+        return 1, 10**6
+    return int(ONNX_MIN_OPSET), int(ONNX_MAX_OPSET)
+
+
 def export_onnx(
     model: nn.Module, input_size: tuple[int, ...], path: Path, opset: int = DEFAULT_OPSET
 ) -> None:
     """Write `model` (eval mode, on CPU) to `path` with input "input", output "output" and a
     dynamic batch dimension; the TorchScript-based exporter, so no onnxscript is needed."""
     require_onnx()
+    low, high = supported_opsets()
+    if not low <= opset <= high:
+        raise HT2Error(
+            f"opset must be between {low} and {high} for torch {torch.__version__}, got {opset}"
+        )
     model = model.cpu().eval()
     example = torch.zeros(1, *input_size)
     try:
