@@ -250,6 +250,22 @@ def _remove(path: Path) -> None:
     path.unlink()
 
 
+def _nan_tensor(path: Path) -> None:
+    """model.safetensors with one weight set to NaN (a diverged run, a corrupted file)."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(path))
+    key = next(k for k, v in tensors.items() if v.is_floating_point())
+    tensors[key] = torch.full_like(tensors[key], float("nan"))
+    save_file(tensors, str(path), metadata={"format": "ht2"})
+
+
+def _report_without_layer_fields(path: Path) -> str:
+    data = json.loads(path.read_text())
+    data["layers"][0] = {"name": data["layers"][0]["name"]}
+    return json.dumps(data)
+
+
 # Command prefixes shared by several cases.
 
 COMPRESS = ["compress", "cifar10_resnet20", "--random-init", "--energy", "0.5"]
@@ -1059,6 +1075,43 @@ CASES = [
         ["report", "m", "--markdown", "--json"],
         "--json",
         (model_dir(),),
+    ),
+    Case(
+        "report-report-layer-missing-fields",
+        ["report", "m"],
+        "lacks the fields",
+        (model_file("report.json", lambda p: p.write_text(_report_without_layer_fields(p))),),
+    ),
+    Case("models-no-match", ["models", "zzz*"], "zzz*"),
+    Case(
+        "compress-weights-random-bytes",
+        ["compress", "cifar10_resnet20", "--weights", "w.pth", "--out", "o"],
+        "corrupt",
+        (bytes_file("w.pth", bytes(range(256)) * 3),),
+    ),
+    Case(
+        "export-onnx-opset-above-supported",
+        ["export", "m", "--format", "onnx", "--opset", "99", "--out", "x"],
+        "opset",
+        (model_dir(),),
+    ),
+    Case(
+        "evaluate-folder-with-nan-tensors",
+        ["evaluate", "m", *EVALUATE],
+        "nan",
+        (model_file("model.safetensors", _nan_tensor), image_data()),
+    ),
+    Case(
+        "benchmark-folder-with-nan-tensors",
+        ["benchmark", "m", *BENCH],
+        "nan",
+        (model_file("model.safetensors", _nan_tensor),),
+    ),
+    Case(
+        "evaluate-weights-with-nan",
+        ["evaluate", "cifar10_resnet20", "--weights", "nan.pth", *EVALUATE],
+        "layer1.0.conv1.weight",
+        (asset("r20-nan.pth", "nan.pth"), image_data()),
     ),
 ]
 

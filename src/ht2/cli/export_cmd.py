@@ -70,6 +70,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ht2.export import fold_batchnorms, require_onnx
+    from ht2.export.onnx_export import supported_opsets
     from ht2.io import atomic_directory, check_output_dir, load
 
     if not is_model_dir(args.dir):
@@ -77,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(args.out, overwrite=args.force)
     if args.format == "onnx":
         require_onnx()
+        low, high = supported_opsets()
+        if not low <= args.opset <= high:
+            raise HT2Error(f"--opset must be between {low} and {high} here, got {args.opset}")
     model = load(args.dir)
     input_size = models.get_entry(model.ht2_arch["name"]).input_size
     summary: dict[str, Any] = {"source": str(args.dir), "out": str(args.out), "format": args.format}

@@ -6,6 +6,7 @@ import argparse
 from fnmatch import fnmatchcase
 
 from ht2 import models
+from ht2.errors import HT2Error
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -20,7 +21,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    for name in models.list_models():
-        if fnmatchcase(name, args.pattern):
-            print(name)
+    names = [name for name in models.list_models() if fnmatchcase(name, args.pattern)]
+    if not names:
+        raise HT2Error(f"no model name matches '{args.pattern}' (`ht2 models` lists them all)")
+    print("\n".join(names))
     return 0

@@ -24,7 +24,7 @@ from ht2.io.plan_check import (
     check_plan_fits,
     tensor_shapes,
 )
-from ht2.models.weights import state_dict_mismatches
+from ht2.models.weights import refuse_non_finite, state_dict_mismatches
 from ht2.surgery import CompressionReport, apply_plan, collect_plan
 
 FORMAT = "ht2"
@@ -157,6 +157,7 @@ def load_state_strict(model: nn.Module, tensors: dict[str, torch.Tensor], path: 
     problems = state_dict_mismatches(model.state_dict(), tensors)
     if problems:
         raise HT2Error(f"{path} does not fit the model: {'; '.join(problems)}")
+    refuse_non_finite(tensors, str(path))
     model.load_state_dict(tensors, strict=True)
 
 

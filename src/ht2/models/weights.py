@@ -59,7 +59,8 @@ def _load_torch(file: Path, remedy: str) -> Any:
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights only" in str(exc).lower():
+        text = str(exc).lower()
+        if "weights only" in text and "unsupported operand" not in text:  # not bytes garbage
             raise HT2Error(
                 f"weights file {file} is a pickle that weights_only loading refuses (it may run "
                 f"code); {remedy}"
@@ -105,7 +106,16 @@ def _extract_state_dict(obj: Any, file: Path) -> dict[str, torch.Tensor]:
             f"weights file {file} holds no state dict (no tensors found at the top level or under "
             "'state_dict' or 'model'); save model.state_dict() instead"
         )
+    refuse_non_finite(tensors, f"weights file {file}")
     return tensors
+
+
+def refuse_non_finite(tensors: Mapping[str, torch.Tensor], source: str) -> None:
+    """Refuse floating-point tensors holding NaN or Inf, naming the first: such weights
+    (a diverged run, a corrupted file) would only give a model that outputs garbage."""
+    for key, value in tensors.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise HT2Error(f"{source} holds NaN or Inf values in '{key}'; it cannot be used")
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 from typing import Any
 
 
@@ -72,5 +72,28 @@ class CompressionReport:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CompressionReport:
         fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        fields["layers"] = [LayerReport(**layer) for layer in data.get("layers", [])]
+        _require_fields(cls, fields, "the report")
+        layers = data.get("layers", [])
+        if not isinstance(layers, list) or not all(isinstance(item, dict) for item in layers):
+            raise ValueError("its layers are not a list of objects")
+        known = [
+            {k: v for k, v in layer.items() if k in LayerReport.__dataclass_fields__}
+            for layer in layers
+        ]
+        for layer in known:
+            _require_fields(LayerReport, layer, f"layer {layer.get('name', '?')!r}")
+        fields["layers"] = [LayerReport(**layer) for layer in known]
         return cls(**fields)
+
+
+def _require_fields(kind: type, data: dict[str, Any], what: str) -> None:
+    """ValueError naming the fields `kind` needs that `data` lacks (newer, unknown fields are
+    dropped by the caller, so that a report from a later ht2 still reads)."""
+    needed = [
+        name
+        for name, spec in kind.__dataclass_fields__.items()
+        if spec.default is MISSING and spec.default_factory is MISSING and name != "layers"
+    ]
+    missing = [name for name in needed if name not in data]
+    if missing:
+        raise ValueError(f"{what} lacks the fields {', '.join(missing)}")
