@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -265,49 +266,6 @@ def onnx_file(compressed: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return out / "model.onnx"
 
 
-def test_benchmark_compares_eager_channels_last_and_onnxruntime(
-    compressed: Path, onnx_file: Path, capsys
-) -> None:
-    code, stdout, _ = _run(
-        [
-            "benchmark",
-            str(compressed),
-            "--channels-last",
-            "--onnx",
-            str(onnx_file),
-            "--batch-sizes",
-            "1,3",
-            "--json",
-            *FAST,
-        ],
-        capsys,
-    )
-    assert code == 0
-    result = json.loads(stdout)
-    assert result["onnx"] == str(onnx_file) and result["onnxruntime_threads"] == 1
-    assert [row["batch_size"] for row in result["rows"]] == [1, 3]
-    for row in result["rows"]:
-        for name in ("channels_last", "onnxruntime"):
-            assert row[f"{name}_latency_ms"] > 0 and row[f"{name}_latency_iqr_ms"] >= 0
-            assert row[f"{name}_speedup"] == pytest.approx(
-                row["latency_ms"] / row[f"{name}_latency_ms"]
-            )
-
-
-def test_benchmark_table_has_a_column_per_runtime(
-    compressed: Path, onnx_file: Path, capsys
-) -> None:
-    code, stdout, _ = _run(
-        ["benchmark", str(compressed), "--onnx", str(onnx_file), "--batch-sizes", "2", *FAST],
-        capsys,
-    )
-    assert code == 0
-    header = stdout.splitlines()[0].split()
-    assert header[:3] == ["batch", "ms", "IQR"] and "onnxruntime" in header
-    assert "channels_last" not in header
-    assert "ONNX Runtime" in stdout and "1 intra-op thread" in stdout
-
-
 def test_channels_last_leaves_the_model_alone() -> None:
     model = nn.Conv2d(3, 4, 3).eval()
     runner = ChannelsLast(model)
@@ -333,3 +291,193 @@ def test_onnx_of_another_input_size(onnx_file: Path, capsys) -> None:
 def test_onnx_file_missing(compressed: Path, tmp_path: Path, capsys) -> None:
     missing = str(tmp_path / "none.onnx")
     _fails(["benchmark", str(compressed), "--onnx", missing, *FAST], capsys, "none.onnx")
+
+
+@pytest.fixture(scope="module")
+def folded_dir(compressed: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The compressed ResNet-20 with its BatchNorms folded, by `ht2 export --fold-bn`."""
+    out = tmp_path_factory.mktemp("folded") / "r20"
+    with num_threads(1):
+        assert main(["export", str(compressed), "--fold-bn", "--out", str(out)]) == 0
+    return out
+
+
+def _json(args: list[str], capsys) -> dict:
+    code, stdout, stderr = _run([*args, "--json", *FAST], capsys)
+    assert code == 0, stderr
+    return json.loads(stdout)
+
+
+def _observe(prepared, x: torch.Tensor) -> dict:
+    """What a prepared model really does: BatchNorms left, weight layout, output dtype, and
+    what runs it."""
+    module = prepared.module
+    conv = next(m for m in module.modules() if isinstance(m, nn.Conv2d))
+    with torch.inference_mode():
+        output = prepared(x)
+    return {
+        "treatment": prepared.treatment,
+        "batchnorms": sum(isinstance(m, nn.BatchNorm2d) for m in module.modules()),
+        "channels_last": conv.weight.is_contiguous(memory_format=torch.channels_last),
+        "dtype": output.dtype,
+        "runner": type(prepared.run).__name__,
+    }
+
+
+def test_the_baseline_gets_the_treatment_of_the_model(
+    folded_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from ht2.metrics import treatment
+
+    seen: list[dict] = []
+    real = treatment.treat
+
+    def recording(model, how, *args, **kwargs):
+        prepared = real(model, how, *args, **kwargs)
+        seen.append(_observe(prepared, torch.randn(1, 3, 32, 32)))
+        return prepared
+
+    monkeypatch.setattr(treatment, "treat", recording)
+    args = ["benchmark", str(folded_dir), "--against", "cifar10_resnet20", "--batch-sizes", "1"]
+    result = _json([*args, "--channels-last", "--dtype", "bfloat16"], capsys)
+    ours, theirs = seen
+    assert ours == theirs
+    assert ours["batchnorms"] == 0 and ours["channels_last"] and ours["dtype"] == torch.bfloat16
+    assert ours["treatment"].fold_bn  # the folder came folded: the baseline was folded too
+    assert result["matched"] and result["treatment"] == result["baseline_treatment"]
+    assert result["treatment"] == {
+        "dtype": "bfloat16",
+        "memory_format": "channels_last",
+        "runtime": "eager",
+        "fold_bn": True,
+    }
+    assert result["folded_bn"] == result["baseline_folded_bn"] == 19
+
+
+def test_fold_bn_folds_both_unfolded_models(compressed: Path, capsys) -> None:
+    args = ["benchmark", str(compressed), "--against", "cifar10_resnet20", "--batch-sizes", "1"]
+    plain = _json(args, capsys)
+    assert not plain["treatment"]["fold_bn"] and plain["folded_bn"] == 0
+    assert plain["baseline_folded_bn"] == 0
+    folded = _json([*args, "--fold-bn"], capsys)
+    assert folded["treatment"]["fold_bn"] and folded["baseline_treatment"]["fold_bn"]
+    assert folded["folded_bn"] == folded["baseline_folded_bn"] == 19
+
+
+def test_json_rows_state_the_mac_reduction_and_realized_share(compressed: Path, capsys) -> None:
+    args = ["benchmark", str(compressed), "--against", "cifar10_resnet20", "--batch-sizes", "1,2"]
+    result = _json(args, capsys)
+    assert {"treatment", "baseline_treatment", "matched", "macs", "baseline_macs"} <= set(result)
+    for row in result["rows"]:
+        assert row["mac_reduction"] == pytest.approx(result["baseline_macs"] / result["macs"])
+        assert row["realized_over_mac"] == pytest.approx(row["speedup"] / row["mac_reduction"])
+
+
+def test_the_table_states_the_treatment(compressed: Path, capsys) -> None:
+    args = ["benchmark", str(compressed), "--against", "cifar10_resnet20", "--batch-sizes", "1"]
+    code, stdout, _ = _run([*args, "--channels-last", *FAST], capsys)
+    assert code == 0
+    assert "realized/MAC" in stdout.splitlines()[0]
+    assert "both models (like for like): float32, NHWC, eager, BatchNorms unfolded" in stdout
+
+
+def test_unmatched_baseline_runs_as_loaded_and_says_so(folded_dir: Path, capsys) -> None:
+    args = ["benchmark", str(folded_dir), "--against", "cifar10_resnet20", "--batch-sizes", "1"]
+    args += ["--channels-last", "--unmatched-baseline"]
+    result = _json(args, capsys)
+    assert result["matched"] is False and result["baseline_folded_bn"] == 0
+    assert result["baseline_treatment"] == {
+        "dtype": "float32",
+        "memory_format": "contiguous",
+        "runtime": "eager",
+        "fold_bn": False,
+    }
+    code, stdout, _ = _run([*args, *FAST], capsys)
+    assert code == 0 and "UNMATCHED (--unmatched-baseline)" in stdout
+
+
+def test_matrix_times_every_treatment_and_marks_the_pairs(compressed: Path, capsys) -> None:
+    args = ["benchmark", str(compressed), "--against", "cifar10_resnet20", "--batch-sizes", "1"]
+    args += ["--matrix", "--runtime", "eager", "--dtype", "float32"]
+    result = _json(args, capsys)
+    rows = result["rows"]
+    seen = {(r["treatment"]["memory_format"], r["treatment"]["fold_bn"]) for r in rows}
+    assert len(rows) == 4 and len(seen) == 4
+    assert all(row["treatment"] == row["baseline_treatment"] for row in rows)
+    fastest = [row for row in rows if "fastest like-for-like pair" in row["marks"]]
+    assert fastest == [min(rows, key=lambda row: row["latency_ms"])]
+    theirs = min(rows, key=lambda row: row["baseline_latency_ms"])
+    assert "baseline's fastest" in theirs["marks"]
+    (best,) = result["best"]
+    pair = best["best_against_best"]
+    assert pair["treatment"] == fastest[0]["treatment"]
+    assert pair["baseline_treatment"] == theirs["treatment"]
+    assert pair["speedup"] == pytest.approx(
+        theirs["baseline_latency_ms"] / fastest[0]["latency_ms"]
+    )
+    assert best["fastest_like_for_like"]["speedup"] == fastest[0]["speedup"]
+    code, stdout, _ = _run(
+        [*args, "--matrix", "--runtime", "eager", "--dtype", "float32", *FAST], capsys
+    )
+    assert code == 0 and "best against best" in stdout and "mark" in stdout.splitlines()[0]
+
+
+def test_onnxruntime_runs_both_models_exported(compressed: Path, capsys) -> None:
+    args = ["benchmark", str(compressed), "--against", "cifar10_resnet20", "--batch-sizes", "1,3"]
+    result = _json([*args, "--runtime", "onnxruntime"], capsys)
+    assert result["treatment"]["runtime"] == result["baseline_treatment"]["runtime"]
+    assert result["treatment"]["runtime"] == "onnxruntime" and result["onnxruntime_threads"] == 1
+    for row in result["rows"]:
+        assert row["latency_ms"] > 0 and row["baseline_latency_ms"] > 0
+
+
+def test_an_onnx_file_folded_by_export_folds_the_baseline(
+    compressed: Path, onnx_file: Path, capsys
+) -> None:
+    args = ["benchmark", str(compressed), "--against", "cifar10_resnet20", "--batch-sizes", "2"]
+    result = _json([*args, "--onnx", str(onnx_file)], capsys)
+    assert result["onnx"] == str(onnx_file) and result["treatment"]["runtime"] == "onnxruntime"
+    assert result["treatment"] == result["baseline_treatment"]
+    assert result["treatment"]["fold_bn"] and result["baseline_folded_bn"] == 19
+
+
+def test_onnxruntime_missing_names_the_extra(
+    compressed: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    args = ["benchmark", str(compressed), "--runtime", "onnxruntime", "--batch-sizes", "1"]
+    _fails([*args, *FAST], capsys, "pip install 'ht2[onnx]'")
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--runtime", "onnx"], "invalid choice: 'onnx'"),
+        (["--dtype", "float16"], "invalid choice: 'float16'"),
+        (["--runtime", "onnxruntime", "--dtype", "bfloat16"], "float32 graph"),
+        (["--runtime", "onnxruntime", "--channels-last"], "memory layout"),
+        (["--runtime", "eager", "--onnx", "m.onnx"], "drop --runtime eager"),
+        (["--unmatched-baseline"], "--against"),
+        (["--matrix", "--per-layer"], "drop --per-layer"),
+    ],
+)
+def test_bad_treatments_are_one_line(extra: list[str], needle: str, capsys) -> None:
+    _fails(["benchmark", "cifar10_resnet20", "--batch-sizes", "1", *extra, *FAST], capsys, needle)
+
+
+def test_emulated_bfloat16_is_a_warning(
+    compressed: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from ht2.metrics import treatment
+
+    monkeypatch.setattr(treatment, "native_bfloat16", lambda device: False)
+    args = ["benchmark", str(compressed), "--dtype", "bfloat16", "--batch-sizes", "1"]
+    code, stdout, stderr = _run([*args, "--json", *FAST], capsys)
+    assert code == 0 and json.loads(stdout)["bfloat16_emulated"] is True
+    assert "emulated" in stderr and "no native bfloat16" in stderr
+
+
+def test_per_layer_times_in_the_treatment(compressed: Path, capsys) -> None:
+    args = ["benchmark", str(compressed), "--per-layer", "--batch-sizes", "2"]
+    result = _json([*args, "--dtype", "bfloat16", "--channels-last"], capsys)
+    assert result["layers"] and all(layer["factorized_ms"] > 0 for layer in result["layers"])

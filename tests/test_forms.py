@@ -13,9 +13,11 @@ from torch import nn
 
 import ht2
 from ht2.cli.main import main
+from ht2.cli.tables import report_table
 from ht2.decomp import HT2Ranks
 from ht2.errors import HT2Error
 from ht2.layers import ConvSpec, HT2Conv2d, build_factorized, factorize
+from ht2.metrics.treatment import Treatment
 from ht2.surgery import CompressionReport, LayerReport
 from ht2.surgery.latency_aware import choose_forms, record_forms
 from tests._shared import CONV_GEOMETRIES, PADDING_MODES
@@ -159,17 +161,17 @@ def test_save_and_load_rebuild_each_layers_form(tmp_path: Path) -> None:
         assert _rel(loaded(x), expected) < 1e-6
 
 
-def test_choose_forms_keeps_the_fastest_form_and_the_outputs() -> None:
+def test_choose_forms_with_allow_dense_keeps_the_fastest_form_and_the_outputs() -> None:
     model, x = _resnet20()
     report = ht2.compress(model, energy=0.7, example_input=x)
     with torch.no_grad():
         expected = model(x)
-    chosen = choose_forms(model, x, batch_size=2, threads=1, repeats=2, warmup=1)
+    chosen = choose_forms(model, x, batch_size=2, threads=1, repeats=2, warmup=1, allow_dense=True)
     assert [c.name for c in chosen.layers] == [line.name for line in report.replaced]
     assert set(chosen.model_ms) == {"per_layer", "as_decomposed", "dense"}
     assert chosen.kept == min(chosen.model_ms, key=chosen.model_ms.__getitem__)
     for choice in chosen.layers:
-        assert set(choice.times_ms) == set(_forms_from(choice.before))
+        assert set(choice.times_ms) == set(_forms_from(choice.before)) and not choice.over_budget
         fastest = min(choice.times_ms, key=choice.times_ms.__getitem__)
         layouts = {"per_layer": fastest, "as_decomposed": choice.before, "dense": "dense"}
         assert choice.form == layouts[chosen.kept] == _form(model.get_submodule(choice.name))
@@ -182,16 +184,96 @@ def test_choose_forms_keeps_the_fastest_form_and_the_outputs() -> None:
     assert report.params_after == sum(p.numel() for p in model.parameters())
 
 
+def _sizes(report: CompressionReport) -> dict[str, tuple[int, int | None]]:
+    return {line.name: (line.params_after, line.macs_after) for line in report.layers}
+
+
+def test_without_allow_dense_no_layer_grows_and_none_becomes_dense() -> None:
+    model, x = _resnet20()
+    report = ht2.compress(model, energy=0.7, example_input=x, keep_if_larger=False)
+    plain = _sizes(report)
+    plain_reductions = (report.param_reduction, report.mac_reduction)
+    chosen = choose_forms(model, x, batch_size=2, threads=1, repeats=1, warmup=0)
+    record_forms(report, chosen, model, x)
+    assert set(chosen.model_ms) == {"per_layer", "as_decomposed"}
+    for choice in chosen.layers:
+        assert choice.form != "dense" and "dense" in choice.over_budget
+        assert "dense" not in choice.times_ms
+        assert set(choice.times_ms) | set(choice.over_budget) == set(_forms_from(choice.before))
+    for name, (params, macs) in _sizes(report).items():
+        assert params <= plain[name][0] and macs <= plain[name][1], name
+    kept_as_decomposed = [c.name for c in chosen.layers if c.form == c.before]
+    assert all(_sizes(report)[name] == plain[name] for name in kept_as_decomposed)
+    assert report.param_reduction >= plain_reductions[0]
+    assert report.mac_reduction >= plain_reductions[1]
+    assert len(report.replaced) == len(chosen.layers)
+    assert report.latency_aware["kept_dense"] == [] and not report.latency_aware["allow_dense"]
+
+
+def test_only_the_default_form_keeps_the_size_exactly() -> None:
+    model, x = _resnet20()
+    report = ht2.compress(model, energy=0.7, example_input=x)
+    plain = (report.params_after, report.macs_after, _sizes(report))
+    chosen = choose_forms(model, x, repeats=1, warmup=0, forms=("four", "factors", "three"))
+    record_forms(report, chosen, model, x)
+    assert all(c.form == c.before for c in chosen.layers)
+    assert (report.params_after, report.macs_after, _sizes(report)) == plain
+    assert "kept dense" not in report_table(report)
+
+
+@pytest.mark.parametrize(
+    "treatment",
+    [Treatment(channels_last=True), Treatment(dtype="bfloat16"), Treatment("bfloat16", True)],
+)
+def test_forms_timed_in_a_treatment_compute_what_the_four_convolutions_do(treatment) -> None:
+    model, x = _resnet20()
+    ht2.compress(model, energy=0.7, example_input=x)
+    with torch.no_grad():
+        expected = model(x)
+    chosen = choose_forms(model, x, repeats=1, warmup=0, treatment=treatment, allow_dense=True)
+    assert chosen.treatment == treatment
+    with torch.no_grad():
+        assert _rel(model(x), expected) < 1e-5
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_forms_are_not_timed_folded_or_in_onnxruntime() -> None:
+    model, x = _resnet20()
+    ht2.compress(model, energy=0.7, example_input=x, include=["layer1.0.conv1"])
+    for treatment in (Treatment(runtime="onnxruntime"), Treatment(fold_bn=True)):
+        with pytest.raises(HT2Error, match="forms are timed in eager or compile"):
+            choose_forms(model, x, repeats=1, warmup=0, treatment=treatment)
+    with pytest.raises(HT2Error, match="allow_dense"):
+        choose_forms(model, x, repeats=1, warmup=0, forms=("dense",))
+
+
 def test_choose_forms_limited_to_dense_restores_the_original_sizes() -> None:
     model, x = _resnet20()
     params = sum(p.numel() for p in model.parameters())
     report = ht2.compress(model, energy=0.7, example_input=x)
-    chosen = choose_forms(model, x, repeats=1, warmup=0, forms=("dense",), check_model=False)
+    factors = (report.param_reduction, report.mac_reduction)
+    chosen = choose_forms(
+        model, x, repeats=1, warmup=0, forms=("dense",), check_model=False, allow_dense=True
+    )
     record_forms(report, chosen, model, x)
     assert chosen.kept == "per_layer" and not chosen.model_ms
     assert all(c.form == "dense" for c in chosen.layers)
     assert report.params_after == params and report.macs_after == report.macs_before
     assert all(line.params_after == line.params_before for line in report.layers)
+    assert report.replaced == []
+    table = report_table(report)
+    layers = len(chosen.layers)
+    assert f"0 of {len(report.layers)} layers replaced" in table
+    assert (
+        f"{layers} of {layers} layers kept dense for speed; params 1.00x instead of "
+        f"{factors[0]:.2f}x, MACs 1.00x instead of {factors[1]:.2f}x"
+    ) in table
+    names = {line.name for line in report.layers}
+    lines = [cells for cells in map(str.split, table.splitlines()) if cells]
+    rows = {cells[0]: cells for cells in lines if cells[0] in names}
+    assert rows.keys() == names
+    assert rows["layer1.0.conv1"][1:3] == ["ht2->dense", "dense"]
+    assert not any(row[1] == "ht2" for row in rows.values())
 
 
 def test_report_json_with_and_without_forms_reads_back() -> None:
@@ -238,3 +320,58 @@ def test_cli_refuses_a_bad_batch_size(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err
     assert "at least 1, got 0" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_cli_latency_aware_keeps_the_size_and_shows_forms(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "r20"
+    args = ["compress", "cifar10_resnet20", "--random-init", "--energy", "0.7", "--out", str(out)]
+    fast = ["--batch-size", "2", "--threads", "1"]
+    assert main([*args, "--latency-aware", *fast, "--channels-last", "--dtype", "bfloat16"]) == 0
+    printed = capsys.readouterr()
+    assert "bfloat16, NHWC, eager" in printed.err
+    header = printed.out.splitlines()[0].split()
+    assert header[:4] == ["layer", "method", "form", "ranks"]
+    assert "size kept (no --allow-dense)" in printed.out
+    report = json.loads((out / "report.json").read_text())
+    assert all(line["form"] != "dense" for line in report["layers"])
+    aware = report["latency_aware"]
+    assert (aware["dtype"], aware["memory_format"], aware["runtime"]) == (
+        "bfloat16",
+        "channels_last",
+        "eager",
+    )
+    assert report["param_reduction"] >= aware["param_reduction_factors"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--allow-dense"], "--allow-dense says how --latency-aware"),
+        (["--dtype", "bfloat16"], "--dtype says how"),
+        (["--latency-aware", "--runtime", "onnxruntime"], "invalid choice: 'onnxruntime'"),
+        (["--latency-aware", "--dtype", "half"], "invalid choice: 'half'"),
+    ],
+)
+def test_cli_refuses_latency_flags_in_one_line(tmp_path: Path, capsys, extra, needle) -> None:
+    out = tmp_path / "o"
+    args = ["compress", "cifar10_resnet20", "--random-init", "--out", str(out), *extra]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_forms_timed_under_torch_compile_keep_the_outputs() -> None:
+    conv = nn.Conv2d(4, 6, 3, padding=1)
+    model = nn.Sequential(conv, nn.ReLU()).eval()
+    x = torch.randn(1, 4, 8, 8)
+    ht2.compress(model, energy=0.9, example_input=x)
+    with torch.no_grad():
+        expected = model(x)
+    chosen = choose_forms(
+        model, x, repeats=1, warmup=0, threads=1, treatment=Treatment(runtime="compile")
+    )
+    assert chosen.treatment.runtime == "compile" and chosen.layers
+    with torch.no_grad():
+        assert _rel(model(x), expected) < 1e-5

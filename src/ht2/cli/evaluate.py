@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ht2.choices import DTYPES
 from ht2.cli.common import is_model_dir, load_model_or_dir
 from ht2.cli.number_args import non_negative_int, positive_int
 from ht2.errors import HT2Error
@@ -99,9 +100,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="where to run the model (default: cuda if available, else cpu)",
     )
     parser.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="float32",
+        help="bfloat16 runs the model under autocast, as `ht2 benchmark --dtype bfloat16` "
+        "times it, so the accuracy belongs to that speed (default: float32)",
+    )
+    parser.add_argument(
         "--json",
         action="store_true",
-        help="print {top1, top5, n, images_per_second} as JSON (default: a short summary)",
+        help="print {top1, top5, n, images_per_second} as JSON, with dtype when bfloat16 "
+        "(default: a short summary)",
     )
     parser.set_defaults(run=run)
 
@@ -113,8 +122,7 @@ def _weights(args: argparse.Namespace) -> str | None:
         return args.weights
     if Path(args.model).exists():
         raise HT2Error(
-            f"{args.model} is not a model name nor a folder written by `ht2 compress` "
-            "(no ht2.json)"
+            f"{args.model} is not a model name nor a folder written by `ht2 compress` (no ht2.json)"
         )
     if not args.weights and not args.pretrained:
         raise HT2Error(
@@ -135,6 +143,7 @@ def _summary(args: argparse.Namespace, device: str, dataset: Any, result: dict[s
         f"model   {args.model}",
         f"data    {dataset.location} ({dataset.split} split, {result['n']} images"
         + (f", {skipped} undecodable skipped)" if skipped else ")"),
+        f"dtype   {args.dtype}" + (" (autocast)" if args.dtype == "bfloat16" else ""),
         f"top-1   {result['top1']:.2f} %",
         f"top-5   {top5}",
         f"speed   {result['images_per_second']:.0f} images/s "
@@ -150,18 +159,20 @@ def run(args: argparse.Namespace) -> int:
     from ht2.data.loader import check_batch_size, check_workers
     from ht2.device import resolve_device
     from ht2.metrics.accuracy import evaluate_accuracy
+    from ht2.metrics.treatment import warn_if_emulated
 
     check_batch_size(args.batch_size)
     check_workers(args.workers)
     if args.limit is not None and args.limit <= 0:
         raise HT2Error(f"--limit must be a positive number of images, not {args.limit}")
     device = resolve_device(args.device)
+    warn_if_emulated(args.dtype, device)
     model, entry = load_model_or_dir(args.model, _weights(args))
     dataset = eval_dataset(args.data, entry, split=args.split, limit=args.limit, cache=args.cache)
     check_classes(dataset, model, entry, args.model)
     loader = make_loader(dataset, args.batch_size, workers=args.workers)
     result = evaluate_accuracy(
-        model, loader, device=device, progress=not args.json, desc=entry.name
+        model, loader, device=device, progress=not args.json, desc=entry.name, dtype=args.dtype
     )
     if result["n"] == 0:
         raise HT2Error(f"no image in {dataset.location} could be decoded; nothing was scored")
@@ -172,6 +183,8 @@ def run(args: argparse.Namespace) -> int:
             "n": result["n"],
             "images_per_second": _rounded(result["images_per_second"], 1),
         }
+        if args.dtype != "float32":
+            figures["dtype"] = args.dtype
         print(json.dumps(figures))
     else:
         print(_summary(args, device, dataset, result))

@@ -23,7 +23,7 @@ ONNX_CHECK = "onnx_check.json"
 EXAMPLES = """examples:
   ht2 export out/r20 --fold-bn --out out/r20-folded
   ht2 export out/r20 --fold-bn --format onnx --out out/r20-onnx
-  ht2 benchmark out/r20 --onnx out/r20-onnx/model.onnx --channels-last --threads 1
+  ht2 benchmark out/r20 --against cifar10_resnet20 --onnx out/r20-onnx/model.onnx --threads 1
 
 A folded model is for inference only: its BatchNorms are gone (nn.Identity), their scale and
 shift live in the conv before each one. safetensors output loads again with ht2.load(DIR).

@@ -6,8 +6,10 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
+from ht2.choices import DTYPES, FORM_RUNTIMES
 from ht2.cli.number_args import positive_int
 from ht2.cli.tables import render
+from ht2.errors import HT2Error
 
 if TYPE_CHECKING:
     import torch
@@ -18,15 +20,42 @@ if TYPE_CHECKING:
 
 
 def add_latency_args(parser: argparse.ArgumentParser) -> None:
-    """--latency-aware and the device, batch size and threads it times with."""
+    """--latency-aware and the device, batch size, threads, dtype, memory format and runtime
+    it times with; --allow-dense."""
     group = parser.add_argument_group("latency-aware execution forms")
     group.add_argument(
         "--latency-aware",
         action="store_true",
-        help="time every equivalent form of each factorized layer (four convs, merged ones, "
-        "dense) on --device at --batch-size, then the whole model with each layer's fastest "
-        "form, as decomposed and all dense, and keep the fastest; the plan records the forms "
-        "(default: off, every layer as decomposed)",
+        help="time the equivalent forms of each factorized layer's factors (four convs, "
+        "merged ones) that are no larger than the layer as decomposed, on --device at "
+        "--batch-size in --dtype, --channels-last and --runtime, then the whole model with each "
+        "layer's fastest form and as decomposed, and keep the faster; the plan records the "
+        "forms (default: off, every layer as decomposed)",
+    )
+    group.add_argument(
+        "--allow-dense",
+        action="store_true",
+        help="with --latency-aware, let any form win, larger merged ones and the dense weight "
+        "included (and the whole model all dense); this gives back size the energy or target "
+        "bought, and the summary says how much (default: off, the size is kept)",
+    )
+    group.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        help="dtype to time the forms in, with --latency-aware; bfloat16 under autocast "
+        "(default: float32)",
+    )
+    group.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="time the forms in channels_last memory format, with --latency-aware "
+        "(default: off, NCHW)",
+    )
+    group.add_argument(
+        "--runtime",
+        choices=FORM_RUNTIMES,
+        help="time the forms in eager PyTorch or torch.compile (compiles every form of every "
+        "layer: minutes), with --latency-aware (default: eager)",
     )
     group.add_argument(
         "--device",
@@ -50,11 +79,26 @@ def add_latency_args(parser: argparse.ArgumentParser) -> None:
 
 
 def check_latency_args(args: argparse.Namespace) -> None:
-    """Fail before compressing when --latency-aware asks for a device that is not here."""
+    """Fail before compressing when --latency-aware asks for a device that is not here, or a
+    flag of its own comes without it; warn when bfloat16 would be emulated."""
     from ht2.device import resolve_device
+    from ht2.metrics.treatment import warn_if_emulated
 
-    if args.latency_aware:
-        resolve_device(args.device)
+    if not args.latency_aware:
+        given = [
+            flag
+            for flag, value in (
+                ("--allow-dense", args.allow_dense),
+                ("--dtype", args.dtype),
+                ("--channels-last", args.channels_last),
+                ("--runtime", args.runtime),
+            )
+            if value
+        ]
+        if given:
+            raise HT2Error(f"{given[0]} says how --latency-aware times forms: add --latency-aware")
+        return
+    warn_if_emulated(args.dtype or "float32", resolve_device(args.device))
 
 
 def apply_latency_aware(
@@ -64,19 +108,23 @@ def apply_latency_aware(
     example_input: torch.Tensor,
 ) -> None:
     """With --latency-aware, put each factorized layer in its fastest form and record it."""
+    from ht2.metrics.treatment import Treatment
     from ht2.surgery.latency_aware import choose_forms, record_forms
 
     if not args.latency_aware:
         return
+    treatment = Treatment(args.dtype or "float32", args.channels_last, args.runtime or "eager")
     choices = choose_forms(
         model,
         example_input,
         device=args.device,
         batch_size=args.batch_size,
         threads=args.threads,
+        allow_dense=args.allow_dense,
+        treatment=treatment,
     )
     record_forms(report, choices, model, example_input)
-    where = f"{args.device}, batch {args.batch_size}"
+    where = f"{args.device}, batch {args.batch_size}, {', '.join(treatment.cells()[:3])}"
     print(f"forms timed on {where} (median ms per call):", file=sys.stderr)
     print(forms_table(choices), file=sys.stderr)
 
@@ -84,7 +132,9 @@ def apply_latency_aware(
 def forms_table(choices: FormChoices) -> str:
     """One line per layer (the form kept, median ms of every form timed) and the model check."""
     layers = choices.layers
-    forms = list(dict.fromkeys(form for choice in layers for form in choice.times_ms))
+    forms = list(
+        dict.fromkeys(f for choice in layers for f in (*choice.times_ms, *choice.over_budget))
+    )
     rows = [
         [
             choice.name,
@@ -94,6 +144,10 @@ def forms_table(choices: FormChoices) -> str:
         for choice in layers
     ]
     lines = [render(["layer", "form kept", *(f"{f} ms" for f in forms)], rows)]
+    if any(choice.over_budget for choice in layers):
+        lines.append(
+            "-: not timed, larger than the layer as decomposed or dense (--allow-dense times them)"
+        )
     if choices.model_ms:
         times = ", ".join(f"{key} {ms:.3f}" for key, ms in choices.model_ms.items())
         lines.append(f"whole model, ms: {times} (dense: the original's cost); kept: {choices.kept}")

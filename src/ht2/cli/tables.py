@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ht2.surgery import CompressionReport
+    from ht2.surgery import CompressionReport, LayerReport
 
 MAX_REASONS = 6
 
@@ -50,6 +50,13 @@ def _energy(value: float | None, method: str) -> str:
     return "-" if value is None or method == "dense" else f"{value:.3f}"
 
 
+def _method(layer: LayerReport) -> str:
+    """The method, or METHOD->dense for a layer decomposed and then run dense for speed."""
+    if layer.form == "dense" and layer.method != "dense":
+        return f"{layer.method}->dense"
+    return layer.method
+
+
 def _count(value: int | None) -> str:
     return "-" if value is None else f"{value:,}"
 
@@ -69,9 +76,11 @@ def report_table(report: CompressionReport, markdown: bool = False) -> str:
     energies = {layer.energy for layer in report.replaced if layer.energy is not None}
     with_energy = len(energies) > 1  # per-layer energies (an allocation): show them
     with_calib = any(layer.calib_errors for layer in report.layers)
+    with_form = any(layer.form for layer in report.layers)
     headers = [
         "layer",
         "method",
+        *(["form"] if with_form else []),
         "ranks",
         *(["energy"] if with_energy else []),
         "params",
@@ -84,7 +93,8 @@ def report_table(report: CompressionReport, markdown: bool = False) -> str:
     rows = [
         [
             layer.name,
-            layer.method,
+            _method(layer),
+            *([layer.form or "-"] if with_form else []),
             _ranks(layer.ranks),
             *([_energy(layer.energy, layer.method)] if with_energy else []),
             _count(layer.params_before),
@@ -96,7 +106,8 @@ def report_table(report: CompressionReport, markdown: bool = False) -> str:
         ]
         for layer in report.layers
     ]
-    lines = [render(headers, rows, markdown), "", summary(report), *rank_notes(report)]
+    lines = [render(headers, rows, markdown), "", summary(report), *latency_notes(report)]
+    lines += rank_notes(report)
     lines += data_aware_notes(report)
     dense = [layer for layer in report.layers if layer.method == "dense" and layer.reason]
     for layer in dense[:MAX_REASONS]:
@@ -106,6 +117,43 @@ def report_table(report: CompressionReport, markdown: bool = False) -> str:
     if any("not fewer than" in layer.reason for layer in dense):
         lines.append("(--no-keep-if-larger factorizes layers even where that does not shrink them)")
     return "\n".join(lines)
+
+
+def latency_notes(report: CompressionReport) -> list[str]:
+    """How --latency-aware timed the forms, and the size any dense layer gave back."""
+    aware = report.latency_aware
+    if not aware:
+        return []
+    counts = ", ".join(f"{count} {form}" for form, count in aware["forms"].items())
+    layout = "NHWC" if aware["memory_format"] == "channels_last" else "NCHW"
+    notes = [
+        f"latency-aware forms ({counts}) timed on {aware['device']} at batch "
+        f"{aware['batch_size']}, {aware['dtype']}, {layout}, {aware['runtime']}; "
+        + ("--allow-dense" if aware["allow_dense"] else "size kept (no --allow-dense)")
+    ]
+    dense = len(aware["kept_dense"])
+    macs_factors = aware["macs_after_factors"]
+    changed = report.params_after != aware["params_after_factors"] or (
+        macs_factors is not None and report.macs_after != macs_factors
+    )
+    if not (dense or changed):
+        return notes
+    if dense:
+        lead = f"{dense} of {aware['layers']} layers kept dense for speed"
+    elif report.params_after > aware["params_after_factors"]:
+        lead = "larger forms kept for speed"
+    else:
+        lead = "the forms kept also changed the size"
+    text = (
+        f"{lead}; params {report.param_reduction:.2f}x instead of "
+        f"{aware['param_reduction_factors']:.2f}x"
+    )
+    if report.mac_reduction is not None and aware["mac_reduction_factors"] is not None:
+        text += (
+            f", MACs {report.mac_reduction:.2f}x instead of {aware['mac_reduction_factors']:.2f}x"
+        )
+    notes.append(text)
+    return notes
 
 
 def rank_notes(report: CompressionReport) -> list[str]:

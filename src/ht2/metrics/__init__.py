@@ -1,4 +1,4 @@
-"""Measures of what compression won: parameters, MACs, latency (and later accuracy)."""
+"""Measures of what compression won: parameters, MACs, latency (run like for like), accuracy."""
 
 from ht2._lazy import lazy_exports
 
@@ -15,13 +15,20 @@ _EXPORTS = {
     "num_threads": "ht2.metrics.latency",
     "time_layers": "ht2.metrics.latency",
     "time_models": "ht2.metrics.latency",
+    "Prepared": "ht2.metrics.treatment",
+    "Treatment": "ht2.metrics.treatment",
+    "all_treatments": "ht2.metrics.treatment",
+    "treat": "ht2.metrics.treatment",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "LayerTiming",
     "MacCount",
+    "Prepared",
     "Timing",
+    "Treatment",
+    "all_treatments",
     "count_macs",
     "count_params",
     "factorized_layers",
@@ -31,4 +38,5 @@ __all__ = [
     "num_threads",
     "time_layers",
     "time_models",
+    "treat",
 ]

@@ -11,6 +11,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ht2.choices import DTYPES
+from ht2.errors import HT2Error
+
 TOP_K = 5
 
 
@@ -28,8 +31,12 @@ def evaluate_accuracy(
     device: str | torch.device = "cpu",
     progress: bool = True,
     desc: str = "evaluating",
+    dtype: str = "float32",
 ) -> dict[str, Any]:
     """Top-1 and top-5 accuracy (percent) of `model` over `loader`'s (images, labels) batches.
+
+    With `dtype` "bfloat16" the model runs under autocast, as `ht2 benchmark --dtype bfloat16`
+    times it, so that the accuracy belongs to the speed reported.
 
     Returns {"top1", "top5", "n", "images_per_second", "seconds"}; top5 is None for fewer than
     five classes. The model is moved to `device` and run in eval mode under inference_mode;
@@ -37,8 +44,11 @@ def evaluate_accuracy(
     skipped; `n` counts the images actually scored, and with none scored (an empty shard,
     say) both accuracies are 0.0.
     """
+    if dtype not in DTYPES:
+        raise HT2Error(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     was_training = model.training
     model.to(device).eval()
+    low = torch.autocast(torch.device(device).type, torch.bfloat16, dtype == "bfloat16")
     top1 = top5 = seen = 0
     classes = 0
     start = time.perf_counter()
@@ -57,7 +67,8 @@ def evaluate_accuracy(
             for images, labels in loader:
                 if len(labels) == 0:
                     continue
-                logits = model(images.to(device, non_blocking=True))
+                with low:
+                    logits = model(images.to(device, non_blocking=True))
                 labels = labels.to(logits.device)
                 classes = logits.shape[1]
                 best = logits.topk(min(TOP_K, classes), dim=1).indices

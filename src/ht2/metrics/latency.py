@@ -181,20 +181,29 @@ def time_layers(
     repeats: int = 20,
     warmup: int = 3,
     threads: int | None = None,
+    dtype: str = "float32",
+    channels_last: bool = False,
 ) -> list[LayerTiming]:
     """Time every factorized layer against its `to_dense()` original, alternating the two.
 
     Each pair runs on a random tensor of the shape that layer receives when `model` runs on
-    `example_input` (found by forward hooks); layers that do not run are left out.
+    `example_input` (found by forward hooks); layers that do not run are left out. Both run
+    eagerly in `dtype` (bfloat16: under autocast) and, with `channels_last`, in that format.
     """
+    from ht2.metrics.treatment import Treated
+
     shapes = layer_input_shapes(model, example_input)
     results = []
     for name, layer in factorized_layers(model):
         if name not in shapes:
             continue
-        dense = layer.to_dense().eval()
+        pair = [layer.to_dense().eval(), copy.deepcopy(layer).eval()]
+        if channels_last and len(shapes[name]) == 4:
+            pair = [m.to(memory_format=torch.channels_last) for m in pair]
         x = torch.randn(shapes[name], device=example_input.device, dtype=example_input.dtype)
-        dense_time, factorized_time = time_models([dense, layer], x, repeats, warmup, threads)
+        treated = [Treated(m, dtype, channels_last) for m in pair]
+        dense_time, factorized_time = time_models(treated, x, repeats, warmup, threads)
+        dense = pair[0]
         one = x[:1]
         results.append(
             LayerTiming(

@@ -1,19 +1,26 @@
 """Latency-aware execution forms: time every form of each factorized layer, keep the fastest.
 
 Fewer MACs are not less time when small convolutions are dominated by per-call overhead, so
-each layer is timed on the target device, at the batch size that matters, as each of its
-equivalent forms (ht2.layers: "four", "merged_core", "merged_in", ... and "dense", which costs
-what the original layer cost) and left in the fastest. Outputs do not change beyond rounding.
+each layer is timed on the target device, at the batch size, dtype, memory format and runtime
+that matter, as each of its equivalent forms (ht2.layers: "four", "merged_core", "merged_in",
+...) and left in the fastest. Outputs do not change beyond rounding.
+
+The size asked for is kept: a form is a candidate only when it has no more parameters and
+MACs than the layer as decomposed. With `allow_dense` any form may win, "dense" (which costs
+what the original layer cost) included, and the report says what that gave back.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, replace
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 from torch import nn
 
+from ht2.choices import FORM_RUNTIMES
 from ht2.device import resolve_device
 from ht2.errors import HT2Error
 from ht2.layers import FactorizedLayer
@@ -26,19 +33,22 @@ from ht2.metrics import (
     macs_under,
     time_models,
 )
+from ht2.metrics.treatment import Treatment, prime, treat
 from ht2.surgery.report import CompressionReport
 
 
 @dataclass(frozen=True)
 class FormChoice:
-    """One factorized layer: its form before, the form kept and the median ms of each form
-    timed ("dense" costs what the original layer did)."""
+    """One factorized layer: its form before, the form kept, the median ms of each form
+    timed ("dense" costs what the original layer did) and the forms not timed because they
+    would exceed the layer's size as decomposed (or are dense, without allow_dense)."""
 
     name: str
     before: str
     form: str
     times_ms: dict[str, float]
     input_shape: tuple[int, ...]
+    over_budget: tuple[str, ...] = ()
 
 
 def _device_of(layer: nn.Module) -> torch.device:
@@ -52,11 +62,36 @@ def time_forms(
     repeats: int = 15,
     warmup: int = 3,
     threads: int | None = None,
+    treatment: Treatment | None = None,
 ) -> dict[str, float]:
-    """Median ms of `layer` run in each of `forms` on `x`, the forms alternating run by run."""
-    runs = [copy.deepcopy(layer.in_form(form)).to(x.device).eval() for form in forms]
+    """Median ms of `layer` run in each of `forms` on `x` under `treatment` (dtype, memory
+    format, runtime; default float32 NCHW eager), the forms alternating run by run."""
+    treatment = treatment or Treatment()
+    runs = [treat(layer.in_form(form), treatment, x.device, threads=threads) for form in forms]
+    prime(runs, x, [f"form {form}" for form in forms])
     timings = time_models(runs, x, repeats=repeats, warmup=warmup, threads=threads)
     return {form: timing.median_ms for form, timing in zip(forms, timings, strict=True)}
+
+
+def size_of(module: nn.Module, one: torch.Tensor) -> tuple[int, int]:
+    """Parameters and MACs (on the one-sample input `one`) of a layer in some form."""
+    return count_params(module), sum(layer_macs(module, one).values())
+
+
+def within_budget(
+    layer: FactorizedLayer, forms: tuple[str, ...], one: torch.Tensor
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """`forms` split into those no larger than `layer` as it is (parameters and MACs on the
+    one-sample input `one`) and the others; "dense" is always among the others."""
+    limit = size_of(layer, one)
+    fits, over = [], []
+    for form in forms:
+        small = form == layer.form or (
+            form != DENSE_FORM
+            and all(a <= b for a, b in zip(size_of(layer.in_form(form), one), limit, strict=True))
+        )
+        (fits if small else over).append(form)
+    return tuple(fits), tuple(over)
 
 
 @dataclass(frozen=True)
@@ -72,6 +107,10 @@ class FormChoices:
     layers: list[FormChoice]
     model_ms: dict[str, float]
     kept: str
+    allow_dense: bool = False
+    treatment: Treatment = field(default_factory=Treatment)
+    batch_size: int = 1
+    device: str = "cpu"
 
 
 def _with_forms(model: nn.Module, forms: dict[str, str]) -> nn.Module:
@@ -87,8 +126,9 @@ def _layer_choices(
     example_input: torch.Tensor,
     target: torch.device,
     batch_size: int,
-    timing: dict[str, int | None],
+    timing: dict[str, Any],
     forms: tuple[str, ...] | None,
+    allow_dense: bool,
 ) -> list[FormChoice]:
     shapes = layer_input_shapes(model, example_input)
     choices = []
@@ -96,11 +136,15 @@ def _layer_choices(
         if name not in shapes:
             continue
         candidates = tuple(f for f in layer.available_forms() if forms is None or f in forms)
+        over: tuple[str, ...] = ()
+        if not allow_dense:
+            one = torch.randn((1, *shapes[name][1:]), dtype=example_input.dtype)
+            candidates, over = within_budget(layer, candidates, one)
         candidates = candidates or (layer.form,)
         x = torch.randn((batch_size, *shapes[name][1:]), device=target, dtype=example_input.dtype)
         times = time_forms(layer, x, candidates, **timing)
         best = min(candidates, key=times.__getitem__)
-        choices.append(FormChoice(name, layer.form, best, times, tuple(x.shape)))
+        choices.append(FormChoice(name, layer.form, best, times, tuple(x.shape), over))
     if not choices:
         raise HT2Error("no factorized layer runs in this model: compress it first")
     return choices
@@ -110,16 +154,21 @@ def _check_model(
     model: nn.Module,
     choices: list[FormChoice],
     x: torch.Tensor,
-    timing: dict[str, int | None],
+    timing: dict[str, Any],
+    allow_dense: bool,
 ) -> dict[str, float]:
-    """Whole-model medians (ms) of the three layouts of FormChoices, run in turn on `x`."""
-    layouts = {
-        "per_layer": {c.name: c.form for c in choices},
-        "as_decomposed": {},
-        "dense": {c.name: DENSE_FORM for c in choices},
-    }
-    runs = [_with_forms(model, forms).to(x.device).eval() for forms in layouts.values()]
-    timings = time_models(runs, x, **timing)
+    """Whole-model medians (ms) of the layouts of FormChoices, run in turn on `x` ("dense"
+    only with `allow_dense`)."""
+    layouts = {"per_layer": {c.name: c.form for c in choices}, "as_decomposed": {}}
+    if allow_dense:
+        layouts["dense"] = {c.name: DENSE_FORM for c in choices}
+    treatment, threads = timing["treatment"], timing["threads"]
+    runs = [
+        treat(_with_forms(model, forms), treatment, x.device, threads=threads)
+        for forms in layouts.values()
+    ]
+    prime(runs, x, [f"the model laid out {key}" for key in layouts])
+    timings = time_models(runs, x, timing["repeats"], timing["warmup"], threads)
     return {key: t.median_ms for key, t in zip(layouts, timings, strict=True)}
 
 
@@ -133,37 +182,49 @@ def choose_forms(
     warmup: int = 3,
     forms: tuple[str, ...] | None = None,
     check_model: bool = True,
+    allow_dense: bool = False,
+    treatment: Treatment | None = None,
 ) -> FormChoices:
     """Put, in place, each factorized layer of `model` in its fastest form; return the choices.
 
     Each layer is timed on `device` with a random input of the shape it sees when `model` runs
-    on `example_input`, its batch dimension set to `batch_size`; medians of `repeats`
-    alternating runs after `warmup` rounds, with `threads` CPU threads (None: as set).
-    `forms` limits the candidates (default: every form the layer can take, dense included;
-    a layer that can take none of them stays as it is). A layer alone is not the layer in
-    the model (caches, allocations), so with `check_model` the whole model is then timed with
-    those forms, as decomposed and all dense, and the fastest of the three layouts is kept:
-    never slower than the original within the timing noise. Only copies visit `device`.
+    on `example_input`, its batch dimension set to `batch_size`, under `treatment` (dtype,
+    memory format, runtime "eager" or "compile"; default float32 NCHW eager); medians of
+    `repeats` alternating runs after `warmup` rounds, with `threads` CPU threads (None: as
+    set). Candidates are the forms the layer can take that keep its size as decomposed (no
+    more parameters or MACs); with `allow_dense` every form, "dense" included. `forms`
+    limits them further (a layer that can take none stays as it is). A layer alone is not
+    the layer in the model (caches, allocations), so with `check_model` the whole model is
+    then timed with those forms and as decomposed (and all dense, with `allow_dense`), and
+    the fastest layout is kept. Only copies visit `device`.
     """
     if batch_size < 1:
         raise HT2Error(f"the batch size must be at least 1, got {batch_size}")
+    treatment = treatment or Treatment()
+    if treatment.runtime not in FORM_RUNTIMES or treatment.fold_bn:
+        raise HT2Error(
+            f"forms are timed in {' or '.join(FORM_RUNTIMES)}, BatchNorms unfolded; "
+            f"got {treatment.describe()}"
+        )
+    if forms is not None and DENSE_FORM in forms and not allow_dense:
+        raise HT2Error("the dense form gives the size back: it needs allow_dense=True")
     target = resolve_device(str(device))
-    timing = {"repeats": repeats, "warmup": warmup, "threads": threads}
-    choices = _layer_choices(model, example_input, target, batch_size, timing, forms)
+    timing = {"repeats": repeats, "warmup": warmup, "threads": threads, "treatment": treatment}
+    choices = _layer_choices(model, example_input, target, batch_size, timing, forms, allow_dense)
     model_ms: dict[str, float] = {}
     kept = "per_layer"
     if check_model:
         x = torch.randn(
             (batch_size, *example_input.shape[1:]), device=target, dtype=example_input.dtype
         )
-        model_ms = _check_model(model, choices, x, timing)
+        model_ms = _check_model(model, choices, x, timing, allow_dense)
         kept = min(model_ms, key=model_ms.__getitem__)
     if kept != "per_layer":
         choices = [replace(c, form=DENSE_FORM if kept == "dense" else c.before) for c in choices]
     for choice in choices:
         layer = model.get_submodule(choice.name)
         model.set_submodule(choice.name, layer.in_form(choice.form).to(_device_of(layer)))
-    return FormChoices(choices, model_ms, kept)
+    return FormChoices(choices, model_ms, kept, allow_dense, treatment, batch_size, str(target))
 
 
 def record_forms(
@@ -172,11 +233,15 @@ def record_forms(
     model: nn.Module,
     example_input: torch.Tensor | None = None,
 ) -> CompressionReport:
-    """Write each layer's form and form times into `report`, and its sizes after the change.
+    """Write each layer's form and form times into `report`, and its sizes after the change;
+    `report.latency_aware` says how the forms were timed, which layers went back to dense and
+    the sizes before the forms.
 
     A form changes the parameter count (merged kernels, dense) and the MACs (counted again
     when `example_input` is given), so both are refreshed from `model` as it now is.
     """
+    factors = {"params": report.params_after, "macs": report.macs_after}
+    reductions = {"params": report.param_reduction, "macs": report.mac_reduction}
     by_name = {choice.name: choice for choice in choices.layers}
     macs = layer_macs(model, example_input) if example_input is not None else None
     for line in report.layers:
@@ -195,4 +260,21 @@ def record_forms(
         kind = report.target["kind"]
         now = report.param_reduction if kind == "params" else report.mac_reduction
         report.target["reached_after_forms"] = now
+    treatment = choices.treatment.to_dict()
+    del treatment["fold_bn"]
+    report.latency_aware = {
+        "allow_dense": choices.allow_dense,
+        "device": choices.device,
+        "batch_size": choices.batch_size,
+        **treatment,
+        "kept": choices.kept,
+        "model_ms": dict(choices.model_ms),
+        "layers": len(choices.layers),
+        "forms": dict(Counter(choice.form for choice in choices.layers)),
+        "kept_dense": [c.name for c in choices.layers if c.form == DENSE_FORM],
+        "params_after_factors": factors["params"],
+        "macs_after_factors": factors["macs"],
+        "param_reduction_factors": reductions["params"],
+        "mac_reduction_factors": reductions["macs"],
+    }
     return report

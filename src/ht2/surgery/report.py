@@ -48,6 +48,7 @@ class CompressionReport:
     rounding_params: int | None = None  # parameters --round-ranks added
     target: dict[str, Any] | None = None  # kind, factor, reached, energy (with --target-*)
     refine_sweeps: int = 0  # ALS/HOOI rounds after the one-pass factors
+    latency_aware: dict[str, Any] | None = None  # how --latency-aware chose forms, what it cost
 
     @property
     def param_reduction(self) -> float:
@@ -61,7 +62,9 @@ class CompressionReport:
 
     @property
     def replaced(self) -> list[LayerReport]:
-        return [layer for layer in self.layers if layer.method != "dense"]
+        """Layers that run factorized: not those left dense, nor those decomposed and then
+        put back in the dense form for speed (--latency-aware --allow-dense)."""
+        return [layer for layer in self.layers if layer.method != "dense" and layer.form != "dense"]
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

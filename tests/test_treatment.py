@@ -1,0 +1,114 @@
+"""Treatments: what `treat` does to a copy of a model, and which combinations can run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from ht2.errors import HT2Error
+from ht2.metrics import num_threads
+from ht2.metrics.treatment import (
+    Treatment,
+    all_treatments,
+    native_bfloat16,
+    prime,
+    treat,
+    warn_if_emulated,
+)
+
+CPU = torch.device("cpu")
+INPUT = (3, 10, 10)
+
+
+def _tiny() -> nn.Module:
+    """conv -> BatchNorm -> ReLU -> pool -> linear, with BatchNorm statistics that matter."""
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 4),
+    )
+    with torch.no_grad():
+        model[1].running_mean.normal_()
+        model[1].running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("treatment", all_treatments(CPU, runtimes=("eager",)))
+def test_every_eager_treatment_computes_what_the_model_does(treatment: Treatment) -> None:
+    model = _tiny()
+    x = torch.randn(2, *INPUT)
+    with torch.no_grad():
+        expected = model(x)
+    prepared = treat(model, treatment, CPU, INPUT)
+    with torch.inference_mode():
+        found = prepared(x)
+    assert found.dtype == (torch.bfloat16 if treatment.dtype == "bfloat16" else torch.float32)
+    assert _rel(found, expected) < (3e-2 if treatment.dtype == "bfloat16" else 1e-5)
+    assert prepared.folded == (1 if treatment.fold_bn else 0)
+    assert isinstance(model[1], nn.BatchNorm2d)  # the model itself is left alone
+    conv = prepared.module[0]
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) == treatment.channels_last
+
+
+def test_onnxruntime_treatment_runs_the_exported_model(tmp_path) -> None:
+    pytest.importorskip("onnxruntime")
+    model = _tiny()
+    x = torch.randn(3, *INPUT)
+    prepared = treat(model, Treatment(runtime="onnxruntime"), CPU, INPUT, tmp_path, threads=1)
+    assert prepared.module is None and (tmp_path / "model.onnx").is_file()
+    with torch.no_grad():
+        assert _rel(prepared(x), model(x)) < 1e-5
+
+
+def test_the_matrix_leaves_out_what_onnxruntime_cannot_run() -> None:
+    treatments = all_treatments(CPU)
+    assert len(treatments) == len(set(treatments)) == 2 * 2 * 2 * 2 + 2
+    onnx = [t for t in treatments if t.runtime == "onnxruntime"]
+    assert {(t.dtype, t.channels_last) for t in onnx} == {("float32", False)}
+    assert all(t.runtime != "onnxruntime" for t in all_treatments(torch.device("cuda")))
+
+
+@pytest.mark.parametrize(
+    ("fields", "needle"),
+    [({"dtype": "float16"}, "dtype must be one of"), ({"runtime": "tvm"}, "runtime must be")],
+)
+def test_unknown_dtype_or_runtime_is_refused(fields: dict, needle: str) -> None:
+    with pytest.raises(HT2Error, match=needle):
+        Treatment(**fields)
+
+
+def test_a_failing_run_is_one_line_naming_the_treatment() -> None:
+    prepared = treat(nn.Linear(4, 2), Treatment(), CPU)
+    with pytest.raises(HT2Error, match="broken failed to run as float32, NCHW, eager"):
+        prime([prepared], torch.zeros(1, 5), ["broken"])
+
+
+def test_emulated_bfloat16_warns(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ht2.metrics import treatment
+
+    assert isinstance(native_bfloat16(CPU), bool)
+    monkeypatch.setattr(treatment, "native_bfloat16", lambda device: False)
+    with pytest.warns(UserWarning, match="emulated"):
+        assert warn_if_emulated("bfloat16", CPU)
+    assert not warn_if_emulated("float32", CPU)
+
+
+@pytest.mark.slow
+def test_compile_treatment_computes_what_the_model_does() -> None:
+    model = _tiny()
+    x = torch.randn(2, *INPUT)
+    with num_threads(1):
+        prepared = treat(model, Treatment(runtime="compile", fold_bn=True), CPU, INPUT)
+        prime([prepared], x, ["tiny"])
+        with torch.inference_mode():
+            found = prepared(x)
+    with torch.no_grad():
+        assert _rel(found, model(x)) < 1e-5
