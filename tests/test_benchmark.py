@@ -22,7 +22,6 @@ from ht2.metrics import (
     time_layers,
     time_models,
 )
-from ht2.metrics.latency import ChannelsLast
 
 FAST = ["--repeats", "2", "--warmup", "1", "--threads", "1"]
 
@@ -264,16 +263,6 @@ def onnx_file(compressed: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
         code = main(["export", str(compressed), "--fold-bn", "--format", "onnx", "--out", str(out)])
     assert code == 0
     return out / "model.onnx"
-
-
-def test_channels_last_leaves_the_model_alone() -> None:
-    model = nn.Conv2d(3, 4, 3).eval()
-    runner = ChannelsLast(model)
-    x = torch.randn(2, 3, 8, 8)
-    assert model.weight.is_contiguous()
-    assert runner.model.weight.is_contiguous(memory_format=torch.channels_last)
-    with torch.no_grad():
-        assert torch.allclose(runner(x), model(x), atol=1e-6)
 
 
 @pytest.mark.parametrize("threads", [1, 2])

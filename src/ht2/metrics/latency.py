@@ -76,17 +76,6 @@ def num_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-class ChannelsLast:
-    """`model` run in channels_last memory format: a copy converted once, each input converted
-    on the way in (so the conversion is part of what is timed, as in deployment)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = copy.deepcopy(model).to(memory_format=torch.channels_last).eval()
-
-    def __call__(self, x: torch.Tensor) -> Any:
-        return self.model(x.contiguous(memory_format=torch.channels_last))
-
-
 def _synchronize(x: torch.Tensor) -> None:
     if x.is_cuda:
         torch.cuda.synchronize(x.device)
