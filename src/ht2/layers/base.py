@@ -9,9 +9,23 @@ import torch
 from torch import nn
 
 from ht2.errors import HT2Error
+from ht2.layers.padding import pad_same
 from ht2.layers.spec import ConvSpec, LinearSpec
 
 DENSE_FORM = "dense"
+# Hyper-parameters of the replaced layer that code around it may read off the module.
+_SPEC_ATTRIBUTES = (
+    "in_channels",
+    "out_channels",
+    "kernel_size",
+    "stride",
+    "padding",
+    "dilation",
+    "groups",
+    "padding_mode",
+    "in_features",
+    "out_features",
+)
 
 
 class FactorizedLayer(nn.Module):
@@ -23,6 +37,13 @@ class FactorizedLayer(nn.Module):
     into modules): `default_form` as decomposed, other `forms` where the subclass has them,
     or "dense": the plain dense layer of `to_dense`, which leaves the plan, as it costs what
     the original did. Every form computes the same function up to float rounding.
+    Each forward starts with `pad_input`: the dynamic 'same' padding of a spec that has it
+    (it commutes with the bias-free channel mixing before the spatial convs).
+
+    Models whose code reads attributes of a layer instead of only calling it (timm's ConViT
+    and EdgeNeXt read `weight.device`, DaViT `kernel_size`, an EVA variant calls F.linear on
+    `qkv.weight`) keep working: the spec's hyper-parameters, `weight` (the dense weight the
+    factors make, a product on every read) and `bias` read as on the replaced layer.
     """
 
     method: str = ""
@@ -36,6 +57,25 @@ class FactorizedLayer(nn.Module):
         self.energy = energy
         self.rel_error: float | None = None
         self.form = self.default_form
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dense weight the factors compute (read-only; a product on every read)."""
+        return self.dense_weight()
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        """The bias the layer adds (that of `expand`)."""
+        return self.expand.bias
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            spec = self.__dict__.get("spec")
+            if name in _SPEC_ATTRIBUTES and hasattr(spec, name):
+                return getattr(spec, name)
+            raise
 
     def plan_entry(self) -> dict[str, Any]:
         """What a plan needs to rebuild this module's structure (not its weights).
@@ -54,17 +94,19 @@ class FactorizedLayer(nn.Module):
 
     def available_forms(self) -> tuple[str, ...]:
         """Forms this layer can switch to exactly: all from the default form, else its own
-        and dense (the merged factors are not split again)."""
+        and dense (the merged factors are not split again). Not dense where the original
+        layer derived its weight (a saved dense layer would load into it as a raw weight)."""
+        dense = () if self.spec.derived_weight else (DENSE_FORM,)
         if self.form != self.default_form:
-            return tuple(dict.fromkeys((self.form, DENSE_FORM)))
-        return (*(self.forms or (self.default_form,)), DENSE_FORM)
+            return tuple(dict.fromkeys((self.form, *dense)))
+        return (*(self.forms or (self.default_form,)), *dense)
 
     def in_form(self, form: str) -> nn.Module:
         """This layer running as `form`: itself, or a new module computing the same function
         (for "dense" a plain Conv2d/Linear, keeping a bias BatchNorm folding gave `expand`)."""
         if form == self.form:
             return self
-        if form == DENSE_FORM:
+        if form == DENSE_FORM and form in self.available_forms():
             return self._dense_with_bias()
         raise HT2Error(
             f"a {self.method} layer in form {self.form!r} cannot run as {form!r}; "
@@ -77,6 +119,14 @@ class FactorizedLayer(nn.Module):
             with torch.no_grad():
                 self.expand.bias.copy_(dense.bias)
         return self.to(dense.weight.device)
+
+    def pad_input(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` padded as the original layer padded it before its convolution (TensorFlow
+        'same' for the input's size) where the spec says so; else `x` itself."""
+        spec = self.spec
+        if isinstance(spec, ConvSpec) and spec.pad_same:
+            return pad_same(x, spec.kernel_size, spec.stride, spec.dilation)
+        return x
 
     def dense_weight(self) -> torch.Tensor:
         """The dense weight this chain computes (same shape as the original layer's)."""

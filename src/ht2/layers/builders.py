@@ -10,6 +10,7 @@ from ht2.decomp import HT2Ranks, Tucker2Ranks
 from ht2.errors import HT2Error
 from ht2.layers.base import FactorizedLayer
 from ht2.layers.cp_conv import CPConv2d
+from ht2.layers.effective import effective_layer
 from ht2.layers.ht2_conv import HT2Conv2d
 from ht2.layers.spatial_svd_conv import SpatialSVDConv2d
 from ht2.layers.spec import ConvSpec, LinearSpec, spec_from_dict
@@ -51,16 +52,22 @@ def factorize(
     ranks: dict[str, int] | None = None,
     sweeps: int = 0,
 ) -> FactorizedLayer:
-    """Decompose a dense Conv2d/Linear by `method`, ranks from `energy` or given.
+    """Decompose a Conv2d/Linear (or a subclass: what its forward computes) by `method`,
+    ranks from `energy` or given.
 
     `sweeps` rounds of alternating least squares refine HT-2 and Tucker-2 factors at the same
     ranks (lower weight error); SVD is optimal already and CP fits iteratively anyway.
+    UnsupportedLayer (an HT2Error) says why a subclass has no plain equivalent.
     """
-    handler = _handler(method, type(layer))
+    effective = effective_layer(layer)
+    handler = _handler(method, _SPEC_TYPES[type(effective.spec)])
     extra = {"sweeps": sweeps} if sweeps and handler in _REFINABLE else {}
     if ranks is not None:
-        return handler.from_dense(layer, **_typed_ranks(handler, ranks), **extra)
-    return handler.from_dense(layer, energy=energy, **extra)
+        factorized = handler.from_dense(effective.dense, **_typed_ranks(handler, ranks), **extra)
+    else:
+        factorized = handler.from_dense(effective.dense, energy=energy, **extra)
+    factorized.spec = effective.spec  # with the flags a plain layer's own spec lacks
+    return factorized
 
 
 def build_factorized(entry: dict[str, Any]) -> FactorizedLayer:

@@ -74,4 +74,5 @@ class CPConv2d(FactorizedLayer):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pad_input(x)
         return self.expand(self.horizontal(self.vertical(self.reduce(x))))

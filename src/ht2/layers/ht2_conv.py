@@ -178,6 +178,7 @@ class HT2Conv2d(FactorizedLayer):
         return torch.einsum("chk,ktw->tchw", left, right)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pad_input(x)
         for name in HT2_FORMS[self.form]:
             x = self._modules[name](x)
         return x

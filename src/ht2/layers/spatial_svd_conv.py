@@ -65,4 +65,4 @@ class SpatialSVDConv2d(FactorizedLayer):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.expand(self.vertical(x))
+        return self.expand(self.vertical(self.pad_input(x)))

@@ -7,6 +7,8 @@ from typing import Any
 
 from torch import nn
 
+from ht2.layers.padding import SamePadConv2d
+
 Pair = tuple[int, int]
 
 
@@ -17,9 +19,24 @@ def _pair(value: Any) -> Pair:
     return (int(first), int(second))
 
 
+_FLAGS = ("pad_same", "derived_weight")
+
+
+def _to_dict(kind: str, spec: ConvSpec | LinearSpec) -> dict[str, Any]:
+    """`spec` as a plan's "layer": its flags only when set, so plain layers read as before."""
+    fields = {key: value for key, value in asdict(spec).items() if key not in _FLAGS or value}
+    return {"type": kind, **fields}
+
+
 @dataclass(frozen=True)
 class ConvSpec:
-    """Every hyper-parameter of an nn.Conv2d that shapes its output."""
+    """Every hyper-parameter of an nn.Conv2d that shapes its output.
+
+    `pad_same`: the input is first padded like TensorFlow's 'SAME' for its own size
+    (`padding` is then 0), as timm's Conv2dSame does. `derived_weight`: the original layer
+    computed its weight from its parameters (weight standardisation), so a plain conv with
+    the effective weight cannot be loaded back into it.
+    """
 
     in_channels: int
     out_channels: int
@@ -30,9 +47,12 @@ class ConvSpec:
     groups: int
     bias: bool
     padding_mode: str
+    pad_same: bool = False
+    derived_weight: bool = False
 
     @classmethod
     def of(cls, conv: nn.Conv2d) -> ConvSpec:
+        """The spec of a plain conv's own attributes (and of a SamePadConv2d)."""
         padding = conv.padding if isinstance(conv.padding, str) else _pair(conv.padding)
         return cls(
             conv.in_channels,
@@ -44,6 +64,7 @@ class ConvSpec:
             conv.groups,
             conv.bias is not None,
             conv.padding_mode,
+            pad_same=isinstance(conv, SamePadConv2d),
         )
 
     @classmethod
@@ -59,10 +80,12 @@ class ConvSpec:
             int(data["groups"]),
             bool(data["bias"]),
             str(data["padding_mode"]),
+            pad_same=bool(data.get("pad_same", False)),
+            derived_weight=bool(data.get("derived_weight", False)),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": "Conv2d", **asdict(self)}
+        return _to_dict("Conv2d", self)
 
     def padding_along(self, axis: int) -> Pair | str:
         """Padding for a conv whose kernel spans only `axis` (0: height, 1: width)."""
@@ -71,7 +94,19 @@ class ConvSpec:
         return (self.padding[0], 0) if axis == 0 else (0, self.padding[1])
 
     def build(self) -> nn.Conv2d:
-        """A fresh dense conv with exactly these hyper-parameters."""
+        """A fresh dense conv with exactly these hyper-parameters (a SamePadConv2d when the
+        input is padded dynamically)."""
+        if self.pad_same:
+            return SamePadConv2d(
+                self.in_channels,
+                self.out_channels,
+                self.kernel_size,
+                stride=self.stride,
+                dilation=self.dilation,
+                groups=self.groups,
+                bias=self.bias,
+                padding_mode=self.padding_mode,
+            )
         return nn.Conv2d(
             self.in_channels,
             self.out_channels,
@@ -92,11 +127,12 @@ class ConvSpec:
 
 @dataclass(frozen=True)
 class LinearSpec:
-    """The hyper-parameters of an nn.Linear."""
+    """The hyper-parameters of an nn.Linear (`derived_weight` as in ConvSpec)."""
 
     in_features: int
     out_features: int
     bias: bool
+    derived_weight: bool = False
 
     @classmethod
     def of(cls, linear: nn.Linear) -> LinearSpec:
@@ -104,10 +140,15 @@ class LinearSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LinearSpec:
-        return cls(int(data["in_features"]), int(data["out_features"]), bool(data["bias"]))
+        return cls(
+            int(data["in_features"]),
+            int(data["out_features"]),
+            bool(data["bias"]),
+            derived_weight=bool(data.get("derived_weight", False)),
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": "Linear", **asdict(self)}
+        return _to_dict("Linear", self)
 
     def build(self) -> nn.Linear:
         return nn.Linear(self.in_features, self.out_features, bias=self.bias)

@@ -48,4 +48,4 @@ class SVDConv2d(FactorizedLayer):
         return torch.einsum("tr,rchw->tchw", self.expand.weight[:, :, 0, 0], self.reduce.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.expand(self.reduce(x))
+        return self.expand(self.reduce(self.pad_input(x)))

@@ -62,4 +62,4 @@ class Tucker2Conv2d(FactorizedLayer):
         return torch.einsum("to,oihw,ic->tchw", u_out, self.core.weight, u_in)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.expand(self.core(self.reduce(x)))
+        return self.expand(self.core(self.reduce(self.pad_input(x))))

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ht2.errors import HT2Error
+from ht2.layers import effective_weight
 from ht2.metrics import count_params, layer_macs, macs_under
 from ht2.surgery.costs import factorized_cost
 from ht2.surgery.policy import matches, paper_policy
@@ -32,7 +33,7 @@ class AllocLayer:
     @property
     def ranker(self) -> LayerRanker:
         if self._ranker is None:
-            self._ranker = LayerRanker(self.method, self.module.weight)
+            self._ranker = LayerRanker(self.method, effective_weight(self.module))
         return self._ranker
 
 

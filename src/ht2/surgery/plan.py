@@ -7,7 +7,15 @@ from typing import Any
 from torch import nn
 
 from ht2.errors import HT2Error
-from ht2.layers import ConvSpec, FactorizedLayer, LinearSpec, build_factorized, spec_from_dict
+from ht2.layers import (
+    ConvSpec,
+    FactorizedLayer,
+    LinearSpec,
+    UnsupportedLayer,
+    build_factorized,
+    effective_spec,
+    spec_from_dict,
+)
 
 
 def collect_plan(model: nn.Module) -> list[dict[str, Any]]:
@@ -20,11 +28,11 @@ def collect_plan(model: nn.Module) -> list[dict[str, Any]]:
 
 
 def _spec_of(module: nn.Module) -> ConvSpec | LinearSpec | None:
-    if type(module) is nn.Conv2d:
-        return ConvSpec.of(module)
-    if type(module) is nn.Linear:
-        return LinearSpec.of(module)
-    return None
+    """The spec a plan records for `module` (subclasses: what their forward computes like)."""
+    try:
+        return effective_spec(module)
+    except UnsupportedLayer:
+        return None
 
 
 def apply_plan(model: nn.Module, plan: list[dict[str, Any]]) -> nn.Module:

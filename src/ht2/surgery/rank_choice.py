@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ht2.errors import HT2Error
+from ht2.layers import effective_weight
 from ht2.metrics import count_params
 from ht2.surgery.budget import budget_of
 from ht2.surgery.costs import factorized_cost
@@ -82,7 +83,7 @@ class RankChoice:
 
     def ranker(self, name: str, module: nn.Module, method: str) -> LayerRanker:
         if name not in self._rankers:
-            self._rankers[name] = LayerRanker(method, module.weight)
+            self._rankers[name] = LayerRanker(method, effective_weight(module))
         return self._rankers[name]
 
     def ranks_of(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ht2.decomp import rank_unfoldings, squared_singular_values
+from ht2.layers import effective_weight
 from ht2.surgery.budget import AllocLayer, Budget, Ranks
 from ht2.surgery.ranking import clip_ranks
 from ht2.surgery.targets import TargetSolution, solve_energy
@@ -43,7 +44,7 @@ class SpectrumLayer:
     @classmethod
     def of(cls, layer: AllocLayer) -> SpectrumLayer:
         if layer.method == "cp":  # no unfoldings: the spatial-SVD matrix stands in for it
-            matrix = rank_unfoldings("spatial_svd", layer.module.weight)["r"]
+            matrix = rank_unfoldings("spatial_svd", effective_weight(layer.module))["r"]
             return cls(layer, {"r": shares(squared_singular_values(matrix).cpu())})
         return cls(layer, {k: shares(s2) for k, s2 in layer.ranker.spectra.items()})
 

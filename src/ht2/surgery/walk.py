@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ht2.layers import ConvSpec, FactorizedLayer, LinearSpec
+from ht2.layers import ConvSpec, FactorizedLayer, LinearSpec, effective_spec
 from ht2.metrics.observe import observe
 from ht2.surgery.policy import is_candidate
 
@@ -25,8 +25,9 @@ def candidate_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def first_conv_name(model: nn.Module, example_input: torch.Tensor | None) -> str | None:
-    """The first Conv2d that sees the input: by execution order when an input is given."""
-    convs = {module: name for name, module in model.named_modules() if type(module) is nn.Conv2d}
+    """The first Conv2d (or subclass) that sees the input: by execution order when an input
+    is given, else in module order."""
+    convs = {m: name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
     if example_input is None:
         return next(iter(convs.values()), None)
     order: list[str] = []
@@ -35,8 +36,9 @@ def first_conv_name(model: nn.Module, example_input: torch.Tensor | None) -> str
 
 
 def spec_of(module: nn.Module) -> ConvSpec | LinearSpec:
-    """The JSON-friendly description of a dense Conv2d or Linear."""
-    return LinearSpec.of(module) if isinstance(module, nn.Linear) else ConvSpec.of(module)
+    """The JSON-friendly description of a Conv2d or Linear: of the plain layer it computes
+    like, for a subclass (ht2.layers.effective_spec; UnsupportedLayer where there is none)."""
+    return effective_spec(module)
 
 
 def input_shapes(
