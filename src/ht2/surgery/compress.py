@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ht2.choices import RANK_RULES
 from ht2.decomp import check_energy
 from ht2.errors import HT2Error
 from ht2.layers import factorize
@@ -16,7 +17,6 @@ from ht2.metrics import count_params, layer_macs, macs_under
 from ht2.surgery.finite import check_finite, decomposing
 from ht2.surgery.policy import METHODS, Decision, matches, paper_policy
 from ht2.surgery.rank_choice import RankChoice, check_layer_ranks
-from ht2.surgery.ranking import RANK_RULES
 from ht2.surgery.report import CompressionReport, LayerReport
 from ht2.surgery.targets import Target
 from ht2.surgery.walk import candidate_layers, first_conv_name

@@ -21,7 +21,6 @@ from ht2.decomp import (
 from ht2.decomp.ht2 import _clipped as _ht2_clipped
 from ht2.decomp.tucker2 import _clipped as _tucker2_clipped
 
-RANK_RULES = ("energy", "vbmf")
 RANK_KEYS = {
     "ht2": ("r1", "r13", "r3"),
     "tucker2": ("r_in", "r_out"),
