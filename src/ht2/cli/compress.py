@@ -6,34 +6,24 @@ import argparse
 import json
 import sys
 
-from ht2 import models
 from ht2.choices import METHODS
-from ht2.cli.allocate_args import (
-    add_allocate_args,
-    allocate_from_args,
-    check_allocate_args,
-    write_allocation_plot,
-)
-from ht2.cli.calibrate import calibrate_on_train_images
+from ht2.cli.allocate_args import add_allocate_args, allocate_choices, write_allocation_plot
 from ht2.cli.common import (
     add_model_source,
     add_output_folder,
     example_input,
     model_from_args,
 )
-from ht2.cli.data_aware_args import (
-    add_data_aware_args,
-    calib_image_count,
-    check_data_aware,
-    data_aware_or_plain,
-)
+from ht2.cli.data_aware_args import add_data_aware_args, data_aware_choices
 from ht2.cli.latency_args import add_latency_args, apply_latency_aware, check_latency_args
 from ht2.cli.number_args import positive_int
 from ht2.cli.rank_args import add_rank_args, rank_options
 from ht2.cli.tables import report_table
-from ht2.errors import HT2Error
+from ht2.recipes.recipe import RECIPES, Recipe, default_recipe, get_recipe
 
 EXAMPLES = """examples:
+  ht2 compress cifar10_resnet20 --pretrained --target-params 4x --data DATA --out out/r20-4x
+  ht2 compress cifar10_resnet20 --pretrained --target-params 4x --recipe paper --out out/r20-p
   ht2 compress cifar10_resnet20 --weights resnet20.th --energy 0.8 --out out/r20-e0.8
   ht2 compress vgg16_bn --random-init --energy 0.9 --exclude 'classifier.*' --out out/vgg
 """
@@ -42,14 +32,25 @@ EXAMPLES = """examples:
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "compress",
-        help="compress a model by HT-2 (or a rival decomposition) at an energy level",
+        help="compress a model by HT-2 (or a rival decomposition) at an energy level or a size",
         description="Replace the first conv and 1x1 convs by SVD (Tucker-1), other kxk convs by "
-        "--method (HT-2 by default) and Linear layers by SVD, ranks chosen by the energy rule; "
+        "--method (HT-2 by default) and Linear layers by SVD, by a --recipe: the paper's "
+        "policy, or with training images and a size target the steps that measured best; "
         "write DIR/model.safetensors, DIR/ht2.json and DIR/report.json.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_source(parser)
+    parser.add_argument(
+        "--recipe",
+        choices=tuple(RECIPES),
+        help="the steps from the trained model to the compressed one: paper (the paper's "
+        "policy: one energy for every layer, one-pass factors, no data) or best (sensitivity "
+        "allocation, 10 ALS sweeps, least-squares refit to the original outputs on training "
+        "images, BatchNorm re-estimation kept only if held-out images say so; needs --data and "
+        "--target-params/--target-macs); the flags below override its choices (default: best "
+        "with --data and a target, else paper)",
+    )
     parser.add_argument(
         "--method",
         choices=METHODS,
@@ -84,18 +85,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--calibrate",
         action="store_true",
+        default=None,
         help="re-estimate BatchNorm statistics on training images right after compressing "
-        "(needs --data; default: off)",
+        "plain factors (needs --data; default: off)",
     )
     parser.add_argument(
-        "--data", metavar="PATH", help="data folder with train/, for --calibrate (default: none)"
+        "--data",
+        metavar="PATH",
+        help="data folder with train/: training images for --recipe best, --allocate "
+        "sensitivity, --data-aware and --calibrate (default: none)",
     )
     parser.add_argument(
         "--calib-images",
         type=positive_int,
         default=None,
-        help="training images for --calibrate (default: 2048), --data-aware (default: 512) or "
-        "--allocate sensitivity (default: 256)",
+        help="training images for each step that reads them: --allocate sensitivity "
+        "(default: 256), --data-aware (default: 512), --calibrate (default: 2048)",
     )
     parser.add_argument(
         "--json", action="store_true", help="print report.json to stdout instead of the table"
@@ -105,35 +110,48 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
+def recipe_from_args(args: argparse.Namespace, has_target: bool) -> Recipe:
+    """The recipe asked for (or the default one) with every flag the user gave laid over it;
+    one-line errors for what cannot run, before the model is built."""
+    name = args.recipe or default_recipe(bool(args.data), has_target)
+    recipe = get_recipe(name).with_choices(
+        refine_sweeps=args.refine_sweeps,
+        calibrate=args.calibrate,
+        **allocate_choices(args),
+        **data_aware_choices(args),
+    )
+    recipe = recipe.with_images(args.calib_images)
+    recipe.check(has_target, bool(args.data))
+    return recipe
+
+
 def run(args: argparse.Namespace) -> int:
     from ht2.io import atomic_directory, check_output_dir
     from ht2.io.artefacts import write_model
-    from ht2.surgery import compress
+    from ht2.recipes.notes import pipeline_lines
+    from ht2.recipes.pipeline import compress_with_recipe
 
     check_output_dir(args.out, overwrite=args.force)
-    if args.calibrate and not args.data:
-        raise HT2Error("--calibrate needs --data PATH (a folder with train/)")
     check_latency_args(args)
-    check_data_aware(args)
-    ranking = rank_options(args)
-    check_allocate_args(args, ranking["target"])
+    options = rank_options(args)
+    target = options.pop("target")
+    options.pop("refine_sweeps")  # the recipe carries it
+    recipe = recipe_from_args(args, target is not None)
     model = model_from_args(args)
-    allocation, ranking = allocate_from_args(args, model, ranking)
-    report = data_aware_or_plain(args, compress)(
+    report = compress_with_recipe(
         model,
+        recipe,
+        target=target,
+        data=args.data,
         energy=args.energy,
         method=args.method,
+        example_input=example_input(args.model),
         include=args.include,
         exclude=args.exclude,
-        example_input=example_input(args.model),
         keep_if_larger=args.keep_if_larger,
         progress=not args.json,
-        **ranking,
+        **options,
     )
-    allocation.annotate(report)
-    if args.calibrate:
-        entry = models.get_entry(args.model)
-        calibrate_on_train_images(model, entry, args.data, calib_image_count(args), 256, workers=2)
     apply_latency_aware(args, model, report, example_input(args.model))
     with atomic_directory(args.out, overwrite=args.force) as staging:
         write_model(model, staging, report)
@@ -141,9 +159,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_dict(), indent=1))
     else:
-        print(report_table(report))
+        print("\n".join([report_table(report), *pipeline_lines(report.pipeline)]))
         print(f"wrote {args.out}/ (model.safetensors, ht2.json, report.json)", file=sys.stderr)
-    if not (args.calibrate or args.data_aware):
+    if not (recipe.calibrate or recipe.data_aware):
         print(recovery_hint(args.out), file=sys.stderr)
     return 0
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,7 +19,8 @@ if TYPE_CHECKING:
 
 EXAMPLES = """examples:
   ht2 finetune out/r20-e0.7 --data ~/data/cifar10 --epochs 5 --out out/r20-e0.7-ft
-  ht2 finetune out/r20-e0.7 --data ~/data/cifar10 --epochs 5 --distill --out out/r20-e0.7-kd
+  ht2 finetune out/r20-e0.7 --data ~/data/cifar10 --epochs 5 --no-distill --out out/r20-e0.7-ce
+  ht2 finetune out/r20-e0.7 --data ~/data/cifar10 --budget-minutes 30 --out out/r20-e0.7-30m
   torchrun --standalone --nproc_per_node=2 -m ht2 finetune out/r18 --data ~/imagenet \\
       --recipe finetune-imagenet --out out/r18-ft
 """
@@ -29,7 +32,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="fine-tune a compressed model folder",
         description="Fine-tune a folder written by `ht2 compress` and write a compressed model "
         "folder again (same format, report.json gains the accuracy). BatchNorm statistics are "
-        "re-estimated first (see `ht2 calibrate`), and the model is evaluated before training.",
+        "re-estimated first (see `ht2 calibrate`), and the model is evaluated before training. "
+        "The uncompressed model teaches by distillation when its weights are known.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -37,9 +41,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_training_args(parser, default_recipe="finetune-cifar10")
     parser.add_argument(
         "--distill",
-        action="store_true",
-        help="add knowledge distillation from the uncompressed model named in "
-        "DIR/ht2.json (default: off)",
+        action=argparse.BooleanOptionalAction,
+        help="add knowledge distillation from the uncompressed model whose weights DIR/ht2.json "
+        "records (the bundled or published ones, or a file); --no-distill turns it off "
+        "(default: on when those weights are known here, else off, said in one line)",
     )
     parser.add_argument(
         "--teacher-weights",
@@ -69,6 +74,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=2048,
         help="training images for the calibration (default: 2048)",
     )
+    parser.add_argument(
+        "--budget-minutes",
+        type=positive_float,
+        metavar="M",
+        help="instead of --epochs: time a few training steps and evaluation batches here, then "
+        "train as many epochs as fit in M minutes (printed; default: off)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -91,6 +103,59 @@ def teacher_for(source: Path, weights: str | None) -> nn.Module:
     return models.create(arch["name"], weights=chosen, **arch.get("kwargs", {}))
 
 
+def unknown_teacher(source: Path, weights: str | None) -> str | None:
+    """Why no teacher can be rebuilt for `source` (None when one can)."""
+    from ht2.io import read_manifest
+
+    if weights:
+        return None
+    arch = read_manifest(source).get("arch") or {}
+    chosen = arch.get("weights")
+    if not arch or not chosen:
+        return (
+            f"{source}/ht2.json does not record the uncompressed model's weights "
+            "(pass --teacher-weights FILE to distil)"
+        )
+    if chosen != "pretrained" and not Path(chosen).is_file():
+        return (
+            f"the uncompressed weights {chosen} that {source}/ht2.json records are not here "
+            "(pass --teacher-weights FILE to distil)"
+        )
+    return None
+
+
+def choose_teacher(
+    source: Path, distill: bool | None, weights: str | None
+) -> tuple[nn.Module | None, str | None]:
+    """The teacher: asked for (--distill), refused (--no-distill), or by default whenever the
+    uncompressed weights are known; with a default that cannot have one, the one-line note
+    that says so (printed once nothing else can fail before training)."""
+    if distill is False:
+        return None, None
+    if distill is None:
+        why = unknown_teacher(source, weights)
+        if why is not None:
+            return None, f"note: fine-tuning without distillation: {why}"
+    return teacher_for(source, weights), None
+
+
+def check_budget_args(args: argparse.Namespace) -> None:
+    """One-line errors for --budget-minutes with flags that fix the epochs another way."""
+    if args.budget_minutes is None:
+        return
+    if args.epochs is not None:
+        raise HT2Error("give --epochs or --budget-minutes, not both")
+    if args.resume:
+        raise HT2Error(
+            "--resume continues a run with the epochs it was planned for; drop --budget-minutes"
+        )
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise HT2Error(
+            "--budget-minutes times this process alone, and torchrun processes could choose "
+            "different epochs; give --epochs"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     from ht2.io import load
     from ht2.io.artefacts import read_report, save_into
@@ -98,16 +163,31 @@ def run(args: argparse.Namespace) -> int:
     from ht2.train.runner import prepare_output
 
     config = config_from_args(args)
-    prepare_output(Path(args.out), args.resume, args.force)  # before any work on the model
+    check_budget_args(args)
     source = Path(args.source)
     model = load(source)
     entry = models.get_entry(model.ht2_arch["name"])
     report = read_report(source, required=False)
-    teacher = teacher_for(source, args.teacher_weights) if config.distill else None
+    prepare_output(Path(args.out), args.resume, args.force)  # a bad --out fails before any work
+    teacher, note = choose_teacher(source, args.distill, args.teacher_weights)
+    config = config.updated(distill=teacher is not None)
     if args.calibrate and not args.resume:
         calibrate_on_train_images(
             model, entry, args.data, args.calib_images, config.batch_size, config.workers
         )
+    if args.budget_minutes is not None:
+        from ht2.recipes.budget import epochs_within
+
+        budget = epochs_within(model, entry, args.data, config, args.budget_minutes, teacher)
+        config = config.updated(epochs=budget.epochs)
+        print(
+            f"--budget-minutes {args.budget_minutes:g}: {budget.describe(config.batch_size)}; "
+            f"training {budget.epochs} epochs (--epochs {budget.epochs})",
+            file=sys.stderr,
+        )
+
+    if note:
+        print(note, file=sys.stderr)
 
     def save_best(trained: nn.Module, out: Path, accuracy: dict) -> None:
         if report is not None:

@@ -59,5 +59,11 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, indent=1))
     else:
-        print(report_table(report, markdown=args.markdown))
+        from ht2.recipes.notes import pipeline_lines
+
+        print(
+            "\n".join(
+                [report_table(report, markdown=args.markdown), *pipeline_lines(report.pipeline)]
+            )
+        )
     return 0

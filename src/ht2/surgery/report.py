@@ -48,6 +48,7 @@ class CompressionReport:
     rounding_params: int | None = None  # parameters --round-ranks added
     target: dict[str, Any] | None = None  # kind, factor, reached, energy (with --target-*)
     refine_sweeps: int = 0  # ALS/HOOI rounds after the one-pass factors
+    pipeline: dict[str, Any] | None = None  # the recipe and every step it ran (ht2.recipes)
     latency_aware: dict[str, Any] | None = None  # how --latency-aware chose forms, what it cost
 
     @property

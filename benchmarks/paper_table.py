@@ -1,0 +1,477 @@
+"""The paper's table, measured here: each size compressed by the paper's pipeline and by the best
+one, rivals beside them, every model fine-tuned for the same E epochs, against the base model
+fine-tuned the same way.
+
+Run (resumable: rerun the same command after a stop; each row is written as it finishes):
+    nohup python benchmarks/paper_table.py --data DATA --threads 2 > paper_table.log 2>&1 &
+    python benchmarks/paper_table.py --data DATA --dry-run        # the rows, and which are done
+    python benchmarks/paper_table.py --table                      # the Markdown, from the JSON only
+    python benchmarks/paper_table.py --data DATA --rows '*/best/ht2/*'   # a subset (globs on keys)
+
+Rows, per net (the bundled `cifar10_resnet20 --pretrained`; ResNet-56 as well once weights for
+it are bundled or given by --weights cifar10_resnet56=FILE):
+  base   the uncompressed model, fine-tuned like every other row (the like-for-like reference)
+  paper  `ht2 compress --recipe paper --target-params X`: one energy for all layers, one-pass
+         HT-2 factors, no data
+  best   `ht2 compress --recipe best --target-params X --data DATA` (sensitivity allocation,
+         10 ALS sweeps, data-aware refit, BatchNorm re-estimation decided on held-out images)
+  rivals Tucker-2 and CP by the best pipeline at two of the sizes
+Each compressed folder is then `ht2 finetune --epochs E` (BN calibration, distillation from the
+uncompressed model, one-cycle SGD; the base row distils from a frozen copy of itself). Channel
+pruning is not done. Top-1 on the data's test split: before fine-tuning (the model as compress
+wrote it) and after the last epoch; delta is against the base row of the same net and epochs.
+
+Writes benchmarks/results/paper_table.json ({"rows": [...]}, replaced atomically after every
+row) and paper_table.md. Work folders (compressed models, fine-tuning runs with their
+checkpoints) go to ~/.cache/ht2/paper_table/ (--work); a half-done fine-tune resumes from its
+last epoch's checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "paper_table.json"
+WORK = Path.home() / ".cache" / "ht2" / "paper_table"
+INTERRUPTED = (129, 130, 143)  # ht2's exit codes for SIGHUP, Ctrl-C, SIGTERM
+PIPELINES = ("base", "paper", "best")
+METHODS = ("dense", "ht2", "tucker2", "cp")
+RIVALS = ("tucker2", "cp")
+
+
+@dataclass(frozen=True)
+class NetPlan:
+    """The sizes (parameter reductions) a net is compressed to, and those where rivals run."""
+
+    sizes: tuple[float, ...]
+    rival_sizes: tuple[float, ...]
+
+
+NETS = {
+    "cifar10_resnet20": NetPlan((1.5, 2.5, 3.8, 5.6, 8.4), (2.5, 3.8)),
+    "cifar10_resnet56": NetPlan((1.5, 2.55, 4.0, 6.05, 9.05), (2.55, 4.0)),
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One run: a net, a pipeline, a method, a size and a number of fine-tuning epochs."""
+
+    net: str
+    pipeline: str
+    method: str
+    target: float  # parameter reduction asked for (1 for the base)
+    epochs: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.net}/{self.pipeline}/{self.method}/{self.target:g}x/e{self.epochs}"
+
+    @property
+    def slug(self) -> str:
+        return self.key.replace("/", "-")
+
+
+@dataclass
+class Settings:
+    """The command-line settings every row is run with (they are stored in each row)."""
+
+    data: str | None
+    epochs: int = 10
+    device: str = "auto"
+    threads: int | None = None
+    workers: int = 2
+    batch_size: int = 128
+    calib_images: int | None = None
+    max_steps: int | None = None
+    train_limit: int | None = None
+    eval_limit: int | None = None
+    weights: dict[str, str] = field(default_factory=dict)
+
+    def source(self, net: str) -> list[str]:
+        """The weights flags of `net`: a file given by --weights, else the bundled ones."""
+        return ["--weights", self.weights[net]] if net in self.weights else ["--pretrained"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+def plan_rows(nets: list[str], epochs: int) -> list[Row]:
+    """Every row of the table, in the order they run: each net's base first (so deltas fill as
+    rows arrive), then each size by the paper's and the best pipeline, then the rivals."""
+    rows = []
+    for net in nets:
+        plan = NETS[net]
+        rows.append(Row(net, "base", "dense", 1.0, epochs))
+        for size in plan.sizes:
+            rows += [Row(net, "paper", "ht2", size, epochs), Row(net, "best", "ht2", size, epochs)]
+        rows += [
+            Row(net, "best", rival, size, epochs) for size in plan.rival_sizes for rival in RIVALS
+        ]
+    return rows
+
+
+def pick(rows: list[Row], patterns: list[str] | None) -> list[Row]:
+    """The rows whose key matches one of the glob `patterns` (all rows without patterns)."""
+    if not patterns:
+        return rows
+    return [row for row in rows if any(fnmatch.fnmatchcase(row.key, p) for p in patterns)]
+
+
+# --- results: one JSON of rows, written whole after every row, and its Markdown ---------------
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return json.loads(path.read_text(encoding="utf-8")).get("rows", [])
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, then rename it over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def fill_deltas(rows: list[dict[str, Any]]) -> None:
+    """Each row's top-1 after fine-tuning minus its net's base row's, at the same epochs (None
+    until that base row exists)."""
+    base = {(r["net"], r["epochs"]): r["top1_after"] for r in rows if r["pipeline"] == "base"}
+    for row in rows:
+        reference = base.get((row["net"], row["epochs"]))
+        row["delta"] = None if reference is None else round(row["top1_after"] - reference, 2)
+
+
+def store_row(path: Path, row: dict[str, Any]) -> list[dict[str, Any]]:
+    """Add (or replace) `row` in the results, refresh every delta, write JSON and Markdown."""
+    rows = [r for r in read_results(path) if r["key"] != row["key"]] + [row]
+    fill_deltas(rows)
+    write_atomically(path, json.dumps({"rows": rows}, indent=1) + "\n")
+    write_atomically(path.with_suffix(".md"), markdown(rows))
+    return rows
+
+
+def _order(row: dict[str, Any]) -> tuple:
+    return (
+        row["net"],
+        row["epochs"],
+        row["target"],
+        PIPELINES.index(row["pipeline"]) if row["pipeline"] in PIPELINES else 9,
+        METHODS.index(row["method"]) if row["method"] in METHODS else 9,
+    )
+
+
+def _number(value: float | None, digits: int = 2, sign: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """One table per net and epoch count, the way the paper reports."""
+    lines = ["# The paper's table, measured here (`python benchmarks/paper_table.py`)", ""]
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for row in sorted(rows, key=_order):
+        groups.setdefault((row["net"], row["epochs"]), []).append(row)
+    for (net, epochs), members in groups.items():
+        lines += [
+            f"## {net}, {epochs} epochs of fine-tuning",
+            "",
+            f"| pipeline | method | target | params x | MACs x | top-1 before | top-1 after "
+            f"{epochs} ep | delta vs base | minutes |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for row in members:
+            target = "-" if row["pipeline"] == "base" else f"{row['target']:g}x"
+            lines.append(
+                f"| {row['pipeline']} | {row['method']} | {target} | "
+                f"{_number(row['params_x'])}x | {_number(row['macs_x'])}x | "
+                f"{_number(row['top1_before'])} | {_number(row['top1_after'])} | "
+                f"{_number(row['delta'], sign=True)} | {_number(row['minutes'], 1)} |"
+            )
+        lines.append("")
+    lines.append(
+        "Top-1 (%) on the test split. Before: the model as `ht2 compress` wrote it (base: the "
+        "bundled weights). After: the last epoch of `ht2 finetune`. Delta: against the base row "
+        "fine-tuned for the same epochs. Channel pruning: not done."
+    )
+    return "\n".join(lines) + "\n"
+
+
+# --- the stages of a row (each a separate function, so tests can stand in for them) ---------
+
+
+def run_cli(argv: list[str]) -> None:
+    """`ht2 ARGV` in this process; a stop (Ctrl-C, SIGTERM) stops the table too."""
+    from ht2.cli.main import main as ht2_main
+
+    code = ht2_main(argv)
+    if code in INTERRUPTED:
+        raise KeyboardInterrupt(f"ht2 {argv[0]} was stopped")
+    if code != 0:
+        raise SystemExit(f"paper_table: `ht2 {' '.join(argv)}` failed with exit code {code}")
+
+
+def compress_args(row: Row, settings: Settings, out: Path) -> list[str]:
+    argv = ["compress", row.net, *settings.source(row.net), "--recipe", row.pipeline]
+    argv += ["--method", row.method, "--target-params", f"{row.target:g}"]
+    if row.pipeline == "best":
+        argv += ["--data", str(settings.data)]
+        if settings.calib_images:
+            argv += ["--calib-images", str(settings.calib_images)]
+    return [*argv, "--out", str(out), "--force"]
+
+
+def finetune_args(settings: Settings, source: Path, out: Path, resume: bool) -> list[str]:
+    argv = ["finetune", str(source), "--data", str(settings.data)]
+    argv += ["--epochs", str(settings.epochs), "--batch-size", str(settings.batch_size)]
+    argv += ["--workers", str(settings.workers), "--device", settings.device]
+    for flag, value in (
+        ("--max-steps", settings.max_steps),
+        ("--train-limit", settings.train_limit),
+        ("--eval-limit", settings.eval_limit),
+    ):
+        if value is not None:
+            argv += [flag, str(value)]
+    return [*argv, "--out", str(out), "--resume" if resume else "--force"]
+
+
+def compress_row(row: Row, settings: Settings, out: Path) -> dict[str, float]:
+    """The row's model folder in `out`; its parameter and MAC reductions."""
+    if row.pipeline == "base":
+        import ht2
+
+        weights = settings.weights.get(row.net, "pretrained")
+        ht2.save(ht2.models.create(row.net, weights=weights), out, overwrite=True)
+        return {"params_x": 1.0, "macs_x": 1.0}
+    run_cli(compress_args(row, settings, out))
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    return {"params_x": report["param_reduction"], "macs_x": report["mac_reduction"]}
+
+
+def evaluate_row(folder: Path, settings: Settings) -> float:
+    """Top-1 (%) of the model folder on the test split."""
+    import ht2
+    from ht2.data import eval_dataset, make_loader
+    from ht2.device import resolve_device
+    from ht2.metrics.accuracy import evaluate_accuracy
+
+    model = ht2.load(folder)
+    entry = ht2.models.get_entry(model.ht2_arch["name"])
+    dataset = eval_dataset(str(settings.data), entry, limit=settings.eval_limit, cache=True)
+    loader = make_loader(dataset, 256, settings.workers)
+    return evaluate_accuracy(model, loader, resolve_device(settings.device), progress=False)["top1"]
+
+
+def finetune_row(row: Row, settings: Settings, source: Path, out: Path, resume: bool) -> None:
+    """`ht2 finetune` of the row's folder into `out` (continuing its checkpoint with `resume`)."""
+    run_cli(finetune_args(settings, source, out, resume))
+
+
+def checkpoint_epoch(out: Path) -> int | None:
+    """The last epoch the fine-tune in `out` checkpointed (None: no checkpoint)."""
+    state = out / "checkpoint" / "state.json"
+    if not state.is_file():
+        return None
+    return int(json.loads(state.read_text(encoding="utf-8"))["meta"]["epoch"])
+
+
+def training_log(out: Path) -> list[dict[str, Any]]:
+    path = out / "log.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+# --- one row, resumable ------------------------------------------------------------------------
+
+
+def read_state(folder: Path) -> dict[str, Any]:
+    path = folder / "row.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"seconds": 0.0}
+
+
+def run_row(row: Row, settings: Settings, folder: Path) -> dict[str, Any]:
+    """Compress, evaluate and fine-tune one row, skipping what an earlier run finished; the
+    seconds spent are summed over runs in folder/row.json."""
+    folder.mkdir(parents=True, exist_ok=True)
+    state = read_state(folder)
+    compressed, tuned = folder / "compressed", folder / "finetune"
+    started = time.perf_counter()
+    try:
+        if "sizes" not in state or not (compressed / "ht2.json").is_file():
+            state["sizes"] = compress_row(row, settings, compressed)
+            state.pop("top1_before", None)
+            _save_state(folder, state, started)
+            started = time.perf_counter()
+        if "top1_before" not in state:
+            state["top1_before"] = evaluate_row(compressed, settings)
+            _save_state(folder, state, started)
+            started = time.perf_counter()
+        done = checkpoint_epoch(tuned)
+        if done is None or done < row.epochs:
+            if done is not None:
+                print(f"{row.key}: resuming its fine-tune after epoch {done}", file=sys.stderr)
+            finetune_row(row, settings, compressed, tuned, resume=done is not None)
+    finally:
+        _save_state(folder, state, started)
+    history = [line for line in training_log(tuned) if "top1" in line]
+    return {
+        "key": row.key,
+        "net": row.net,
+        "pipeline": row.pipeline,
+        "method": row.method,
+        "target": row.target,
+        "epochs": row.epochs,
+        "params_x": state["sizes"]["params_x"],
+        "macs_x": state["sizes"]["macs_x"],
+        "top1_before": state["top1_before"],
+        "top1_after": history[-1]["top1"],
+        "top1_best": max(line["top1"] for line in history),
+        "top1_by_epoch": {str(line["epoch"]): line["top1"] for line in history},
+        "delta": None,
+        "minutes": state["seconds"] / 60,
+        "settings": settings.to_dict(),
+        "compress_command": "ht2 " + " ".join(compress_args(row, settings, compressed))
+        if row.pipeline != "base"
+        else None,
+        "finetune_command": "ht2 " + " ".join(finetune_args(settings, compressed, tuned, False)),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def _save_state(folder: Path, state: dict[str, Any], started: float) -> None:
+    state["seconds"] = state.get("seconds", 0.0) + time.perf_counter() - started
+    write_atomically(folder / "row.json", json.dumps(state, indent=1) + "\n")
+
+
+# --- the command line --------------------------------------------------------------------------
+
+
+def bundled_nets() -> list[str]:
+    """The nets of the plan whose pretrained weights ship with ht2."""
+    from ht2.models.bundled import bundled_path
+
+    return [net for net in NETS if bundled_path(net).is_file()]
+
+
+def _weights(text: str) -> tuple[str, str]:
+    net, sep, path = text.partition("=")
+    if not sep or net not in NETS or not path:
+        raise argparse.ArgumentTypeError(f"expected NET=FILE with NET among {', '.join(NETS)}")
+    return net, str(Path(path).resolve())
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", help="CIFAR-10 folder or .tar.gz with train/ and test/")
+    parser.add_argument(
+        "--nets", help="comma-separated nets (default: those with bundled weights, or --weights)"
+    )
+    parser.add_argument("--weights", type=_weights, action="append", metavar="NET=FILE")
+    parser.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs (default: 10)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--workers", type=int, default=2, help="data workers (default: 2)")
+    parser.add_argument("--batch-size", type=int, default=128, help="(default: 128)")
+    parser.add_argument("--calib-images", type=int, help="for the best pipeline (default: its)")
+    parser.add_argument("--max-steps", type=int, help="smoke runs: optimiser steps per run")
+    parser.add_argument("--train-limit", type=int, help="smoke runs: training images")
+    parser.add_argument("--eval-limit", type=int, help="smoke runs: test images")
+    parser.add_argument("--rows", help="comma-separated globs on row keys, such as '*/best/*'")
+    parser.add_argument("--work", type=Path, default=WORK, help=f"(default: {WORK})")
+    parser.add_argument("--results", type=Path, default=RESULTS, help=f"(default: {RESULTS})")
+    parser.add_argument("--dry-run", action="store_true", help="list the rows and which are done")
+    parser.add_argument("--table", action="store_true", help="rewrite the Markdown from the JSON")
+    return parser.parse_args(argv)
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    return Settings(
+        data=str(Path(args.data).resolve()) if args.data else None,
+        epochs=args.epochs,
+        device=args.device,
+        threads=args.threads,
+        workers=args.workers,
+        batch_size=args.batch_size,
+        calib_images=args.calib_images,
+        max_steps=args.max_steps,
+        train_limit=args.train_limit,
+        eval_limit=args.eval_limit,
+        weights=dict(args.weights or []),
+    )
+
+
+def status(row: Row, done: set[str], work: Path) -> str:
+    if row.key in done:
+        return "done"
+    epoch = checkpoint_epoch(work / row.slug / "finetune")
+    if epoch is not None:
+        return f"fine-tuned {epoch}/{row.epochs} epochs"
+    return "compressed" if (work / row.slug / "compressed" / "ht2.json").is_file() else "to do"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.table:
+        rows = read_results(args.results)
+        write_atomically(args.results.with_suffix(".md"), markdown(rows))
+        print(f"wrote {args.results.with_suffix('.md')} from {len(rows)} rows of {args.results}")
+        return 0
+    settings = settings_from(args)
+    nets = args.nets.split(",") if args.nets else bundled_nets() + sorted(settings.weights)
+    unknown = [net for net in nets if net not in NETS]
+    if unknown:
+        raise SystemExit(f"paper_table: unknown nets {unknown}; known: {', '.join(NETS)}")
+    rows = pick(
+        plan_rows(list(dict.fromkeys(nets)), args.epochs),
+        args.rows.split(",") if args.rows else None,
+    )
+    done = {row["key"] for row in read_results(args.results)}
+    if args.dry_run:
+        for row in rows:
+            print(f"{row.key:45s} {status(row, done, args.work)}")
+        print(f"{sum(row.key in done for row in rows)} of {len(rows)} rows done")
+        return 0
+    if not settings.data:
+        raise SystemExit("paper_table: --data is needed to run rows")
+    if settings.threads:
+        import torch
+
+        torch.set_num_threads(settings.threads)
+    from ht2.cli.signals import install_interrupt_handlers
+
+    install_interrupt_handlers()
+    try:
+        for row in rows:
+            if row.key in done:
+                print(f"{row.key}: done, skipped", flush=True)
+                continue
+            print(f"{row.key}: running", flush=True)
+            result = run_row(row, settings, args.work / row.slug)
+            store_row(args.results, result)
+            print(
+                f"{row.key}: top-1 {result['top1_before']:.2f} -> {result['top1_after']:.2f} % "
+                f"in {result['minutes']:.1f} min; wrote {args.results}",
+                flush=True,
+            )
+    except KeyboardInterrupt:
+        print("paper_table: stopped; rerun the same command to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

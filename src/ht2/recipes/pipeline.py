@@ -1,0 +1,306 @@
+"""One call from a trained model to a compressed one by a recipe, every step in the report.
+
+    report = compress_with_recipe(model, "best", target=Target("params", 4), data="cifar10/",
+                                  example_input=torch.zeros(1, 3, 32, 32))
+    report.pipeline["steps"]   # allocate, factors, batchnorm: what ran, on how many images
+
+`ht2 compress` is this call behind its flags; the benchmarks make it too.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from ht2.errors import HT2Error
+from ht2.models import ModelEntry, get_entry
+from ht2.recipes.recipe import Recipe, get_recipe
+from ht2.surgery.allocate import Allocation, allocate
+from ht2.surgery.compress import compress
+from ht2.surgery.report import CompressionReport
+from ht2.surgery.sensitivity import SensitivityOptions
+from ht2.surgery.targets import Target
+
+LOADER_BATCH = 256
+STRICT_STEPS = ("sensitivity allocation", "data-aware")  # these refuse to run on fewer images
+
+
+class TrainImages:
+    """Training images for the data steps: a data folder read with the model's registry
+    entry (each step takes its own class-balanced subset), or batches given by the caller."""
+
+    def __init__(self, data: Any, entry: ModelEntry | None, workers: int = 2) -> None:
+        self.data = data
+        self.entry = entry
+        self.workers = workers
+        self.is_path = isinstance(data, (str, os.PathLike))
+        if self.is_path and entry is None:
+            raise HT2Error(
+                "reading training images from a data folder needs the model's registry entry "
+                "(its input transforms): build the model with ht2.models.create, pass entry=, "
+                "or pass batches of images as data"
+            )
+
+    def dataset(self, count: int):
+        from ht2.data import train_dataset  # torchvision: only when data is read
+
+        return train_dataset(str(self.data), self.entry, augment=False, limit=count)
+
+    def loader(self, count: int) -> Iterable:
+        """`count` training images in batches (a path), or the caller's batches as given."""
+        if not self.is_path:
+            return self.data
+        from ht2.data import make_loader
+
+        return make_loader(self.dataset(count), LOADER_BATCH, workers=self.workers)
+
+    def check_counts(self, recipe: Recipe) -> None:
+        """HT2Error naming the counts when the folder has fewer images than a step needs."""
+        needed = {
+            step: count
+            for step, count in recipe.data_steps.items()
+            if step.startswith(STRICT_STEPS)
+        }
+        if not self.is_path or not needed:
+            return
+        available = len(self.dataset(max(needed.values())))
+        short = {step: count for step, count in needed.items() if count > available}
+        if not short:
+            return
+        wanted = ", ".join(f"{step} {count}" for step, count in needed.items())
+        raise HT2Error(
+            f"only {available} training images in {self.data}, fewer than these steps need: "
+            f"{wanted} images; lower --calib-images to {available} or fewer, or give more images"
+        )
+
+
+def resolve_recipe(recipe: str | Recipe) -> Recipe:
+    """A Recipe from itself or its name."""
+    return recipe if isinstance(recipe, Recipe) else get_recipe(recipe)
+
+
+def check_rank_choice(recipe: Recipe, compress_options: dict[str, Any]) -> None:
+    """An allocation chooses every layer's ranks: refuse ranks given another way as well."""
+    rule = compress_options.get("rank_rule", "energy")
+    given = bool(compress_options.get("layer_ranks")) or rule != "energy"
+    if recipe.allocate != "uniform" and given:
+        fix = "" if "allocate" in recipe.overrides else ", or give --allocate uniform"
+        raise HT2Error(
+            f"{recipe.origin('allocate')} chooses every layer's ranks; do not combine it with "
+            f"--ranks or --rank-rule vbmf{fix}"
+        )
+
+
+def compress_with_recipe(
+    model: nn.Module,
+    recipe: str | Recipe = "best",
+    *,
+    target: Target | None = None,
+    data: str | os.PathLike | Iterable | None = None,
+    energy: float = 0.9,
+    method: str = "ht2",
+    example_input: torch.Tensor | None = None,
+    include: list[str] | None = None,
+    exclude: list[str] | None = None,
+    keep_if_larger: bool = True,
+    entry: ModelEntry | None = None,
+    workers: int = 2,
+    progress: bool = False,
+    **compress_options: Any,
+) -> CompressionReport:
+    """Compress `model` in place by `recipe` ("paper", "best" or a Recipe) and return the
+    report, with `report.pipeline` naming the recipe, what the caller changed in it, and every
+    step that ran (allocation, factors, BatchNorm) with its images and seconds.
+
+    `target` is a size to reach (the best recipe needs one; without it `energy` applies to
+    every layer). `data` is a data folder (train/ read with the model's registry entry, or
+    `entry`) or batches of images, for the steps that need them. `compress_options` go to
+    `ht2.compress` (rank_rule, layer_ranks, round_ranks); the recipe gives refine_sweeps.
+    """
+    recipe = resolve_recipe(recipe)
+    recipe.check(target is not None, data is not None)
+    check_rank_choice(recipe, compress_options)
+    if entry is None and isinstance(data, (str, os.PathLike)):
+        entry = _registry_entry(model)
+    images = TrainImages(data, entry, workers) if data is not None else None
+    if images is not None:
+        images.check_counts(recipe)
+    start = time.perf_counter()
+    steps: list[dict[str, Any]] = []
+    shared = {"include": include, "exclude": exclude, "keep_if_larger": keep_if_larger}
+    options = {**shared, "progress": progress, "refine_sweeps": recipe.refine_sweeps}
+    options.update(compress_options)
+    allocation = None
+    if target is not None:
+        allocation = _allocate(model, recipe, method, target, example_input, images, options)
+        options.update(allocation.compress_kwargs())
+    report = _factors(model, recipe, method, energy, example_input, images, options)
+    if allocation is not None:
+        allocation.annotate(report)
+        steps.append(_allocation_step(allocation, report, recipe))
+    steps.append(_factors_step(report, recipe))
+    if recipe.data_aware:
+        steps.append(_held_out_step(report, recipe))
+    if recipe.calibrate:
+        steps.append(_calibrate(model, images, recipe.calibrate_images))
+    report.pipeline = {
+        "recipe": recipe.name,
+        "overrides": {name: _jsonable(getattr(recipe, name)) for name in recipe.overrides},
+        "settings": {k: v for k, v in recipe.to_dict().items() if k not in ("name", "overrides")},
+        "steps": steps,
+        "seconds": time.perf_counter() - start,
+    }
+    return report
+
+
+def _registry_entry(model: nn.Module) -> ModelEntry:
+    arch = getattr(model, "ht2_arch", None)
+    if not isinstance(arch, dict):
+        raise HT2Error(
+            "reading training images from a data folder needs the model's registry entry: "
+            "build the model with ht2.models.create, pass entry=, or pass batches as data"
+        )
+    return get_entry(arch["name"])
+
+
+def _allocate(
+    model: nn.Module,
+    recipe: Recipe,
+    method: str,
+    target: Target,
+    example_input: torch.Tensor | None,
+    images: TrainImages | None,
+    options: dict[str, Any],
+) -> Allocation:
+    sensitivity = recipe.allocate == "sensitivity"
+    return allocate(
+        model,
+        method,
+        target,
+        recipe.allocate,
+        example_input,
+        images.loader(recipe.sensitivity_images) if sensitivity and images else None,
+        images=recipe.sensitivity_images,
+        include=options["include"],
+        exclude=options["exclude"],
+        keep_if_larger=options["keep_if_larger"],
+        round_ranks=options.get("round_ranks", 1),
+        options=SensitivityOptions(
+            candidates=recipe.candidates,
+            bn_aware=recipe.bn_aware,
+            sweeps=recipe.refine_sweeps,
+        ),
+        progress=options["progress"],
+    )
+
+
+def _factors(
+    model: nn.Module,
+    recipe: Recipe,
+    method: str,
+    energy: float,
+    example_input: torch.Tensor | None,
+    images: TrainImages | None,
+    options: dict[str, Any],
+) -> CompressionReport:
+    """The decomposition, with the data-aware fit when the recipe asks for one."""
+    if not recipe.data_aware:
+        return compress(model, energy=energy, method=method, example_input=example_input, **options)
+    from ht2.dataaware import DataAwareOptions, compress_data_aware
+
+    fit = DataAwareOptions(
+        mode=recipe.data_aware,
+        rank_from=recipe.rank_from,
+        refit=recipe.refit,
+        bn=recipe.bn_calibrate,
+        refit_dense=recipe.refit_dense,
+    )
+    return compress_data_aware(
+        model,
+        images.loader(recipe.data_aware_images),
+        energy=energy,
+        method=method,
+        calib_images=recipe.data_aware_images,
+        options=fit,
+        example_input=example_input,
+        **options,
+    )
+
+
+def _allocation_step(
+    allocation: Allocation, report: CompressionReport, recipe: Recipe
+) -> dict[str, Any]:
+    target = report.target or {}
+    step: dict[str, Any] = {
+        "step": "allocate",
+        "allocation": allocation.name,
+        "target": f"{allocation.target.factor:g}x {allocation.target.kind}",
+        "reached": target.get("reached"),
+        "seconds": allocation.seconds,
+    }
+    if allocation.name == "uniform":
+        step["energy"] = target.get("energy")
+    if allocation.name == "sensitivity":
+        step["images"] = allocation.details.get("calibration_images")
+        step["candidates"] = list(recipe.candidates)
+    return step
+
+
+def _factors_step(report: CompressionReport, recipe: Recipe) -> dict[str, Any]:
+    step: dict[str, Any] = {
+        "step": "factors",
+        "method": report.method,
+        "refine_sweeps": recipe.refine_sweeps,
+        "data_aware": recipe.data_aware,
+        "seconds": report.seconds,
+    }
+    if recipe.data_aware and report.data_aware:
+        step["images"] = report.data_aware.get("images")
+        step["refit"] = recipe.refit
+    return step
+
+
+def _held_out_step(report: CompressionReport, recipe: Recipe) -> dict[str, Any]:
+    summary = report.data_aware or {}
+    step: dict[str, Any] = {
+        "step": "batchnorm",
+        "how": recipe.bn_calibrate,
+        "held_out": summary.get("held_out", 0),
+        "kept": bool(summary.get("bn_calibration")),
+    }
+    if "bn_gap_before" in summary:
+        step["gap_before"], step["gap_after"] = summary["bn_gap_before"], summary["bn_gap_after"]
+    return step
+
+
+def _calibrate(model: nn.Module, images: TrainImages, count: int) -> dict[str, Any]:
+    """BatchNorm re-estimation of the plain factors on `count` training images."""
+    from ht2.train import recalibrate_batchnorm
+
+    start = time.perf_counter()
+    if images.is_path:
+        from ht2.data import make_loader
+        from ht2.data.datasets import check_classes
+
+        dataset = images.dataset(count)
+        check_classes(dataset, model, images.entry, images.entry.name)
+        count = len(dataset)  # fewer is fine for statistics; the step records how many
+        batches = make_loader(dataset, LOADER_BATCH, workers=images.workers)
+    else:
+        batches = images.data
+    used = recalibrate_batchnorm(model, batches, count)
+    return {
+        "step": "batchnorm",
+        "how": "calibrate",
+        "images": used,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value

@@ -1,0 +1,215 @@
+"""benchmarks/paper_table.py's bookkeeping: rows written one by one, done rows skipped, a stopped
+fine-tune resumed, deltas against the base row, the Markdown from the JSON alone, stable keys."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tests._shared import write_image_tree
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "paper_table.py"
+TEN_CLASSES = tuple("abcdefghij")
+
+
+@pytest.fixture
+def table(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """A fresh copy of the script (benchmarks are never imported by ht2 itself), registered
+    while the test runs (its dataclasses look their module up)."""
+    spec = importlib.util.spec_from_file_location("paper_table", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+class FakeStages:
+    """Stand-ins for compress, evaluate and fine-tune: instant, with set accuracies, and a log
+    of the calls (each also notes how many rows the results file held at that moment)."""
+
+    def __init__(self, table: ModuleType, results: Path, after: dict[str, float]) -> None:
+        self.table, self.results, self.after = table, results, after
+        self.calls: list[tuple[str, str, int]] = []
+
+    def _note(self, stage: str, key: str) -> None:
+        self.calls.append((stage, key, len(self.table.read_results(self.results))))
+
+    def compress(self, row, settings, out: Path) -> dict[str, float]:
+        self._note("compress", row.key)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "ht2.json").write_text("{}")
+        return {"params_x": row.target * 1.01, "macs_x": row.target * 0.99}
+
+    def evaluate(self, folder: Path, settings) -> float:
+        self._note("evaluate", str(folder))
+        return 10.0
+
+    def finetune(self, row, settings, source: Path, out: Path, resume: bool) -> None:
+        self._note("finetune", row.key)
+        (out / "checkpoint").mkdir(parents=True, exist_ok=True)
+        lines = [{"epoch": e, "top1": self.after[row.pipeline] - row.epochs + e} for e in range(3)]
+        (out / "log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+        meta = {"meta": {"epoch": row.epochs}}
+        (out / "checkpoint" / "state.json").write_text(json.dumps(meta))
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> FakeStages:
+        monkeypatch.setattr(self.table, "compress_row", self.compress)
+        monkeypatch.setattr(self.table, "evaluate_row", self.evaluate)
+        monkeypatch.setattr(self.table, "finetune_row", self.finetune)
+        return self
+
+
+def _argv(tmp_path: Path, rows: str, *extra: str) -> list[str]:
+    argv = ["--data", str(tmp_path / "data"), "--epochs", "2", "--rows", rows]
+    return [
+        *argv,
+        "--results",
+        str(tmp_path / "out.json"),
+        "--work",
+        str(tmp_path / "work"),
+        *extra,
+    ]
+
+
+def test_row_keys_are_stable(table: ModuleType) -> None:
+    keys = [row.key for row in table.plan_rows(["cifar10_resnet20"], 10)]
+    assert keys == [
+        "cifar10_resnet20/base/dense/1x/e10",
+        "cifar10_resnet20/paper/ht2/1.5x/e10",
+        "cifar10_resnet20/best/ht2/1.5x/e10",
+        "cifar10_resnet20/paper/ht2/2.5x/e10",
+        "cifar10_resnet20/best/ht2/2.5x/e10",
+        "cifar10_resnet20/paper/ht2/3.8x/e10",
+        "cifar10_resnet20/best/ht2/3.8x/e10",
+        "cifar10_resnet20/paper/ht2/5.6x/e10",
+        "cifar10_resnet20/best/ht2/5.6x/e10",
+        "cifar10_resnet20/paper/ht2/8.4x/e10",
+        "cifar10_resnet20/best/ht2/8.4x/e10",
+        "cifar10_resnet20/best/tucker2/2.5x/e10",
+        "cifar10_resnet20/best/cp/2.5x/e10",
+        "cifar10_resnet20/best/tucker2/3.8x/e10",
+        "cifar10_resnet20/best/cp/3.8x/e10",
+    ]
+    sizes = [row.target for row in table.plan_rows(["cifar10_resnet56"], 10) if row.method == "ht2"]
+    assert sorted(set(sizes)) == [1.5, 2.55, 4.0, 6.05, 9.05]
+
+
+def test_rows_are_written_one_by_one_and_a_second_run_skips_them(
+    table: ModuleType, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    results = tmp_path / "out.json"
+    fake = FakeStages(table, results, {"base": 80.0, "paper": 70.0, "best": 75.0})
+    fake.install(monkeypatch)
+    assert table.main(_argv(tmp_path, "*/base/*,*/1.5x/*")) == 0
+    compressions = [(key, held) for stage, key, held in fake.calls if stage == "compress"]
+    assert compressions == [
+        ("cifar10_resnet20/base/dense/1x/e2", 0),
+        ("cifar10_resnet20/paper/ht2/1.5x/e2", 1),
+        ("cifar10_resnet20/best/ht2/1.5x/e2", 2),
+    ]
+    rows = table.read_results(results)
+    assert [row["key"] for row in rows] == [key for key, _ in compressions]
+    needed = {"net", "pipeline", "method", "params_x", "macs_x", "top1_before", "top1_after"}
+    needed |= {"epochs", "delta", "minutes", "target", "settings"}
+    assert all(needed <= set(row) for row in rows)
+    assert rows[1]["settings"]["epochs"] == 2 and rows[1]["settings"]["data"].endswith("data")
+    assert rows[1]["top1_after"] == 70.0 and rows[1]["top1_before"] == 10.0
+    assert rows[2]["compress_command"].startswith("ht2 compress cifar10_resnet20 --pretrained")
+    assert "--recipe best --method ht2 --target-params 1.5 --data" in rows[2]["compress_command"]
+    capsys.readouterr()
+
+    fake.calls.clear()
+    assert table.main(_argv(tmp_path, "*/base/*,*/1.5x/*")) == 0
+    assert fake.calls == []
+    assert capsys.readouterr().out.count("done, skipped") == 3
+    assert table.read_results(results) == rows
+
+
+def test_delta_is_against_the_base_row_and_filled_when_it_arrives(
+    table: ModuleType, tmp_path: Path, monkeypatch
+) -> None:
+    results = tmp_path / "out.json"
+    FakeStages(table, results, {"base": 80.0, "paper": 70.5, "best": 75.0}).install(monkeypatch)
+    assert table.main(_argv(tmp_path, "*/paper/ht2/2.5x/*")) == 0
+    assert [row["delta"] for row in table.read_results(results)] == [None]
+    assert table.main(_argv(tmp_path, "*/base/*")) == 0
+    deltas = {row["pipeline"]: row["delta"] for row in table.read_results(results)}
+    assert deltas == {"paper": -9.5, "base": 0.0}
+    assert "| paper | ht2 | 2.5x | 2.52x | 2.48x | 10.00 | 70.50 | -9.50 |" in (
+        results.with_suffix(".md").read_text()
+    )
+
+
+def test_table_is_generated_from_the_json_alone(
+    table: ModuleType, tmp_path: Path, monkeypatch
+) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("--table must not run anything")
+
+    for stage in ("compress_row", "evaluate_row", "finetune_row", "run_row"):
+        monkeypatch.setattr(table, stage, refuse)
+    results = tmp_path / "out.json"
+    row = {"net": "cifar10_resnet20", "method": "ht2", "target": 3.8, "epochs": 10}
+    row |= {"pipeline": "best", "params_x": 3.81, "macs_x": 3.5, "top1_before": 61.234}
+    row |= {"top1_after": 84.5, "delta": -2.25, "minutes": 42.0, "key": "k"}
+    results.write_text(json.dumps({"rows": [row]}))
+    assert table.main(["--table", "--results", str(results)]) == 0
+    text = results.with_suffix(".md").read_text()
+    assert "## cifar10_resnet20, 10 epochs of fine-tuning" in text
+    assert "| best | ht2 | 3.8x | 3.81x | 3.50x | 61.23 | 84.50 | -2.25 | 42.0 |" in text
+    assert "Channel pruning: not done." in text
+
+
+def _kill_in_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
+    """Stop the fine-tune in its `epoch`-th epoch, as Ctrl-C would."""
+    import ht2.train.runner as runner
+
+    real, calls = runner.train_one_epoch, {"n": 0}
+
+    def stopping(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == epoch:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "train_one_epoch", stopping)
+
+
+def test_a_stopped_fine_tune_resumes_from_its_checkpoint(
+    table: ModuleType, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """A real tiny run: the bundled ResNet-20 at 1.5x, two epochs of two steps."""
+    monkeypatch.setenv("HT2_CACHE_DIR", str(tmp_path / "cache"))
+    write_image_tree(tmp_path / "data", classes=TEN_CLASSES, per_class=2)
+    argv = _argv(tmp_path, "*/paper/ht2/1.5x/*", "--batch-size", "8", "--workers", "0")
+    argv += ["--eval-limit", "10"]
+    results = tmp_path / "out.json"
+    with monkeypatch.context() as patch:
+        _kill_in_epoch(patch, epoch=2)
+        assert table.main(argv) == 130
+    assert not results.exists()
+    key = "cifar10_resnet20/paper/ht2/1.5x/e2"
+    assert table.main([*argv, "--dry-run"]) == 0
+    assert f"{key:45s} fine-tuned 1/2 epochs" in capsys.readouterr().out
+
+    counts = {"compress_row": 0, "evaluate_row": 0}
+    for name in counts:
+        real = getattr(table, name)
+
+        def counted(*args, _real=real, _name=name, **kwargs):
+            counts[_name] += 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(table, name, counted)
+    assert table.main(argv) == 0
+    assert counts == {"compress_row": 0, "evaluate_row": 0}
+    assert f"{key}: resuming its fine-tune after epoch 1" in capsys.readouterr().err
+    (row,) = table.read_results(results)
+    assert row["key"] == key and list(row["top1_by_epoch"]) == ["0", "1", "2"]
+    assert row["top1_after"] == row["top1_by_epoch"]["2"] and row["minutes"] > 0
+    assert 1.45 <= row["params_x"] <= 1.55
