@@ -80,19 +80,14 @@ class CompressionReport:
         layers = data.get("layers", [])
         if not isinstance(layers, list) or not all(isinstance(item, dict) for item in layers):
             raise ValueError("its layers are not a list of objects")
-        known = [
-            {k: v for k, v in layer.items() if k in LayerReport.__dataclass_fields__}
-            for layer in layers
-        ]
-        for layer in known:
+        for layer in layers:
             _require_fields(LayerReport, layer, f"layer {layer.get('name', '?')!r}")
-        fields["layers"] = [LayerReport(**layer) for layer in known]
+        fields["layers"] = [LayerReport(**layer) for layer in layers]
         return cls(**fields)
 
 
 def _require_fields(kind: type, data: dict[str, Any], what: str) -> None:
-    """ValueError naming the fields `kind` needs that `data` lacks (newer, unknown fields are
-    dropped by the caller, so that a report from a later ht2 still reads)."""
+    """ValueError naming the fields `kind` needs that `data` lacks, or those it does not know."""
     needed = [
         name
         for name, spec in kind.__dataclass_fields__.items()
@@ -101,3 +96,6 @@ def _require_fields(kind: type, data: dict[str, Any], what: str) -> None:
     missing = [name for name in needed if name not in data]
     if missing:
         raise ValueError(f"{what} lacks the fields {', '.join(missing)}")
+    unknown = [name for name in data if name not in kind.__dataclass_fields__]
+    if unknown:
+        raise ValueError(f"{what} has fields this ht2 does not know: {', '.join(unknown)}")
