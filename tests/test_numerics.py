@@ -301,3 +301,26 @@ def test_sane_numeric_flags_are_read() -> None:
     )
     assert (args.lr, args.weight_decay, args.momentum, args.label_smoothing) == (0.05, 0, 0, 0.1)
     assert (args.gamma, args.distill_weight, args.distill_temperature, args.workers) == (1, 1, 2, 0)
+
+
+def test_a_buffer_holding_inf_on_purpose_loads(tmp_path: Path) -> None:
+    """Only parameters and BatchNorm statistics are judged: a clamp buffer may be Inf."""
+    import ht2
+    from ht2.models.weights import load_weights
+
+    class Clamped(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.register_buffer("limit", torch.tensor(float("inf")))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x).clamp(max=self.limit)
+
+    model = Clamped()
+    weights = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    load_weights(Clamped(), weights)
+    out = tmp_path / "m"
+    ht2.save(model, out)
+    assert torch.isinf(ht2.load(out, model=Clamped()).limit)

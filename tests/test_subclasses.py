@@ -3,6 +3,7 @@ dense with a reason; never a crash. Full rank is exact and save/load is bit-exac
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -310,3 +311,47 @@ def test_code_reading_attributes_of_a_replaced_layer_keeps_working() -> None:
     assert [layer.method for layer in report.layers] == ["svd", "svd"]
     with torch.no_grad():
         assert _relative(model(x), expected) < REL_TOL
+
+
+def test_data_aware_fit_keeps_plain_factors_for_a_subclass_it_cannot_model() -> None:
+    """The fit's patches assume a plain conv; a weight-standardised one keeps its plain factors
+    (with a note), so the result is never worse than plain compression of that layer."""
+    from ht2.dataaware import DataAwareOptions, compress_data_aware
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        StandardisedConv(8, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1),
+    ).eval()
+    twin = copy.deepcopy(model)
+    images = torch.randn(32, 3, 8, 8)
+    report = compress_data_aware(
+        model,
+        images.split(16),
+        energy=0.6,
+        calib_images=32,
+        options=DataAwareOptions(mode="refit", iterations=5),
+        example_input=torch.zeros(1, 3, 8, 8),
+        keep_if_larger=False,
+    )
+    ht2.compress(twin, energy=0.6, example_input=torch.zeros(1, 3, 8, 8), keep_if_larger=False)
+    assert "kept the plain factors" in report.data_aware["notes"]["2"]
+    fitted, plain = model.get_submodule("2"), twin.get_submodule("2")
+    for a, b in zip(fitted.state_dict().values(), plain.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert torch.isfinite(model(images[:4])).all()
+
+
+@pytest.mark.parametrize(("conv", "version"), [(nn.Conv2d, 1), (DynamicSameConv, 3)])
+def test_a_folder_is_written_in_the_oldest_format_that_holds_it(
+    tmp_path: Path, conv: type[nn.Module], version: int
+) -> None:
+    """Layer flags (pad_same, derived_weight) need format 3, so an older ht2 refuses such a
+    folder instead of rebuilding it without its padding; plain folders stay at 1."""
+    import json
+
+    _compress_and_round_trip(lambda: Net(conv), tmp_path)
+    assert json.loads((tmp_path / "out" / "ht2.json").read_text())["format_version"] == version

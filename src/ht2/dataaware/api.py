@@ -218,6 +218,17 @@ def compress_data_aware(
     for name in work:
         work.set_postfix_str(name, refresh=False)
         dense = model.get_submodule(name)
+        if type(dense) not in (nn.Conv2d, nn.Linear):
+            # A subclass (weight standardisation, dynamic padding, ...): the fit's patches and
+            # weights model only what a plain layer computes, so its plain factors stay.
+            notes[name] = f"{type(dense).__name__} computes more than a plain layer; " + (
+                "kept the plain factors" if name in entries else "left dense as it was"
+            )
+            if name in entries:
+                _replace(
+                    model, name, copy.deepcopy(plain.get_submodule(name)), entries[name], False
+                )
+            continue
         fan_in = dense.weight[0].numel()
         if fan_in > MAX_FAN_IN and name not in entries:
             notes[name] = f"fan-in {fan_in:,} is above {MAX_FAN_IN:,}; left dense as it was"

@@ -28,7 +28,11 @@ from ht2.models.weights import refuse_non_finite, state_dict_mismatches
 from ht2.surgery import CompressionReport, apply_plan, collect_plan
 
 FORMAT = "ht2"
-FORMAT_VERSION = 2  # the newest read here; 2 adds "folded_bn", written only when non-empty
+# The newest read here. 2 adds "folded_bn"; 3 adds the layer flags "pad_same" and
+# "derived_weight" (subclasses such as timm's Conv2dSame and StdConv2d). Each folder is written
+# with the oldest version that holds it, so plain folders stay readable by older ht2.
+FORMAT_VERSION = 3
+_LAYER_FLAGS = ("pad_same", "derived_weight")
 MANIFEST = "ht2.json"
 TENSORS = "model.safetensors"
 REPORT = "report.json"
@@ -41,18 +45,20 @@ def write_json(path: Path, data: Any) -> None:
 
 def manifest_of(model: nn.Module, report: CompressionReport | None = None) -> dict[str, Any]:
     """The ht2.json content for `model`: format, architecture, energy, the plan and any folded
-    BatchNorms (format_version 2 only then, so plain folders stay readable by older ht2)."""
+    BatchNorms, under the oldest format_version that holds them (see FORMAT_VERSION)."""
     arch = getattr(model, "ht2_arch", None)
     folds = folds_of(model)
+    plan = collect_plan(model)
+    flagged = any(entry["layer"].get(flag) for entry in plan for flag in _LAYER_FLAGS)
     manifest = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION if folds else 1,
+        "format_version": 3 if flagged else 2 if folds else 1,
         "ht2_version": __version__,
         "arch": arch if isinstance(arch, dict) else None,
         "model_class": type(model).__name__,
         "energy": report.energy if report else None,
         "method": report.method if report else None,
-        "plan": collect_plan(model),
+        "plan": plan,
     }
     if folds:
         manifest[FOLDED_BN] = folds
@@ -157,7 +163,7 @@ def load_state_strict(model: nn.Module, tensors: dict[str, torch.Tensor], path: 
     problems = state_dict_mismatches(model.state_dict(), tensors)
     if problems:
         raise HT2Error(f"{path} does not fit the model: {'; '.join(problems)}")
-    refuse_non_finite(tensors, str(path))
+    refuse_non_finite(tensors, str(path), model)
     model.load_state_dict(tensors, strict=True)
 
 

@@ -106,15 +106,19 @@ def _extract_state_dict(obj: Any, file: Path) -> dict[str, torch.Tensor]:
             f"weights file {file} holds no state dict (no tensors found at the top level or under "
             "'state_dict' or 'model'); save model.state_dict() instead"
         )
-    refuse_non_finite(tensors, f"weights file {file}")
     return tensors
 
 
-def refuse_non_finite(tensors: Mapping[str, torch.Tensor], source: str) -> None:
-    """Refuse floating-point tensors holding NaN or Inf, naming the first: such weights
-    (a diverged run, a corrupted file) would only give a model that outputs garbage."""
+def refuse_non_finite(tensors: Mapping[str, torch.Tensor], source: str, model: nn.Module) -> None:
+    """Refuse parameters of `model` holding NaN or Inf in `tensors`, naming the first: such
+    weights (a diverged run, a corrupted file) only give a model that outputs garbage. Of the
+    buffers only BatchNorm statistics are judged: others may hold Inf on purpose (clamps)."""
+    judged = {name for name, _ in model.named_parameters()}
     for key, value in tensors.items():
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        statistic = key.endswith((".running_mean", ".running_var"))
+        if not (key in judged or statistic) or not value.is_floating_point():
+            continue
+        if not bool(torch.isfinite(value).all()):
             raise HT2Error(f"{source} holds NaN or Inf values in '{key}'; it cannot be used")
 
 
@@ -128,6 +132,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
             f"weights file {path} does not fit {arch}: {'; '.join(problems)}; "
             "pass weights saved from this architecture (or the matching model name)"
         )
+    refuse_non_finite(state, f"weights file {path}", model)
     model.load_state_dict(state, strict=True)
 
 
