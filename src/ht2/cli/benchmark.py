@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ht2.choices import DTYPES, RUNTIMES
-from ht2.cli.common import load_model_or_dir, parse_batch_sizes
+from ht2.cli.common import first_given, load_model_or_dir, parse_batch_sizes
 from ht2.cli.number_args import non_negative_int, positive_int
 from ht2.cli.tables import render
 from ht2.errors import HT2Error
@@ -165,17 +165,13 @@ def check_flags(args: argparse.Namespace) -> None:
     if args.unmatched_baseline and not args.against:
         raise HT2Error("--unmatched-baseline needs a baseline: give --against MODEL|DIR")
     if args.matrix:
-        clash = [
-            flag
-            for flag, given in (
-                ("--onnx", args.onnx),
-                ("--unmatched-baseline", args.unmatched_baseline),
-                ("--per-layer", args.per_layer),
-            )
-            if given
-        ]
+        clash = first_given(
+            ("--onnx", args.onnx),
+            ("--unmatched-baseline", args.unmatched_baseline),
+            ("--per-layer", args.per_layer),
+        )
         if clash:
-            raise HT2Error(f"--matrix times models exported now, like for like: drop {clash[0]}")
+            raise HT2Error(f"--matrix times models exported now, like for like: drop {clash}")
 
 
 def total_macs(model: nn.Module, input_size: tuple[int, ...]) -> int:

@@ -144,3 +144,8 @@ def method_list(text: str) -> list[str]:
     if unknown or not names:
         raise argparse.ArgumentTypeError(f"methods are among {', '.join(METHODS)}, got {text}")
     return names
+
+
+def first_given(*flags: tuple[str, object]) -> str | None:
+    """The first flag name among (name, value) pairs whose value was given (truthy), else None."""
+    return next((name for name, value in flags if value), None)

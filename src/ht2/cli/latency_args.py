@@ -7,6 +7,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from ht2.choices import DTYPES, FORM_RUNTIMES
+from ht2.cli.common import first_given
 from ht2.cli.number_args import positive_int
 from ht2.cli.tables import render
 from ht2.errors import HT2Error
@@ -85,18 +86,14 @@ def check_latency_args(args: argparse.Namespace) -> None:
     from ht2.metrics.treatment import warn_if_emulated
 
     if not args.latency_aware:
-        given = [
-            flag
-            for flag, value in (
-                ("--allow-dense", args.allow_dense),
-                ("--dtype", args.dtype),
-                ("--channels-last", args.channels_last),
-                ("--runtime", args.runtime),
-            )
-            if value
-        ]
+        given = first_given(
+            ("--allow-dense", args.allow_dense),
+            ("--dtype", args.dtype),
+            ("--channels-last", args.channels_last),
+            ("--runtime", args.runtime),
+        )
         if given:
-            raise HT2Error(f"{given[0]} says how --latency-aware times forms: add --latency-aware")
+            raise HT2Error(f"{given} says how --latency-aware times forms: add --latency-aware")
         return
     warn_if_emulated(args.dtype or "float32", resolve_device(args.device))
 
