@@ -348,3 +348,21 @@ def test_finetune_bad_budget_is_one_line(tmp_path: Path, capsys, monkeypatch, ex
     lines = err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], err
     assert not out.exists()
+
+
+def test_a_missing_data_folder_is_refused_before_any_compression(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import ht2.recipes.pipeline as pipeline
+
+    def never(*args, **kwargs):
+        raise AssertionError("compressed before checking --data")
+
+    monkeypatch.setattr(pipeline, "_factors", never)
+    monkeypatch.setattr(pipeline, "_allocate", never)
+    argv = ["compress", "cifar10_resnet20", "--random-init", "--out", str(tmp_path / "o")]
+    for extra in (["--energy", "0.8", "--calibrate"], ["--target-params", "2"]):
+        assert main([*argv, *extra, "--data", str(tmp_path / "missing")]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "does not exist" in err
+    assert list(tmp_path.iterdir()) == []

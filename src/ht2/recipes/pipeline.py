@@ -45,6 +45,10 @@ class TrainImages:
                 "(its input transforms): build the model with ht2.models.create, pass entry=, "
                 "or pass batches of images as data"
             )
+        if self.is_path:
+            from ht2.data.sources import resolve
+
+            resolve(str(data))  # a missing or unreadable folder is refused before any work
 
     def dataset(self, count: int):
         from ht2.data import train_dataset  # torchvision: only when data is read
