@@ -836,7 +836,7 @@ CASES = [
     Case(
         "finetune-teacher-weights-missing",
         [*FINETUNE, "--distill", "--teacher-weights", "missing.pth"],
-        "missing.pth",
+        "--teacher-weights missing.pth is not a file",
         (model_dir(),),
     ),
     Case(

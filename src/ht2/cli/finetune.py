@@ -95,6 +95,8 @@ def teacher_for(source: Path, weights: str | None) -> nn.Module:
             f"--distill needs the uncompressed model's weights; {source}/ht2.json "
             "does not name them: pass --teacher-weights FILE"
         )
+    if weights and not Path(weights).is_file():
+        raise HT2Error(f"--teacher-weights {weights} is not a file")
     if chosen != "pretrained" and not Path(chosen).is_file():
         raise HT2Error(
             f"--distill: the teacher weights {chosen} named in {source}/ht2.json do "
