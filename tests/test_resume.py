@@ -46,6 +46,12 @@ class Killed(KeyboardInterrupt):
     """What the simulated kill raises (a KeyboardInterrupt, as SIGINT/SIGTERM would)."""
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The in-memory path caches the decoded splits: here, never in the user's ~/.cache/ht2."""
+    monkeypatch.setenv("HT2_CACHE_DIR", str(tmp_path / "cache"))
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("resume-data")
@@ -236,11 +242,67 @@ def test_a_kill_while_the_checkpoint_is_written_keeps_the_previous_one(
     assert_same_run(tmp_path / "straight", out)
 
 
+@pytest.mark.parametrize("in_memory", [True, False], ids=["in-memory", "files"])
+def test_each_data_path_resumes_bit_identical(
+    data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    in_memory: bool,
+) -> None:
+    """Killed mid-epoch and resumed, in float32 and in bf16 autocast with channels_last."""
+    for amp, channels_last in (("none", False), ("bf16", True)):
+        config = _config(in_memory=in_memory, amp=amp, channels_last=channels_last)
+        straight, resumed = tmp_path / f"straight-{amp}", tmp_path / f"resumed-{amp}"
+        _run(data, straight, config)
+        used = "decoded in memory" if in_memory else "decoded every epoch"
+        assert used in capsys.readouterr().err
+        with monkeypatch.context() as patch:
+            kill_at_epoch(patch, epoch=2, after_batches=3)
+            with pytest.raises(Killed):
+                _run(data, resumed, config)
+        _run(data, resumed, config, resume=True)
+        assert_same_run(straight, resumed)
+
+
+def test_resuming_with_other_precision_or_data_path_says_how_it_started(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "run"
+    fixed = {"schedule": "constant"}
+    _run(data, out, _config(epochs=1, amp="none", channels_last=False, in_memory=False, **fixed))
+    assert _meta(out)["computed"] == {"amp": "none", "channels_last": False, "in_memory": False}
+    capsys.readouterr()
+    now = _config(amp="bf16", channels_last=True, in_memory=True, **fixed)
+    _run(data, out, now.updated(epochs=2), resume=True)
+    assert (
+        "note: the checkpoint's run trained with --amp none --no-channels-last --no-in-memory, "
+        "this one with --amp bf16 --channels-last --in-memory"
+    ) in capsys.readouterr().err
+    _run(data, out, now.updated(epochs=3), resume=True)
+    assert "note: the checkpoint" not in capsys.readouterr().err
+
+
+def test_a_checkpoint_from_before_the_record_was_trained_on_files_in_float32(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "run"
+    before = _config(amp="bf16", channels_last=False, in_memory=False, schedule="constant")
+    _run(data, out, before.updated(epochs=1))
+    state_file = out / "checkpoint" / "state.json"
+    state = json.loads(state_file.read_text())
+    del state["meta"]["computed"]  # as ht2 wrote it before: bf16 then applied on CUDA only
+    state_file.write_text(json.dumps(state))
+    capsys.readouterr()
+    _run(data, out, before.updated(epochs=2), resume=True)
+    assert "trained with --amp none --no-channels-last --no-in-memory" in capsys.readouterr().err
+
+
 def test_loader_processes_do_not_change_the_augmentations(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Persistent loader workers keep their generators across epochs; resumed, they start anew."""
-    config = _config(workers=2, schedule="step", step_size=1)
+    config = _config(workers=2, schedule="step", step_size=1, in_memory=False)
     _run(data, tmp_path / "straight", config)
     _killed_then_resumed(data, tmp_path / "resumed", config, monkeypatch, epoch=2)
     assert_same_run(tmp_path / "straight", tmp_path / "resumed")

@@ -85,11 +85,27 @@ def add_training_args(parser: argparse.ArgumentParser, default_recipe: str | Non
         type=positive_int,
         help="stop after this many optimiser steps, for smoke runs (default: no limit)",
     )
-    add("--amp", choices=["none", *AMP_NAMES], help=f"mixed precision on CUDA (default: {d.amp})")
+    add(
+        "--amp",
+        choices=["auto", "none", *AMP_NAMES],
+        help="mixed precision: bf16 autocast on CPU or CUDA, fp16 (with loss scaling) on CUDA "
+        "only, none for float32; auto is bf16 on a CPU with native bfloat16 (AVX-512 BF16 or "
+        f"AMX), else none (default: {d.amp})",
+    )
     add(
         "--channels-last",
         action=argparse.BooleanOptionalAction,
-        help=f"channels_last memory format (default: {d.channels_last})",
+        help="channels_last memory format (default: "
+        + ("on for CPU, off for CUDA" if d.channels_last is None else str(d.channels_last))
+        + ")",
+    )
+    add(
+        "--in-memory",
+        action=argparse.BooleanOptionalAction,
+        help="decode the training and evaluation splits once (cached) and augment the "
+        "training images in batches on the training device, instead of decoding files every "
+        "epoch; CIFAR-style models only (default: on when the decoded training split takes "
+        "at most 1 GiB)",
     )
     add("--clip-grad", type=positive_float, help="clip the gradient norm to this (default: off)")
     add(
@@ -101,7 +117,8 @@ def add_training_args(parser: argparse.ArgumentParser, default_recipe: str | Non
     add(
         "--workers",
         type=non_negative_int,
-        help=f"data loading processes per training process (default: {d.workers})",
+        help="data loading processes per training process, when images are decoded every "
+        f"epoch (see --in-memory) (default: {d.workers})",
     )
     add(
         "--train-limit",

@@ -8,6 +8,7 @@ loader = make_loader(eval_dataset("cifar10-jpeg/", entry, cache=True), batch_siz
 from ht2._lazy import lazy_exports
 
 _EXPORTS = {
+    "decoded_split": "ht2.data.decoded",
     "eval_dataset": "ht2.data.datasets",
     "train_dataset": "ht2.data.datasets",
     "make_loader": "ht2.data.loader",
@@ -19,6 +20,7 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "cache_root",
+    "decoded_split",
     "eval_dataset",
     "eval_transform",
     "make_loader",

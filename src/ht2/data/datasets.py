@@ -162,6 +162,14 @@ def eval_dataset(
     return SplitDataset(cached, everything, opened.classes, opened.split, opened.location)
 
 
+def split_size(data: str, split: str | None = None, limit: int | None = None) -> int:
+    """How many images `split` of `data` holds (at most `limit`), without decoding any."""
+    if limit is not None:
+        balanced_indices([], limit)
+    opened = _open_split(data, split, lambda image: image)
+    return len(balanced_indices(opened.base.targets, limit))
+
+
 def train_dataset(
     data: str,
     entry: ModelEntry,

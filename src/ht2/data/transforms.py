@@ -7,6 +7,7 @@ bit for bit.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +32,14 @@ class Normalise:
         self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        """One image (C, H, W) or a batch (N, C, H, W), on the device of `mean` and `std`."""
         return pixels.to(torch.float32).div(255).sub_(self.mean).div_(self.std)
+
+    def to(self, device: torch.device | str) -> Normalise:
+        """The same normalisation with its constants on `device` (a batch there stays there)."""
+        moved = copy.copy(self)
+        moved.mean, moved.std = self.mean.to(device), self.std.to(device)
+        return moved
 
     def __repr__(self) -> str:
         return f"Normalise(mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()})"

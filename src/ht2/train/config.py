@@ -22,8 +22,9 @@ class TrainConfig:
     gamma: float = 0.1
     label_smoothing: float = 0.0
     max_steps: int | None = None
-    amp: str = "none"
-    channels_last: bool = False
+    amp: str = "auto"  # bf16 on a CPU with native bfloat16, else none (ht2.train.precision)
+    channels_last: bool | None = None  # None: on CPU, not on CUDA
+    in_memory: bool | None = None  # None: when the decoded training split fits (ht2.train.inputs)
     clip_grad: float | None = None
     seed: int = 0
     workers: int = 2
@@ -84,7 +85,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "batch_size": 64,
         "schedule": "onecycle",
     },
-    # Fine-tuning a compressed model on ImageNet: one-cycle, mixed precision on CUDA.
+    # Fine-tuning a compressed model on ImageNet: one-cycle, bfloat16 autocast.
     "finetune-imagenet": {
         "epochs": 20,
         "lr": 0.01,

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from ht2.device import resolve_device
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,18 @@ def all_reduce_sum(values: list[float], world: World) -> list[float]:
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
     return tensor.tolist()
+
+
+def main_first(world: World, work: Callable[[], T]) -> T:
+    """`work()` on rank 0 first, then on the others (which then find what it cached)."""
+    if not world.distributed:
+        return work()
+    if world.is_main:
+        done = work()
+        dist.barrier()
+        return done
+    dist.barrier()
+    return work()
 
 
 def weights_checksum(model: nn.Module) -> float:

@@ -39,7 +39,8 @@ class StepSettings:
 
 
 def _autocast(settings: StepSettings):
-    enabled = settings.amp != "none" and settings.device.type == "cuda"
+    """bfloat16 on any device; float16 on CUDA only (it needs the GradScaler)."""
+    enabled = settings.amp == "bf16" or (settings.amp == "fp16" and settings.device.type == "cuda")
     dtype = AMP_DTYPES.get(settings.amp, torch.bfloat16)
     return torch.autocast(device_type=settings.device.type, dtype=dtype, enabled=enabled)
 

@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DistributedSampler
 
 from ht2.errors import HT2Error
 from ht2.io import check_output_dir
@@ -30,10 +29,12 @@ from ht2.train.distributed import (
     teardown_world,
     wrap_model,
 )
+from ht2.train.inputs import build_inputs
 from ht2.train.lighting import add_lighting_noise
 from ht2.train.loop import StepSettings, evaluate, train_one_epoch
+from ht2.train.precision import resolve_precision
 from ht2.train.schedules import build_optimizer, build_scheduler
-from ht2.train.seeding import EpochSampler, SeededImages, reseed
+from ht2.train.seeding import reseed
 
 CHECKPOINT = "checkpoint"
 LOG = "log.jsonl"
@@ -104,6 +105,26 @@ def check_same_cycle(planned: int | None, saved: int | None) -> None:
         )
 
 
+def computed_flags(computed: dict[str, Any]) -> str:
+    """'--amp bf16 --channels-last --in-memory': the flags that reproduce `computed`."""
+    layout = "" if computed["channels_last"] else "no-"
+    data = "" if computed["in_memory"] else "no-"
+    return f"--amp {computed['amp']} --{layout}channels-last --{data}in-memory"
+
+
+def started_with(meta: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """How the checkpoint's run computed and read its images. Checkpoints from before this was
+    recorded were trained as ht2 did then: autocast on CUDA only, image files every epoch."""
+    if "computed" in meta:
+        return meta["computed"]
+    saved = meta.get("config", {})
+    return {
+        "amp": saved.get("amp", "none") if device.type == "cuda" else "none",
+        "channels_last": bool(saved.get("channels_last")),
+        "in_memory": False,
+    }
+
+
 def _per_process_batch(config: TrainConfig, world: World) -> int:
     if config.batch_size % world.size:
         raise HT2Error(
@@ -158,45 +179,34 @@ def fit(
 def _fit(
     model, entry, data, config, out, save_best, teacher, resume, force, evaluate_first, world: World
 ) -> RunResult:
-    from ht2.data import eval_dataset, make_loader, train_dataset  # torchvision, lazily
-
     if world.is_main:  # one process decides; torchrun stops the others if it fails
         prepare_output(out, resume, force)
     batch = _per_process_batch(config, world)
-    if config.amp != "none" and world.device.type != "cuda":
-        say(world, f"note: --amp {config.amp} applies on CUDA only; training in float32")
-    train_set = train_dataset(data, entry, augment=True, limit=config.train_limit)
-    eval_set = eval_dataset(data, entry, limit=config.eval_limit)
-    sampler = EpochSampler(
-        DistributedSampler(
-            train_set, num_replicas=world.size, rank=world.rank, shuffle=True, seed=config.seed
-        )
-    )
-    drop_last = len(train_set) // world.size >= 2 * batch
-    train_loader = make_loader(
-        SeededImages(train_set, config.seed),
-        batch,
-        config.workers,
-        sampler=sampler,
-        drop_last=drop_last,
-    )
-    # The loader draws its workers' base seed when it starts them: from a generator of its own,
-    # not from the global one, whose draws would then depend on when the workers started.
-    train_loader.generator = torch.Generator().manual_seed(config.seed)
-    eval_shard = list(range(world.rank, len(eval_set), world.size))
-    eval_loader = make_loader(eval_set, batch, config.workers, sampler=eval_shard)
+    precision = resolve_precision(config.amp, config.channels_last, world.device)
+    for note in precision.notes:
+        say(world, note)
+    inputs = build_inputs(data, entry, config, world, batch)
+    train_loader, eval_loader, sampler = inputs.train, inputs.evaluation, inputs.sampler
     say(
         world,
-        f"{len(train_set):,} training images, {len(eval_set):,} evaluation images; "
+        f"{inputs.train_images:,} training images, {inputs.eval_images:,} evaluation images; "
         f"global batch {config.batch_size} = {batch} per process x {world.size} "
         f"process(es) on {world.device}",
     )
+    say(world, f"computing in {precision.describe()}; {inputs.describe(config.workers)}")
+    computed = {
+        "amp": precision.amp,
+        "channels_last": precision.channels_last,
+        "in_memory": inputs.in_memory,
+    }
 
     model.to(world.device)
-    if config.channels_last:
+    if precision.channels_last:
         model.to(memory_format=torch.channels_last)
     if teacher is not None:
         teacher.to(world.device).eval()
+        if precision.channels_last:
+            teacher.to(memory_format=torch.channels_last)
     net = wrap_model(model, world)
     steps_per_epoch = len(train_loader)
     if config.max_steps is not None:
@@ -214,14 +224,12 @@ def _fit(
         config.step_size,
         config.gamma,
     )
-    scaler = torch.amp.GradScaler(
-        world.device.type, enabled=config.amp == "fp16" and world.device.type == "cuda"
-    )
+    scaler = torch.amp.GradScaler(world.device.type, enabled=precision.amp == "fp16")
     std = tuple(entry.std)
     settings = StepSettings(
         world.device,
-        config.amp,
-        config.channels_last,
+        precision.amp,
+        precision.channels_last,
         config.clip_grad,
         config.label_smoothing,
         teacher if config.distill else None,
@@ -242,6 +250,14 @@ def _fit(
         # checkpoints from before "steps" was kept: every epoch ran in full then
         steps_done = meta.get("steps", start_epoch * steps_per_epoch)
         history = _rewrite_log(out / LOG, start_epoch) if world.is_main else []
+        started = started_with(meta, world.device)
+        if started != computed:
+            say(
+                world,
+                f"note: the checkpoint's run trained with {computed_flags(started)}, this one "
+                f"with {computed_flags(computed)}, so it will not match an uninterrupted run; "
+                "give the former flags to continue as it started",
+            )
         say(
             world,
             f"resuming after epoch {start_epoch}, step {steps_done} (best top-1 "
@@ -320,6 +336,7 @@ def _fit(
                 "best_top1": best_top1,
                 "best_epoch": best_epoch,
                 "config": config.to_dict(),
+                "computed": computed,
                 "saved": time.strftime("%Y-%m-%dT%H:%M:%S"),
             }
             save_checkpoint(out / CHECKPOINT, model, optimizer, scheduler, scaler, meta)
