@@ -172,7 +172,7 @@ def test_non_empty_output_needs_force(tmp_path: Path, capsys) -> None:
     out = tmp_path / "o"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    (out / "ht2.json").write_text("{}")  # an ht2 folder: --force may replace it
+    (out / "ht2.json").write_text('{"format": "ht2"}')  # an ht2 folder: --force may replace it
     args = ["compress", "cifar10_resnet20", "--random-init", "--out", str(out)]
     code, _, err = _run(args, capsys)
     assert code == 2 and "use --force" in err and len(err.strip().splitlines()) == 1

@@ -90,3 +90,12 @@ def test_held_warnings_are_shown_after_success(capsys, monkeypatch):
     monkeypatch.setattr(models_cmd, "run", noisy)
     assert main(["models"]) == 0
     assert "worth knowing" in capsys.readouterr().err
+
+
+def test_subpackages_are_attributes_of_a_plain_import():
+    done = subprocess.run(
+        [sys.executable, "-c", "import ht2; ht2.surgery.compress; ht2.io.load; ht2.recipes"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr

@@ -74,8 +74,15 @@ def test_force_accepts_a_training_run_or_an_empty_folder(tmp_path: Path, files: 
 
 @pytest.mark.parametrize(
     "files",
-    [{"notes.txt": "mine"}, {"log.jsonl": "not json\n"}, {"state.json": "[]"}],
-    ids=["any-file", "foreign-log", "foreign-state"],
+    [
+        {"notes.txt": "mine"},
+        {"log.jsonl": "not json\n"},
+        {"state.json": "[]"},
+        {"ht2.json": "", "thesis.tex": "mine"},
+        {"log.jsonl": '{"epoch": 3}\n', "data.csv": "mine"},
+        {"state.json": '{"meta": 1}', "precious.txt": "mine"},
+    ],
+    ids=["any-file", "foreign-log", "foreign-state", "empty-manifest", "epoch-log", "meta-1"],
 )
 def test_force_refuses_a_folder_ht2_did_not_write(tmp_path: Path, files: dict) -> None:
     out = tmp_path / "mine"
@@ -193,7 +200,7 @@ def test_of_two_forced_writers_exactly_one_replaces_the_old_folder(
 ) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    (out / "ht2.json").write_text("old")
+    (out / "ht2.json").write_text('{"format": "ht2"}')
     (out / "old-only.txt").write_text("old")
     winners, losers, written = _race(out, overwrite=True)
     assert len(winners) == 1 and written == winners[0]

@@ -355,3 +355,21 @@ def test_a_folder_is_written_in_the_oldest_format_that_holds_it(
 
     _compress_and_round_trip(lambda: Net(conv), tmp_path)
     assert json.loads((tmp_path / "out" / "ht2.json").read_text())["format_version"] == version
+
+
+class CachingConv(nn.Conv2d):
+    """Holds a non-leaf tensor, so it cannot be deep-copied for a probe."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.cache = self.weight * 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x)
+
+
+def test_a_subclass_that_cannot_be_probed_is_left_dense_with_a_reason() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), CachingConv(8, 8, 3)).eval()
+    report = ht2.compress(model, energy=0.9, example_input=torch.zeros(1, 3, 12, 12))
+    entry = _layer(report, "1")
+    assert entry.method == "dense" and "could not be probed" in entry.reason

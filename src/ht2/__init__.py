@@ -19,6 +19,10 @@ _EXPORTS = {
     "CompressionReport": "ht2.surgery",
     "compress": "ht2.surgery",
 }
+# The subpackages, reachable as attributes after a plain `import ht2`, as when they were eager.
+_SUBPACKAGES = ("data", "dataaware", "decomp", "experiments", "export", "io", "layers")
+_SUBPACKAGES += ("metrics", "recipes", "surgery", "train")
+_EXPORTS.update({name: f"ht2.{name}" for name in _SUBPACKAGES})
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = ["CompressionReport", "HT2Error", "__version__", "compress", "load", "models", "save"]

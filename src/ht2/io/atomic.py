@@ -52,15 +52,17 @@ def _read_json(path: Path, first_line_only: bool = False) -> Any:
 
 def _is_checkpoint(folder: Path) -> bool:
     state = _read_json(folder / CHECKPOINT_STATE_FILE)
-    return isinstance(state, dict) and "meta" in state
+    return isinstance(state, dict) and isinstance(state.get("meta"), dict)
 
 
 def written_by_ht2(folder: Path) -> bool:
-    """True for a folder ht2 wrote: a model (ht2.json), a training run or a run's checkpoint."""
-    if (folder / MANIFEST_FILE).is_file():
+    """True for a folder ht2 wrote: a model (an ht2 manifest), a training run (its log of
+    epochs and top-1) or a run's checkpoint. Files that merely share those names do not count."""
+    manifest = _read_json(folder / MANIFEST_FILE)
+    if isinstance(manifest, dict) and manifest.get("format") == "ht2":
         return True
     first = _read_json(folder / RUN_LOG_FILE, first_line_only=True)
-    if isinstance(first, dict) and "epoch" in first:
+    if isinstance(first, dict) and {"epoch", "top1"} <= first.keys():
         return True
     return _is_checkpoint(folder) or _is_checkpoint(folder / CHECKPOINT_FOLDER)
 

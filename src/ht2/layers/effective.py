@@ -134,6 +134,8 @@ def _recipe(module: nn.Module) -> _Recipe:
     name = type(module).__name__
     if not isinstance(module, (nn.Conv2d, nn.Linear)):
         raise UnsupportedLayer(f"{name} is neither a Conv2d nor a Linear")
+    if not isinstance(getattr(module, "weight", None), torch.Tensor):
+        raise UnsupportedLayer(f"{name} has no weight tensor of its own")
     if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params():
         raise UnsupportedLayer(f"{name} is not initialised yet: run one forward pass first")
     if isinstance(module, nn.modules.linear.NonDynamicallyQuantizableLinear):
@@ -146,7 +148,14 @@ def _recipe(module: nn.Module) -> _Recipe:
         return known
     if not _overrides_forward(module):
         return _Recipe(derived=parametrize.is_parametrized(module))
-    return _probed_recipe(module)
+    try:
+        return _probed_recipe(module)
+    except UnsupportedLayer:
+        raise
+    except Exception as error:  # a forward or state we cannot copy or run on a probe
+        raise UnsupportedLayer(
+            f"{name} overrides forward and could not be probed ({type(error).__name__})"
+        ) from None
 
 
 def _spec(module: nn.Module, recipe: _Recipe) -> ConvSpec | LinearSpec:
