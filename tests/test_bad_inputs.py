@@ -260,6 +260,20 @@ def _nan_tensor(path: Path) -> None:
     save_file(tensors, str(path), metadata={"format": "ht2"})
 
 
+def _zero_size_classes(path: Path) -> None:
+    """A manifest asking for 10**9 classes, with a tensor of shape [10**9, 0] in the file to
+    vouch for that count without holding any data."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(path))
+    tensors["decoy"] = torch.zeros(10**9, 0)
+    save_file(tensors, str(path), metadata={"format": "ht2"})
+    manifest = path.parent / "ht2.json"
+    data = json.loads(manifest.read_text())
+    data["arch"]["kwargs"]["num_classes"] = 10**9
+    manifest.write_text(json.dumps(data))
+
+
 def _report_without_layer_fields(path: Path) -> str:
     data = json.loads(path.read_text())
     data["layers"][0] = {"name": data["layers"][0]["name"]}
@@ -1083,6 +1097,38 @@ CASES = [
         (model_file("report.json", lambda p: p.write_text(_report_without_layer_fields(p))),),
     ),
     Case("models-no-match", ["models", "zzz*"], "zzz*"),
+    Case("train-seed-beyond-64-bits", [*TRAIN, "--seed", "18446744073709551615"], "--seed"),
+    Case("train-seed-negative", [*TRAIN, "--seed", "-1"], "--seed"),
+    Case("train-milestones-decreasing", [*TRAIN, "--milestones", "5,3"], "--milestones"),
+    Case("train-milestones-negative", [*TRAIN, "--milestones", "-3"], "--milestones"),
+    Case(
+        "benchmark-threads-beyond-int",
+        ["benchmark", "cifar10_resnet20", *BENCH, "--threads", "99999999999999999999999"],
+        "--threads",
+    ),
+    Case(
+        "benchmark-batch-size-beyond-int",
+        [
+            "benchmark",
+            "cifar10_resnet20",
+            "--batch-sizes",
+            "99999999999999999999",
+            "--repeats",
+            "1",
+        ],
+        "--batch-sizes",
+    ),
+    Case(
+        "compare-target-params-inf",
+        ["compare", "cifar10_resnet20", "--random-init", "--target-params", "inf", "--out", "o"],
+        "--target-params",
+    ),
+    Case(
+        "export-manifest-classes-as-zero-size-tensor",
+        ["export", "m", "--out", "x"],
+        "num_classes",
+        (model_file("model.safetensors", _zero_size_classes),),
+    ),
     Case(
         "compress-weights-random-bytes",
         ["compress", "cifar10_resnet20", "--weights", "w.pth", "--out", "o"],

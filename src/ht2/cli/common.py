@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from ht2 import models
 from ht2.choices import METHODS
+from ht2.cli.number_args import HIGHEST
 from ht2.errors import HT2Error
 
 if TYPE_CHECKING:
@@ -122,9 +123,9 @@ def parse_batch_sizes(text: str) -> list[int]:
             f"--batch-sizes takes positive integers separated by commas, e.g. 1,32,128; "
             f"got {text!r}"
         ) from None
-    bad = [size for size in sizes if size <= 0]
+    bad = [size for size in sizes if not 0 < size <= HIGHEST]
     if bad:
-        raise HT2Error(f"--batch-sizes must all be at least 1; got {bad[0]} in {text!r}")
+        raise HT2Error(f"--batch-sizes must each be from 1 to {HIGHEST}; got {bad[0]} in {text!r}")
     return list(dict.fromkeys(sizes))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -45,6 +46,8 @@ def _factors(kind: str) -> Callable[[str], list[float]]:
                 values.append(Target(kind, parse_factor(part)).factor)
             except (ValueError, HT2Error) as error:
                 raise argparse.ArgumentTypeError(str(error)) from None
+            if not math.isfinite(values[-1]):
+                raise argparse.ArgumentTypeError(f"expected finite reduction factors, got {part}")
         if not values:
             raise argparse.ArgumentTypeError("give at least one reduction factor, e.g. 2,4,8")
         return list(dict.fromkeys(values))

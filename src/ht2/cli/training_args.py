@@ -6,6 +6,7 @@ import argparse
 
 from ht2.choices import AMP_NAMES, SCHEDULES
 from ht2.cli.number_args import (
+    HIGHEST,
     below_one,
     non_negative_float,
     non_negative_int,
@@ -18,12 +19,17 @@ from ht2.train.config import RECIPES, TrainConfig, recipe_config
 
 
 def _milestones(text: str) -> list[int]:
+    """Epochs in increasing order, each at least 1, such as 150,225."""
     try:
-        return [int(part) for part in text.split(",") if part.strip()]
+        epochs = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
+        epochs = []
+    increasing = all(a < b for a, b in zip(epochs, epochs[1:], strict=False))
+    if not epochs or not increasing or epochs[0] < 1 or epochs[-1] > HIGHEST:
         raise argparse.ArgumentTypeError(
-            f"milestones are epochs like 150,225, got {text}"
-        ) from None
+            f"milestones are increasing epochs like 150,225, got {text}"
+        )
+    return epochs
 
 
 def add_training_args(parser: argparse.ArgumentParser, default_recipe: str | None) -> None:
@@ -113,7 +119,7 @@ def add_training_args(parser: argparse.ArgumentParser, default_recipe: str | Non
         type=non_negative_float,
         help=f"PCA lighting noise std (default: {d.lighting})",
     )
-    add("--seed", type=int, help=f"random seed (default: {d.seed})")
+    add("--seed", type=non_negative_int, help=f"random seed (default: {d.seed})")
     add(
         "--workers",
         type=non_negative_int,

@@ -291,7 +291,7 @@ def check_counts_in_file(
     be a dimension of some tensor in the file (a classifier has num_classes rows), so a
     manifest asking for 10**9 classes is refused before the model is built, not after it
     has taken the memory."""
-    dimensions = {size for shape in shapes.values() for size in shape}
+    dimensions = {size for shape in shapes.values() if 0 not in shape for size in shape}
     for key in _COUNT_KWARGS:
         value = arch.get("kwargs", {}).get(key)
         if value is not None and value not in dimensions:

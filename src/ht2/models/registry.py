@@ -79,11 +79,14 @@ def create(name: str, weights: str | os.PathLike[str] | None = None, **kwargs: A
 def _build(entry: ModelEntry, kwargs: dict[str, Any]) -> nn.Module:
     try:
         return entry.build(**kwargs)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, AssertionError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise HT2Error(
             f"cannot build {entry.name} with options {kwargs}: {message}; check the option names"
         ) from None
+    except (RuntimeError, MemoryError) as exc:  # options that ask for more memory than there is
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise HT2Error(f"cannot build {entry.name} with options {kwargs}: {message}") from None
 
 
 def _check_json(name: str, kwargs: dict[str, Any]) -> None:
