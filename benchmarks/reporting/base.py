@@ -1,0 +1,108 @@
+"""The results folder as the report reads it, and the Markdown helpers every section shares."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any
+
+METHOD_NAMES = {"ht2": "HT-2", "tucker2": "Tucker-2", "cp": "CP", "svd": "spatial SVD"}
+NET_NAMES = {"cifar10_resnet20": "ResNet-20", "cifar10_resnet56": "ResNet-56"}
+
+
+@dataclass(frozen=True)
+class Section:
+    """One `## title` of the report with the Markdown below it."""
+
+    title: str
+    body: str
+
+    def text(self) -> str:
+        blocks = [wrap(block) for block in self.body.strip().split("\n\n")]
+        return f"## {self.title}\n\n" + "\n\n".join(blocks) + "\n"
+
+
+def wrap(block: str) -> str:
+    """A prose paragraph filled to 100 columns; tables, code and lists are left as they are."""
+    if block.startswith(("|", "```", "- ", "#")):
+        return block
+    return textwrap.fill(block, width=100, break_long_words=False, break_on_hyphens=False)
+
+
+class Results:
+    """Read-only access to a results folder; a file that is missing reads as None, so a section
+    whose JSON is absent is left out instead of failing."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def json(self, name: str) -> Any:
+        path = self.root / name
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    def jsonl(self, name: str) -> list[dict[str, Any]] | None:
+        path = self.root / name
+        if not path.is_file():
+            return None
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def names(self, pattern: str) -> list[str]:
+        """The files matching a glob, relative to the folder, sorted (for a stable report)."""
+        return sorted(p.relative_to(self.root).as_posix() for p in self.root.glob(pattern))
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[Any]], right: str = "") -> str:
+    """A Markdown table; `right` holds one letter per column, 'r' for right-aligned."""
+    align = ["---:" if right[i : i + 1] == "r" else "---" for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def num(value: float | None, digits: int = 2, sign: bool = False) -> str:
+    """`value` with `digits` decimals, halves rounded up as a person would round the printed
+    figure ('-' for None); sign adds '+' to positive numbers."""
+    if value is None:
+        return "-"
+    exact = Decimal(repr(float(value))).quantize(Decimal(1).scaleb(-digits), ROUND_HALF_UP)
+    return f"{exact:+.{digits}f}" if sign else f"{exact:.{digits}f}"
+
+
+def times(value: float | None, digits: int = 2) -> str:
+    """A ratio as '1.53x' ('-' for None)."""
+    return "-" if value is None else f"{num(value, digits)}x"
+
+
+def grouped(value: float, digits: int = 0) -> str:
+    """A number with thousands separators: 269,722 or 1,234.5."""
+    return f"{value:,.{digits}f}"
+
+
+def span(values: Iterable[float], digits: int = 2) -> str:
+    """'a-b' for the smallest and largest of `values` (one number when they agree)."""
+    values = list(values)
+    low, high = num(min(values), digits), num(max(values), digits)
+    return low if low == high else f"{low}-{high}"
+
+
+def load(value: Sequence[float]) -> str:
+    """A before/after load-average pair as '0.32-0.85'."""
+    return "-".join(f"{v:g}" for v in value)
+
+
+def net_name(net: str) -> str:
+    return NET_NAMES.get(net, net)
+
+
+def method_name(method: str) -> str:
+    return METHOD_NAMES.get(method, method)
+
+
+def command(*lines: str) -> str:
+    """A bash code block."""
+    return "```bash\n" + "\n".join(lines) + "\n```"

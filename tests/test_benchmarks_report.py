@@ -1,0 +1,80 @@
+"""benchmarks/report.py: BENCHMARKS.md is the generated report of benchmarks/results/, tables
+carry the JSON's numbers, and --check names the section that went stale."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "report.py"
+
+
+def _report(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+def _synthetic(folder: Path, paper_rows: list[dict] | None = None) -> Path:
+    """A results folder holding one compression size and, if given, paper-table rows."""
+    folder.mkdir()
+    sizes = {"sizes": [{"model": "cifar10_resnet20", "energy": 0.75, "params_before": 1000,
+                        "params_after": 400, "param_reduction": 2.5, "macs_before": 9000,
+                        "macs_after": 2000, "mac_reduction": 4.5, "seconds": 0.125}],
+             "timings": [], "torch_threads": 1}
+    (folder / "compression_sizes.json").write_text(json.dumps(sizes), encoding="utf-8")
+    if paper_rows is not None:
+        (folder / "paper_table.json").write_text(json.dumps({"rows": paper_rows}),
+                                                 encoding="utf-8")
+    return folder
+
+
+def test_committed_report_equals_the_generated_one(tmp_path: Path) -> None:
+    out = tmp_path / "BENCHMARKS.md"
+    assert _report("--out", out).returncode == 0
+    assert out.read_text(encoding="utf-8") == (ROOT / "BENCHMARKS.md").read_text(encoding="utf-8")
+
+
+def test_synthetic_results_render_their_numbers(tmp_path: Path) -> None:
+    out = tmp_path / "report.md"
+    assert _report("--results", _synthetic(tmp_path / "results"), "--out", out).returncode == 0
+    text = out.read_text(encoding="utf-8")
+    assert "| ResNet-20 | 0.75 | 1,000 | 400 | 2.50x | 4.50x |" in text
+    assert "No rows yet." in text
+
+
+def test_paper_table_rows_are_rendered_when_present(tmp_path: Path) -> None:
+    row = {"net": "cifar10_resnet20", "pipeline": "best", "method": "ht2", "target": 2.5,
+           "epochs": 3, "params_x": 2.51, "macs_x": 2.2, "top1_before": 70.125,
+           "top1_after": 85.5, "delta": -0.25, "minutes": 12.0}
+    out = tmp_path / "report.md"
+    results = _synthetic(tmp_path / "results", [row])
+    assert _report("--results", results, "--out", out).returncode == 0
+    text = out.read_text(encoding="utf-8")
+    assert "| best | HT-2 | 2.5x | 2.51x | 2.20x | 70.13 | 85.50 | -0.25 | 12.0 |" in text
+    assert "No rows yet." not in text
+
+
+def test_generating_twice_gives_the_same_file(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.md", tmp_path / "b.md"
+    assert _report("--out", first).returncode == 0
+    assert _report("--out", second).returncode == 0
+    assert first.read_bytes() == second.read_bytes()
+
+
+def test_check_names_the_stale_section(tmp_path: Path) -> None:
+    results, out = _synthetic(tmp_path / "results"), tmp_path / "report.md"
+    assert _report("--results", results, "--out", out).returncode == 0
+    assert _report("--results", results, "--out", out, "--check").returncode == 0
+    out.write_text(out.read_text(encoding="utf-8").replace("2.50x", "2.60x"), encoding="utf-8")
+    checked = _report("--results", results, "--out", out, "--check")
+    assert checked.returncode == 1
+    assert "section: How small: compression sizes" in checked.stdout
+
+
+def test_missing_results_folder_is_one_line(tmp_path: Path) -> None:
+    checked = _report("--results", tmp_path / "absent", "--out", tmp_path / "r.md")
+    assert checked.returncode == 2
+    assert checked.stderr.strip().count("\n") == 0 and "is not a folder" in checked.stderr
