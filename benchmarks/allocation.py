@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 
 import torch
-from shared_weights import WEIGHTS  # benchmarks/ is on sys.path when run as a script
+from paths import portable  # benchmarks/ is on sys.path when run as a script
+from shared_weights import WEIGHTS
 
 import ht2
 from ht2.cli.main import main as ht2_main
@@ -162,7 +163,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     nets = "-".join(n.split("_")[-1] for n in args.nets)
     path = args.out / f"allocation-{nets}{'-' + args.tag if args.tag else ''}.json"
-    result = {"settings": {k: str(v) for k, v in vars(args).items()}, "baseline": {}, "rows": []}
+    settings = {k: portable(v) if isinstance(v, Path) else str(v) for k, v in vars(args).items()}
+    settings["data"] = portable(args.data)
+    result = {"settings": settings, "baseline": {}, "rows": []}
     result["settings"]["torch_threads"] = torch.get_num_threads()
     header = "| net | method | allocation | target | reached | zero-shot | BN-cal | 1 epoch | s |"
     header += " data-aware | s (data-aware) |"

@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 import torch
-from shared_weights import WEIGHTS  # benchmarks/ is on sys.path when run as a script
+from paths import portable  # benchmarks/ is on sys.path when run as a script
+from shared_weights import WEIGHTS
 
 import ht2
 from ht2.decomp import HT2Ranks
@@ -69,7 +70,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     weights = args.shared / "weights" / WEIGHTS[NET]
-    source = str(weights) if weights.is_file() else "random init"
+    source = portable(weights) if weights.is_file() else "random init"
     model = ht2.models.create(NET, weights=weights if weights.is_file() else None).eval()
     errors = layer_errors(model, args.sweeps)
     lines = [

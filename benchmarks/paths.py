@@ -1,0 +1,25 @@
+"""Paths as the result JSON records them: relative to the repository, or under ~, never absolute,
+so results read the same on every machine."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def portable(path: str | os.PathLike[str]) -> str:
+    """`path` relative to the repository when it lies beside it (../shared/...), as ~/... when it
+    lies under the home folder, else relative to the repository however far up; a relative
+    path is returned as given."""
+    text = os.fspath(path)
+    if not os.path.isabs(text):
+        return text
+    absolute = Path(text).resolve()
+    if absolute.is_relative_to(ROOT.parent):
+        return os.path.relpath(absolute, ROOT)
+    home = Path.home().resolve()
+    if absolute.is_relative_to(home):
+        return "~/" + absolute.relative_to(home).as_posix()
+    return os.path.relpath(absolute, ROOT)
