@@ -5,16 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING
 
-from ht2 import models
 from ht2.cli.common import add_output_folder
 from ht2.cli.number_args import non_negative_int, positive_int
-
-if TYPE_CHECKING:
-    from torch import nn
-
-    from ht2.models import ModelEntry
 
 EXAMPLES = """examples:
   ht2 calibrate out/r20-e0.9 --data ~/data/cifar10 --out out/r20-e0.9-cal
@@ -61,66 +54,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def calibrate_on_train_images(
-    model: nn.Module, entry: ModelEntry, data: str, images: int, batch_size: int, workers: int
-) -> int:
-    """Recalibrate `model`'s BatchNorms on `images` class-balanced training images."""
-    from ht2.data import make_loader, train_dataset  # torchvision: only when data is read
-    from ht2.data.datasets import check_classes
-    from ht2.train import recalibrate_batchnorm
-
-    dataset = train_dataset(data, entry, augment=False, limit=images)
-    check_classes(dataset, model, entry, entry.name)
-    if len(dataset) < images:
-        print(
-            f"note: only {len(dataset)} training images available for calibration", file=sys.stderr
-        )
-    loader = make_loader(dataset, batch_size, workers)
-    return recalibrate_batchnorm(model, loader, len(dataset))
-
-
-def _accuracy(model: nn.Module, entry: ModelEntry, data: str, args) -> dict:
-    from ht2.data import eval_dataset, make_loader
-    from ht2.data.datasets import check_classes
-    from ht2.metrics.accuracy import evaluate_accuracy
-
-    dataset = eval_dataset(data, entry, cache=True)
-    check_classes(dataset, model, entry, entry.name)
-    loader = make_loader(dataset, args.batch_size, args.workers)
-    return evaluate_accuracy(model, loader, "cpu", progress=not args.json)
-
-
 def run(args: argparse.Namespace) -> int:
-    from ht2.io import atomic_directory, check_output_dir, load
-    from ht2.io.artefacts import read_report, write_model
+    from ht2.train.calibration import calibrate_folder
 
-    check_output_dir(args.out, overwrite=args.force)
-    model = load(args.source)
-    entry = models.get_entry(model.ht2_arch["name"])
-    result: dict = {"images": 0}
-    if args.evaluate:
-        result["before"] = _accuracy(model, entry, args.data, args)
-    result["images"] = calibrate_on_train_images(
-        model, entry, args.data, args.images, args.batch_size, args.workers
+    result = calibrate_folder(
+        args.source,
+        args.out,
+        args.data,
+        images=args.images,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        evaluate=args.evaluate,
+        overwrite=args.force,
+        progress=not args.json,
     )
-    if args.evaluate:
-        result["after"] = _accuracy(model, entry, args.data, args)
-    report = read_report(args.source, required=False)
-    if report is not None and args.evaluate:
-        after = result["after"]
-        report.accuracy = {
-            "top1": after["top1"],
-            "top5": after["top5"],
-            "calibrated_images": result["images"],
-        }
-    with atomic_directory(args.out, overwrite=args.force) as staging:
-        write_model(model, staging, report)
+    note = result.shortfall()
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     if args.json:
-        print(json.dumps(result, indent=1))
+        print(json.dumps(result.to_dict(), indent=1))
     else:
-        line = f"calibrated BatchNorm statistics on {result['images']} images"
+        line = f"calibrated BatchNorm statistics on {result.images} images"
         if args.evaluate:
-            line += f"; top-1 {result['before']['top1']:.2f} % -> {result['after']['top1']:.2f} %"
+            line += f"; top-1 {result.before['top1']:.2f} % -> {result.after['top1']:.2f} %"
         print(line)
         print(f"wrote {args.out}/", file=sys.stderr)
     return 0

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ht2 import models
-from ht2.cli.calibrate import calibrate_on_train_images
 from ht2.cli.number_args import fraction, positive_float, positive_int
 from ht2.cli.training_args import add_training_args, config_from_args
 from ht2.errors import HT2Error
@@ -174,9 +173,14 @@ def run(args: argparse.Namespace) -> int:
     teacher, note = choose_teacher(source, args.distill, args.teacher_weights)
     config = config.updated(distill=teacher is not None)
     if args.calibrate and not args.resume:
-        calibrate_on_train_images(
+        from ht2.train.calibration import calibrate_on_train_images
+
+        calibration = calibrate_on_train_images(
             model, entry, args.data, args.calib_images, config.batch_size, config.workers
         )
+        shortfall = calibration.shortfall()
+        if shortfall:
+            print(f"note: {shortfall}", file=sys.stderr)
     if args.budget_minutes is not None:
         from ht2.recipes.budget import epochs_within
 

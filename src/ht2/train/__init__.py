@@ -4,6 +4,9 @@ from ht2._lazy import lazy_exports
 
 _EXPORTS = {
     "recalibrate_batchnorm": "ht2.train.calibrate",
+    "Calibration": "ht2.train.calibration",
+    "calibrate_folder": "ht2.train.calibration",
+    "calibrate_on_train_images": "ht2.train.calibration",
     "RECIPES": "ht2.train.config",
     "TrainConfig": "ht2.train.config",
     "recipe_config": "ht2.train.config",
@@ -16,8 +19,11 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "RECIPES",
+    "Calibration",
     "RunResult",
     "TrainConfig",
+    "calibrate_folder",
+    "calibrate_on_train_images",
     "evaluate",
     "fit",
     "recalibrate_batchnorm",

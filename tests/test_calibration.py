@@ -1,0 +1,62 @@
+"""BatchNorm calibration as a library call (ht2.train.calibration) and as `ht2 calibrate`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import ht2
+from ht2.cli.main import main
+from ht2.train import calibrate_folder, calibrate_on_train_images
+from tests._shared import write_image_tree
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> Path:
+    return write_image_tree(tmp_path / "data", classes=("a", "b", "c"), per_class=8)
+
+
+@pytest.fixture
+def compressed(tmp_path: Path) -> Path:
+    model = ht2.models.create("cifar10_resnet20", num_classes=3)
+    report = ht2.compress(model, energy=0.7, example_input=torch.zeros(1, 3, 32, 32))
+    return ht2.save(model, tmp_path / "compressed", report)
+
+
+def test_calibrate_folder_writes_what_the_cli_writes(
+    tiny: Path, compressed: Path, tmp_path: Path
+) -> None:
+    result = calibrate_folder(compressed, tmp_path / "lib", str(tiny), images=16, workers=0)
+    assert (result.images, result.available, result.shortfall()) == (16, 16, None)
+    argv = ["calibrate", str(compressed), "--data", str(tiny), "--images", "16"]
+    assert main([*argv, "--workers", "0", "--out", str(tmp_path / "cli")]) == 0
+    ours = load_file(str(tmp_path / "lib" / "model.safetensors"))
+    theirs = load_file(str(tmp_path / "cli" / "model.safetensors"))
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[key], theirs[key]) for key in ours)
+
+
+def test_a_small_data_set_is_used_whole_and_noted(
+    tiny: Path, compressed: Path, tmp_path: Path, capsys
+) -> None:
+    model = ht2.load(compressed)
+    entry = ht2.models.get_entry(model.ht2_arch["name"])
+    result = calibrate_on_train_images(model, entry, str(tiny), 100, 8, 0, progress=False)
+    assert (result.asked, result.available, result.images) == (100, 24, 24)
+    assert result.shortfall() == "only 24 training images available for calibration"
+    argv = ["calibrate", str(compressed), "--data", str(tiny), "--images", "100", "--json"]
+    assert main([*argv, "--workers", "0", "--out", str(tmp_path / "cal")]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {"images": 24}
+    assert "note: only 24 training images available for calibration" in err
+
+
+def test_calibration_refuses_data_of_other_classes(tmp_path: Path, compressed: Path) -> None:
+    two = write_image_tree(tmp_path / "two", classes=("a", "b"), per_class=2)
+    with pytest.raises(ht2.HT2Error, match="2 class folders"):
+        calibrate_folder(compressed, tmp_path / "out", str(two), images=4, workers=0)
+    assert not (tmp_path / "out").exists()
