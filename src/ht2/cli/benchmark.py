@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from ht2.metrics import LayerTiming, Timing
-    from ht2.metrics.treatment import Prepared, Treatment
+    from ht2.metrics.like_for_like import SpeedComparison
+    from ht2.metrics.treatment import Treatment
     from ht2.models import ModelEntry
 
 DEFAULT_BATCH_SIZES = "1,32,128"
@@ -174,76 +174,31 @@ def check_flags(args: argparse.Namespace) -> None:
             raise HT2Error(f"--matrix times models exported now, like for like: drop {clash}")
 
 
-def total_macs(model: nn.Module, input_size: tuple[int, ...]) -> int:
-    """Analytic Conv/Linear MACs of one sample."""
-    import torch
-
-    from ht2.metrics import layer_macs
-
-    return sum(layer_macs(model, torch.zeros(1, *input_size)).values())
-
-
-def onnx_file_folds(path: str) -> int | None:
-    """How many BatchNorms `ht2 export --fold-bn` folded into this ONNX file (0: exported
-    unfolded), as its onnx_check.json says; None when no such record sits beside it."""
-    from pathlib import Path
-
-    record = Path(path).with_name("onnx_check.json")
-    try:
-        return len(json.loads(record.read_text()).get("fold_bn", {}).get("folded", []))
-    except (OSError, ValueError, TypeError, AttributeError):
-        return None
-
-
 def treatments_asked(
     args: argparse.Namespace, device: torch.device, folded: bool
 ) -> tuple[list[Treatment], list[str]]:
     """The treatments to time (one, or the matrix) and notes on what the matrix left out."""
-    from ht2.metrics.treatment import Treatment, all_treatments
+    from ht2.metrics.like_for_like import treatment_matrix
+    from ht2.metrics.treatment import Treatment
 
-    fold = args.fold_bn or folded
     if not args.matrix:
         runtime = "onnxruntime" if args.onnx else args.runtime or "eager"
+        fold = args.fold_bn or folded
         return [Treatment(args.dtype or "float32", args.channels_last, runtime, fold)], []
-    notes = []
-    runtimes = [args.runtime] if args.runtime else list(RUNTIMES)
-    if "onnxruntime" in runtimes and not args.runtime and not onnxruntime_installed():
-        runtimes.remove("onnxruntime")
-        notes.append("onnxruntime left out: not installed (pip install 'ht2[onnx]')")
-    folds = (True,) if fold else (False, True)
-    if folded and not args.fold_bn:
-        notes.append("BatchNorms folded in every treatment: a model came folded")
-    treatments = [
-        t
-        for t in all_treatments(device, runtimes, folds)
-        if (args.dtype is None or t.dtype == args.dtype)
-        and (not args.channels_last or t.channels_last)
-    ]
+    treatments, notes = treatment_matrix(
+        device, args.dtype, args.channels_last, args.runtime, args.fold_bn, folded
+    )
     if not treatments:
         raise HT2Error(f"no treatment of --matrix runs on {device} with the flags given")
     return treatments, notes
 
 
-def onnxruntime_installed() -> bool:
-    from ht2.export import require_onnx
-
-    try:
-        require_onnx()
-    except HT2Error:
-        return False
-    return True
-
-
 def run(args: argparse.Namespace) -> int:
-    import tempfile
-    from pathlib import Path
-
-    import torch
-
     from ht2.device import resolve_device
     from ht2.io.folds import folds_of
-    from ht2.metrics import factorized_layers, time_layers, time_models
-    from ht2.metrics.treatment import Treatment, check_treatment, prime, warn_if_emulated
+    from ht2.metrics import factorized_layers
+    from ht2.metrics.like_for_like import compare_speed, onnx_file_folds
+    from ht2.metrics.treatment import Treatment, check_treatment, warn_if_emulated
 
     sizes = parse_batch_sizes(args.batch_sizes)
     check_counts(args)
@@ -272,36 +227,28 @@ def run(args: argparse.Namespace) -> int:
     base_treatment = (
         Treatment(fold_bn=bool(folds_of(baseline))) if args.unmatched_baseline else None
     )
-    macs = [total_macs(m, entry.input_size) for m in (model, baseline) if m is not None]
-    with tempfile.TemporaryDirectory(prefix="ht2-benchmark-") as workdir:
-        pairs = [
-            prepare_pair(args, (model, baseline), t, base_treatment, device, entry, Path(workdir))
-            for t in treatments
-        ]
-        rows: list[dict[str, Any]] = []
-        layers: list[dict[str, Any]] = []
-        for size in sizes:
-            x = torch.randn(size, *entry.input_size, device=device)
-            runners = [side for pair in pairs for side in pair if side is not None]
-            names = [name for pair in pairs for name in side_names(args, pair)]
-            prime(runners, x, names)
-            timings = iter(time_models(runners, x, args.repeats, args.warmup, args.threads))
-            for pair in pairs:
-                timed = [next(timings) for side in pair if side is not None]
-                rows.append(pair_row(size, pair, timed, macs))
-            if args.per_layer:
-                t = treatments[0]
-                timed = time_layers(
-                    model, x, args.repeats, args.warmup, args.threads, t.dtype, t.channels_last
-                )
-                layers += [layer_row(size, timing) for timing in timed]
-    best = mark_best(rows, sizes, baseline is not None) if args.matrix else []
-    result = summary(args, device, treatments, pairs, macs, rows, emulated)
+    measured = compare_speed(
+        model,
+        baseline,
+        entry.input_size,
+        treatments,
+        sizes,
+        device,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        threads=args.threads,
+        base_treatment=base_treatment,
+        onnx=args.onnx,
+        per_layer=args.per_layer,
+        mark=args.matrix,
+        names=(args.model, f"the baseline {args.against}"),
+    )
+    result = summary(args, device, treatments, measured, emulated)
     result["notes"] = notes
     if args.matrix:
-        result["best"] = best
+        result["best"] = measured.best
     if args.per_layer:
-        result["layers"] = layers
+        result["layers"] = measured.layers
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
@@ -322,114 +269,11 @@ def load_baseline(args: argparse.Namespace, entry: ModelEntry) -> nn.Module | No
     return baseline
 
 
-def prepare_pair(
-    args: argparse.Namespace,
-    models: tuple[nn.Module, nn.Module | None],
-    treatment: Treatment,
-    base_treatment: Treatment | None,
-    device: torch.device,
-    entry: ModelEntry,
-    workdir: Any,
-) -> tuple[Prepared, Prepared | None]:
-    """MODEL under `treatment` and the baseline under the same one (or `base_treatment`)."""
-    from ht2.export import OrtRunner
-    from ht2.metrics.treatment import Prepared, treat
-
-    model, baseline = models
-    tag = "-".join(treatment.cells())
-    options = {"input_size": entry.input_size, "workdir": workdir, "threads": args.threads}
-    if args.onnx:
-        runner = OrtRunner(args.onnx, args.threads)
-        for size in parse_batch_sizes(args.batch_sizes):
-            runner.check_input(size, entry.input_size, args.onnx)
-        ours = Prepared(runner, treatment, None, onnx_file_folds(args.onnx) or 0)
-    else:
-        ours = treat(model, treatment, device, name=f"model-{tag}", **options)
-    if baseline is None:
-        return ours, None
-    theirs = treat(baseline, base_treatment or treatment, device, name=f"baseline-{tag}", **options)
-    return ours, theirs
-
-
-def side_names(args: argparse.Namespace, pair: tuple[Prepared, Prepared | None]) -> list[str]:
-    """How errors name the two sides of a pair."""
-    return [args.model] + ([f"the baseline {args.against}"] if pair[1] is not None else [])
-
-
-def _ratio(numerator: float, denominator: float) -> float:
-    return numerator / max(denominator, 1e-12)
-
-
-def pair_row(
-    size: int, pair: tuple[Prepared, Prepared | None], timings: list[Timing], macs: list[int]
-) -> dict[str, Any]:
-    """One batch size under one treatment: times, and with a baseline the speedup, the MAC
-    reduction and the realized share of it (speedup / MAC reduction)."""
-    row: dict[str, Any] = {
-        "batch_size": size,
-        "latency_ms": timings[0].median_ms,
-        "latency_iqr_ms": timings[0].iqr_ms,
-    }
-    if pair[1] is not None:
-        speedup = _ratio(timings[1].median_ms, timings[0].median_ms)
-        reduction = macs[1] / max(macs[0], 1)
-        row.update(
-            baseline_latency_ms=timings[1].median_ms,
-            baseline_latency_iqr_ms=timings[1].iqr_ms,
-            speedup=speedup,
-            mac_reduction=reduction,
-            realized_over_mac=speedup / reduction,
-        )
-    row["treatment"] = pair[0].treatment.to_dict()
-    if pair[1] is not None:
-        row["baseline_treatment"] = pair[1].treatment.to_dict()
-    return row
-
-
-def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return a["treatment"] == b["treatment"]
-
-
-def mark_best(rows: list[dict[str, Any]], sizes: list[int], against: bool) -> list[dict[str, Any]]:
-    """Per batch size, mark the fastest like-for-like pair (the treatment MODEL runs fastest
-    in, the baseline in the same one) and, with a baseline, the best against the best (each
-    model in its own fastest treatment); rows get "marks", the summary is returned."""
-    best = []
-    for size in sizes:
-        here = [row for row in rows if row["batch_size"] == size]
-        for row in here:
-            row["marks"] = []
-        fastest = min(here, key=lambda row: row["latency_ms"])
-        fastest["marks"].append("fastest like-for-like pair" if against else "fastest")
-        entry: dict[str, Any] = {"batch_size": size, "fastest_like_for_like": _pick(fastest)}
-        if against:
-            theirs = min(here, key=lambda row: row["baseline_latency_ms"])
-            theirs["marks"].append("baseline's fastest")
-            speedup = _ratio(theirs["baseline_latency_ms"], fastest["latency_ms"])
-            entry["best_against_best"] = {
-                "treatment": fastest["treatment"],
-                "baseline_treatment": theirs["treatment"],
-                "latency_ms": fastest["latency_ms"],
-                "baseline_latency_ms": theirs["baseline_latency_ms"],
-                "speedup": speedup,
-                "realized_over_mac": speedup / fastest["mac_reduction"],
-            }
-        best.append(entry)
-    return best
-
-
-def _pick(row: dict[str, Any]) -> dict[str, Any]:
-    keys = ("treatment", "latency_ms", "baseline_latency_ms", "speedup", "realized_over_mac")
-    return {key: row[key] for key in keys if key in row}
-
-
 def summary(
     args: argparse.Namespace,
     device: torch.device,
     treatments: list[Treatment],
-    pairs: list[tuple[Prepared, Prepared | None]],
-    macs: list[int],
-    rows: list[dict[str, Any]],
+    measured: SpeedComparison,
     emulated: bool,
 ) -> dict[str, Any]:
     """Everything measured, as JSON-ready data: settings, treatments, rows."""
@@ -442,48 +286,31 @@ def summary(
         "threads": args.threads or torch.get_num_threads(),
         "repeats": args.repeats,
         "warmup": args.warmup,
-        "macs": macs[0],
+        "macs": measured.macs,
         "matrix": bool(args.matrix),
     }
-    ours, theirs = pairs[0]
     if not args.matrix:
-        result["treatment"] = ours.treatment.to_dict()
-        result["folded_bn"] = ours.folded
-    if theirs is not None:
-        result["baseline_macs"] = macs[1]
+        result["treatment"] = measured.treatment.to_dict()
+        result["folded_bn"] = measured.folded
+    if measured.baseline_treatment is not None:
+        result["baseline_macs"] = measured.baseline_macs
         result["matched"] = not args.unmatched_baseline
         if not args.matrix:
-            result["baseline_treatment"] = theirs.treatment.to_dict()
-            result["baseline_folded_bn"] = theirs.folded
+            result["baseline_treatment"] = measured.baseline_treatment.to_dict()
+            result["baseline_folded_bn"] = measured.baseline_folded
     if args.onnx:
         result["onnx"] = args.onnx
     if any(t.runtime == "onnxruntime" for t in treatments):
         result["onnxruntime_threads"] = result["threads"]
     if emulated:
         result["bfloat16_emulated"] = True
+    rows = measured.rows
     if not args.matrix:
         for row in rows:
             del row["treatment"]
             row.pop("baseline_treatment", None)
     result["rows"] = rows
     return result
-
-
-def layer_row(batch_size: int, timing: LayerTiming) -> dict[str, Any]:
-    """One factorized layer at one batch size, as JSON-ready data."""
-    return {
-        "batch_size": batch_size,
-        "name": timing.name,
-        "method": timing.method,
-        "ranks": timing.ranks,
-        "input_shape": list(timing.input_shape),
-        "dense_ms": timing.dense.median_ms,
-        "dense_iqr_ms": timing.dense.iqr_ms,
-        "factorized_ms": timing.factorized.median_ms,
-        "factorized_iqr_ms": timing.factorized.iqr_ms,
-        "speedup": timing.speedup,
-        "mac_reduction": timing.mac_reduction,
-    }
 
 
 def _ms(value: float) -> str:
