@@ -36,13 +36,15 @@ CONV_GEOMETRIES = [
 PADDING_MODES = ["zeros", "reflect", "replicate", "circular"]
 
 CIFAR10_JPEG = SHARED / "data" / "cifar10-jpeg.tar.gz"
-TEST_DATA = Path.home() / ".cache" / "ht2" / "test-data"
+# Lasting across test sessions (extracting 60,000 JPEGs takes a while), apart from ht2's own
+# cache, which every session points at a folder of its own (conftest.py).
+TEST_DATA = Path.home() / ".cache" / "ht2-test-data"
 
 
 def cifar10_jpeg_dir() -> Path:
     """The shared CIFAR-10 JPEG tree (DIR/train, DIR/test), extracted once outside the repo.
 
-    Extracted into ~/.cache/ht2/test-data/cifar10-jpeg-<size>/ and reused by later runs;
+    Extracted into ~/.cache/ht2-test-data/cifar10-jpeg-<size>/ and reused by later runs;
     skips the test when the archive is absent.
     """
     from ht2.data.archive import extract_to

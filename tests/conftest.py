@@ -1,11 +1,42 @@
-"""Every test starts from the same random state."""
+"""Fixtures every test file shares: a fixed random state, a private cache, the CLI runner."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import pytest
 import torch
+
+from ht2.data.paths import CACHE_ENV
+
+CliRunner = Callable[[list[str]], tuple[int, str, str]]
 
 
 @pytest.fixture(autouse=True)
 def _seeded() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """ht2's cache ($HT2_CACHE_DIR) is a folder of this session, never the user's ~/.cache/ht2.
+
+    Subprocesses the tests start inherit it. A test that needs a cache of its own still sets
+    the variable itself; the real CIFAR-10 images have a lasting folder (tests/_shared.py).
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("ht2-cache")))
+        yield
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> CliRunner:
+    """Runs `ht2 ARGS` in this process: cli(args) -> (exit code, stdout, stderr)."""
+    from ht2.cli.main import main
+
+    def run(args: list[str]) -> tuple[int, str, str]:
+        code = main(args)
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run

@@ -48,12 +48,6 @@ def _stored_report(directory: Path) -> dict:
     return json.loads((directory / "report.json").read_text())
 
 
-def _run(args: list[str], capsys) -> tuple[int, str, str]:
-    code = main(args)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 class Recorder:
     """A fake model that notes its name (and the thread count) each time it runs."""
 
@@ -136,10 +130,8 @@ def test_time_layers_pairs_every_factorized_layer_with_its_dense_original(
         assert result.speedup == result.dense.median_ms / result.factorized.median_ms
 
 
-def test_benchmark_json_without_baseline(compressed: Path, capsys) -> None:
-    code, stdout, _ = _run(
-        ["benchmark", str(compressed), "--batch-sizes", "1,2", "--json", *FAST], capsys
-    )
+def test_benchmark_json_without_baseline(compressed: Path, cli) -> None:
+    code, stdout, _ = cli(["benchmark", str(compressed), "--batch-sizes", "1,2", "--json", *FAST])
     assert code == 0
     result = json.loads(stdout)
     assert "layers" not in result
@@ -149,8 +141,8 @@ def test_benchmark_json_without_baseline(compressed: Path, capsys) -> None:
         assert row["latency_ms"] > 0 and row["latency_iqr_ms"] >= 0
 
 
-def test_benchmark_json_against_the_baseline(compressed: Path, capsys) -> None:
-    code, stdout, _ = _run(
+def test_benchmark_json_against_the_baseline(compressed: Path, cli) -> None:
+    code, stdout, _ = cli(
         [
             "benchmark",
             str(compressed),
@@ -160,8 +152,7 @@ def test_benchmark_json_against_the_baseline(compressed: Path, capsys) -> None:
             "2",
             "--json",
             *FAST,
-        ],
-        capsys,
+        ]
     )
     assert code == 0
     (row,) = json.loads(stdout)["rows"]
@@ -179,10 +170,9 @@ def test_benchmark_json_against_the_baseline(compressed: Path, capsys) -> None:
     assert row["baseline_latency_ms"] > 0
 
 
-def test_benchmark_per_layer_covers_every_replaced_layer(compressed: Path, capsys) -> None:
-    code, stdout, _ = _run(
-        ["benchmark", str(compressed), "--per-layer", "--batch-sizes", "1,2", "--json", *FAST],
-        capsys,
+def test_benchmark_per_layer_covers_every_replaced_layer(compressed: Path, cli) -> None:
+    code, stdout, _ = cli(
+        ["benchmark", str(compressed), "--per-layer", "--batch-sizes", "1,2", "--json", *FAST]
     )
     assert code == 0
     layers = json.loads(stdout)["layers"]
@@ -197,8 +187,8 @@ def test_benchmark_per_layer_covers_every_replaced_layer(compressed: Path, capsy
             assert row["input_shape"][0] == size
 
 
-def test_benchmark_prints_tables(compressed: Path, capsys) -> None:
-    code, stdout, _ = _run(
+def test_benchmark_prints_tables(compressed: Path, cli) -> None:
+    code, stdout, _ = cli(
         [
             "benchmark",
             str(compressed),
@@ -208,8 +198,7 @@ def test_benchmark_prints_tables(compressed: Path, capsys) -> None:
             "--batch-sizes",
             "1",
             *FAST,
-        ],
-        capsys,
+        ]
     )
     assert code == 0
     header = stdout.splitlines()[0].split()
@@ -218,8 +207,8 @@ def test_benchmark_prints_tables(compressed: Path, capsys) -> None:
     assert "layer3.2.conv2" in stdout and "factorized ms" in stdout
 
 
-def _fails(args: list[str], capsys, needle: str) -> None:
-    code, stdout, stderr = _run(args, capsys)
+def _fails(args: list[str], cli, needle: str) -> None:
+    code, stdout, stderr = cli(args)
     assert code == 2
     assert stdout == ""
     assert len(stderr.strip().splitlines()) == 1
@@ -227,32 +216,32 @@ def _fails(args: list[str], capsys, needle: str) -> None:
 
 
 @pytest.mark.parametrize("sizes", ["0", "1,-4", "1,x", "", "2.5"])
-def test_bad_batch_sizes(sizes: str, capsys) -> None:
-    _fails(["benchmark", "cifar10_resnet20", "--batch-sizes", sizes, *FAST], capsys, sizes)
+def test_bad_batch_sizes(sizes: str, cli) -> None:
+    _fails(["benchmark", "cifar10_resnet20", "--batch-sizes", sizes, *FAST], cli, sizes)
 
 
-def test_cuda_without_a_gpu(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+def test_cuda_without_a_gpu(monkeypatch: pytest.MonkeyPatch, cli) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    _fails(["benchmark", "cifar10_resnet20", "--device", "cuda", *FAST], capsys, "CUDA")
+    _fails(["benchmark", "cifar10_resnet20", "--device", "cuda", *FAST], cli, "CUDA")
 
 
-def test_against_a_model_of_another_input_size(compressed: Path, capsys) -> None:
+def test_against_a_model_of_another_input_size(compressed: Path, cli) -> None:
     _fails(
         ["benchmark", str(compressed), "--against", "resnet18", *FAST],
-        capsys,
+        cli,
         "input size",
     )
 
 
-def test_per_layer_needs_a_compressed_model(capsys) -> None:
-    _fails(["benchmark", "cifar10_resnet20", "--per-layer", *FAST], capsys, "--per-layer")
+def test_per_layer_needs_a_compressed_model(cli) -> None:
+    _fails(["benchmark", "cifar10_resnet20", "--per-layer", *FAST], cli, "--per-layer")
 
 
 @pytest.mark.parametrize(
     ("flag", "value"), [("--repeats", "0"), ("--warmup", "-1"), ("--threads", "0")]
 )
-def test_bad_counts(flag: str, value: str, capsys) -> None:
-    _fails(["benchmark", "cifar10_resnet20", flag, value], capsys, flag)
+def test_bad_counts(flag: str, value: str, cli) -> None:
+    _fails(["benchmark", "cifar10_resnet20", flag, value], cli, flag)
 
 
 @pytest.fixture(scope="module")
@@ -273,13 +262,13 @@ def test_onnxruntime_is_pinned_to_the_thread_count(onnx_file: Path, threads: int
     assert options.inter_op_num_threads == 1
 
 
-def test_onnx_of_another_input_size(onnx_file: Path, capsys) -> None:
-    _fails(["benchmark", "resnet18", "--onnx", str(onnx_file), *FAST], capsys, "takes inputs of")
+def test_onnx_of_another_input_size(onnx_file: Path, cli) -> None:
+    _fails(["benchmark", "resnet18", "--onnx", str(onnx_file), *FAST], cli, "takes inputs of")
 
 
-def test_onnx_file_missing(compressed: Path, tmp_path: Path, capsys) -> None:
+def test_onnx_file_missing(compressed: Path, tmp_path: Path, cli) -> None:
     missing = str(tmp_path / "none.onnx")
-    _fails(["benchmark", str(compressed), "--onnx", missing, *FAST], capsys, "none.onnx")
+    _fails(["benchmark", str(compressed), "--onnx", missing, *FAST], cli, "none.onnx")
 
 
 @pytest.fixture(scope="module")
@@ -291,8 +280,8 @@ def folded_dir(compressed: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return out
 
 
-def _json(args: list[str], capsys) -> dict:
-    code, stdout, stderr = _run([*args, "--json", *FAST], capsys)
+def _json(args: list[str], cli) -> dict:
+    code, stdout, stderr = cli([*args, "--json", *FAST])
     assert code == 0, stderr
     return json.loads(stdout)
 
@@ -314,7 +303,7 @@ def _observe(prepared, x: torch.Tensor) -> dict:
 
 
 def test_the_baseline_gets_the_treatment_of_the_model(
-    folded_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys
+    folded_dir: Path, monkeypatch: pytest.MonkeyPatch, cli
 ) -> None:
     from ht2.metrics import treatment
 
@@ -328,7 +317,7 @@ def test_the_baseline_gets_the_treatment_of_the_model(
 
     monkeypatch.setattr(treatment, "treat", recording)
     args = ["benchmark", str(folded_dir), "--against", "cifar10_resnet20", "--batch-sizes", "1"]
-    result = _json([*args, "--channels-last", "--dtype", "bfloat16"], capsys)
+    result = _json([*args, "--channels-last", "--dtype", "bfloat16"], cli)
     ours, theirs = seen
     assert ours == theirs
     assert ours["batchnorms"] == 0 and ours["channels_last"] and ours["dtype"] == torch.bfloat16
@@ -343,37 +332,37 @@ def test_the_baseline_gets_the_treatment_of_the_model(
     assert result["folded_bn"] == result["baseline_folded_bn"] == 19
 
 
-def test_fold_bn_folds_both_unfolded_models(compressed: Path, capsys) -> None:
+def test_fold_bn_folds_both_unfolded_models(compressed: Path, cli) -> None:
     args = ["benchmark", str(compressed), "--against", "cifar10_resnet20", "--batch-sizes", "1"]
-    plain = _json(args, capsys)
+    plain = _json(args, cli)
     assert not plain["treatment"]["fold_bn"] and plain["folded_bn"] == 0
     assert plain["baseline_folded_bn"] == 0
-    folded = _json([*args, "--fold-bn"], capsys)
+    folded = _json([*args, "--fold-bn"], cli)
     assert folded["treatment"]["fold_bn"] and folded["baseline_treatment"]["fold_bn"]
     assert folded["folded_bn"] == folded["baseline_folded_bn"] == 19
 
 
-def test_json_rows_state_the_mac_reduction_and_realized_share(compressed: Path, capsys) -> None:
+def test_json_rows_state_the_mac_reduction_and_realized_share(compressed: Path, cli) -> None:
     args = ["benchmark", str(compressed), "--against", "cifar10_resnet20", "--batch-sizes", "1,2"]
-    result = _json(args, capsys)
+    result = _json(args, cli)
     assert {"treatment", "baseline_treatment", "matched", "macs", "baseline_macs"} <= set(result)
     for row in result["rows"]:
         assert row["mac_reduction"] == pytest.approx(result["baseline_macs"] / result["macs"])
         assert row["realized_over_mac"] == pytest.approx(row["speedup"] / row["mac_reduction"])
 
 
-def test_the_table_states_the_treatment(compressed: Path, capsys) -> None:
+def test_the_table_states_the_treatment(compressed: Path, cli) -> None:
     args = ["benchmark", str(compressed), "--against", "cifar10_resnet20", "--batch-sizes", "1"]
-    code, stdout, _ = _run([*args, "--channels-last", *FAST], capsys)
+    code, stdout, _ = cli([*args, "--channels-last", *FAST])
     assert code == 0
     assert "realized/MAC" in stdout.splitlines()[0]
     assert "both models (like for like): float32, NHWC, eager, BatchNorms unfolded" in stdout
 
 
-def test_unmatched_baseline_runs_as_loaded_and_says_so(folded_dir: Path, capsys) -> None:
+def test_unmatched_baseline_runs_as_loaded_and_says_so(folded_dir: Path, cli) -> None:
     args = ["benchmark", str(folded_dir), "--against", "cifar10_resnet20", "--batch-sizes", "1"]
     args += ["--channels-last", "--unmatched-baseline"]
-    result = _json(args, capsys)
+    result = _json(args, cli)
     assert result["matched"] is False and result["baseline_folded_bn"] == 0
     assert result["baseline_treatment"] == {
         "dtype": "float32",
@@ -381,14 +370,14 @@ def test_unmatched_baseline_runs_as_loaded_and_says_so(folded_dir: Path, capsys)
         "runtime": "eager",
         "fold_bn": False,
     }
-    code, stdout, _ = _run([*args, *FAST], capsys)
+    code, stdout, _ = cli([*args, *FAST])
     assert code == 0 and "UNMATCHED (--unmatched-baseline)" in stdout
 
 
-def test_matrix_times_every_treatment_and_marks_the_pairs(compressed: Path, capsys) -> None:
+def test_matrix_times_every_treatment_and_marks_the_pairs(compressed: Path, cli) -> None:
     args = ["benchmark", str(compressed), "--against", "cifar10_resnet20", "--batch-sizes", "1"]
     args += ["--matrix", "--runtime", "eager", "--dtype", "float32"]
-    result = _json(args, capsys)
+    result = _json(args, cli)
     rows = result["rows"]
     seen = {(r["treatment"]["memory_format"], r["treatment"]["fold_bn"]) for r in rows}
     assert len(rows) == 4 and len(seen) == 4
@@ -405,15 +394,13 @@ def test_matrix_times_every_treatment_and_marks_the_pairs(compressed: Path, caps
         theirs["baseline_latency_ms"] / fastest[0]["latency_ms"]
     )
     assert best["fastest_like_for_like"]["speedup"] == fastest[0]["speedup"]
-    code, stdout, _ = _run(
-        [*args, "--matrix", "--runtime", "eager", "--dtype", "float32", *FAST], capsys
-    )
+    code, stdout, _ = cli([*args, "--matrix", "--runtime", "eager", "--dtype", "float32", *FAST])
     assert code == 0 and "best against best" in stdout and "mark" in stdout.splitlines()[0]
 
 
-def test_onnxruntime_runs_both_models_exported(compressed: Path, capsys) -> None:
+def test_onnxruntime_runs_both_models_exported(compressed: Path, cli) -> None:
     args = ["benchmark", str(compressed), "--against", "cifar10_resnet20", "--batch-sizes", "1,3"]
-    result = _json([*args, "--runtime", "onnxruntime"], capsys)
+    result = _json([*args, "--runtime", "onnxruntime"], cli)
     assert result["treatment"]["runtime"] == result["baseline_treatment"]["runtime"]
     assert result["treatment"]["runtime"] == "onnxruntime" and result["onnxruntime_threads"] == 1
     for row in result["rows"]:
@@ -421,21 +408,21 @@ def test_onnxruntime_runs_both_models_exported(compressed: Path, capsys) -> None
 
 
 def test_an_onnx_file_folded_by_export_folds_the_baseline(
-    compressed: Path, onnx_file: Path, capsys
+    compressed: Path, onnx_file: Path, cli
 ) -> None:
     args = ["benchmark", str(compressed), "--against", "cifar10_resnet20", "--batch-sizes", "2"]
-    result = _json([*args, "--onnx", str(onnx_file)], capsys)
+    result = _json([*args, "--onnx", str(onnx_file)], cli)
     assert result["onnx"] == str(onnx_file) and result["treatment"]["runtime"] == "onnxruntime"
     assert result["treatment"] == result["baseline_treatment"]
     assert result["treatment"]["fold_bn"] and result["baseline_folded_bn"] == 19
 
 
 def test_onnxruntime_missing_names_the_extra(
-    compressed: Path, monkeypatch: pytest.MonkeyPatch, capsys
+    compressed: Path, monkeypatch: pytest.MonkeyPatch, cli
 ) -> None:
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     args = ["benchmark", str(compressed), "--runtime", "onnxruntime", "--batch-sizes", "1"]
-    _fails([*args, *FAST], capsys, "pip install 'ht2[onnx]'")
+    _fails([*args, *FAST], cli, "pip install 'ht2[onnx]'")
 
 
 @pytest.mark.parametrize(
@@ -450,23 +437,23 @@ def test_onnxruntime_missing_names_the_extra(
         (["--matrix", "--per-layer"], "drop --per-layer"),
     ],
 )
-def test_bad_treatments_are_one_line(extra: list[str], needle: str, capsys) -> None:
-    _fails(["benchmark", "cifar10_resnet20", "--batch-sizes", "1", *extra, *FAST], capsys, needle)
+def test_bad_treatments_are_one_line(extra: list[str], needle: str, cli) -> None:
+    _fails(["benchmark", "cifar10_resnet20", "--batch-sizes", "1", *extra, *FAST], cli, needle)
 
 
 def test_emulated_bfloat16_is_a_warning(
-    compressed: Path, monkeypatch: pytest.MonkeyPatch, capsys
+    compressed: Path, monkeypatch: pytest.MonkeyPatch, cli
 ) -> None:
     from ht2.metrics import treatment
 
     monkeypatch.setattr(treatment, "native_bfloat16", lambda device: False)
     args = ["benchmark", str(compressed), "--dtype", "bfloat16", "--batch-sizes", "1"]
-    code, stdout, stderr = _run([*args, "--json", *FAST], capsys)
+    code, stdout, stderr = cli([*args, "--json", *FAST])
     assert code == 0 and json.loads(stdout)["bfloat16_emulated"] is True
     assert "emulated" in stderr and "no native bfloat16" in stderr
 
 
-def test_per_layer_times_in_the_treatment(compressed: Path, capsys) -> None:
+def test_per_layer_times_in_the_treatment(compressed: Path, cli) -> None:
     args = ["benchmark", str(compressed), "--per-layer", "--batch-sizes", "2"]
-    result = _json([*args, "--dtype", "bfloat16", "--channels-last"], capsys)
+    result = _json([*args, "--dtype", "bfloat16", "--channels-last"], cli)
     assert result["layers"] and all(layer["factorized_ms"] > 0 for layer in result["layers"])

@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 import ht2
-from ht2.cli.main import main
 from ht2.dataaware import DataAwareOptions, LayerStats, compress_data_aware, damped_root
 from ht2.dataaware.patches import flat_weight, layer_patches, output_columns
 from ht2.dataaware.refit import refit_all, refit_dense, refit_expand
@@ -228,19 +227,13 @@ def test_too_few_images_and_bad_settings_are_one_line_errors() -> None:
         )
 
 
-def _run(args: list[str], capsys) -> tuple[int, str, str]:
-    code = main(args)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def test_cli_data_aware_writes_a_model_with_calibration_errors(tmp_path: Path, capsys) -> None:
+def test_cli_data_aware_writes_a_model_with_calibration_errors(tmp_path: Path, cli) -> None:
     data = write_image_tree(tmp_path / "data", per_class=4)
     out = tmp_path / "r20"
     args = ["compress", "cifar10_resnet20", "--random-init", "--energy", "0.7"]
     args += ["--data", str(data), "--calib-images", "12", "--data-aware", "refit"]
     args += ["--refit", "last", "--json", "--out", str(out)]
-    code, stdout, _ = _run(args, capsys)
+    code, stdout, _ = cli(args)
     assert code == 0
     report = json.loads(stdout)
     layer = next(item for item in report["layers"] if item["name"] == "layer2.0.conv1")
@@ -249,19 +242,19 @@ def test_cli_data_aware_writes_a_model_with_calibration_errors(tmp_path: Path, c
     assert report["data_aware"]["images"] == 9 and report["data_aware"]["held_out"] == 3
     model = ht2.load(out)
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
-    code, stdout, _ = _run(["report", str(out)], capsys)
+    code, stdout, _ = cli(["report", str(out)])
     assert code == 0 and "calib err" in stdout
     assert "data-aware (refit) on 9 images; output gap to the original on 3 held-out" in stdout
     plain, fitted = layer["calib_errors"]["plain"], layer["calib_errors"]["refit_last"]
     assert f"{plain:.3f} -> {fitted:.3f}" in stdout
 
 
-def test_cli_allocation_then_data_aware_refits_the_dense_layers_after(tmp_path, capsys) -> None:
+def test_cli_allocation_then_data_aware_refits_the_dense_layers_after(tmp_path, cli) -> None:
     data = write_image_tree(tmp_path / "data", per_class=4)
     args = ["compress", "cifar10_resnet20", "--random-init", "--target-params", "2"]
     args += ["--allocate", "spectrum", "--data", str(data), "--calib-images", "12"]
     args += ["--data-aware", "refit", "--refit", "last", "--json", "--out", str(tmp_path / "o")]
-    code, stdout, _ = _run(args, capsys)
+    code, stdout, _ = cli(args)
     assert code == 0
     report = json.loads(stdout)
     assert report["target"]["allocation"] == "spectrum" and report["target"]["met"]
@@ -282,12 +275,12 @@ def test_cli_allocation_then_data_aware_refits_the_dense_layers_after(tmp_path, 
         (["--no-refit-dense"], "only apply with --data-aware"),
     ],
 )
-def test_cli_bad_data_aware_input_is_one_line(tmp_path: Path, capsys, extra, message) -> None:
+def test_cli_bad_data_aware_input_is_one_line(tmp_path: Path, cli, extra, message) -> None:
     data = write_image_tree(tmp_path / "data", per_class=4)
     extra = [str(data) if item == "DATA" else item for item in extra]
     out = tmp_path / "o"
     args = ["compress", "cifar10_resnet20", "--random-init", *extra, "--out", str(out)]
-    code, _, stderr = _run(args, capsys)
+    code, _, stderr = cli(args)
     assert code == 2
     assert message in stderr and len(stderr.strip().splitlines()) == 1
     assert not out.exists()

@@ -86,22 +86,16 @@ def resnet(tmp_path: Path) -> list[str]:
     return ["cifar10_resnet20", "--weights", str(path)]
 
 
-def _run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
-    code = main(["evaluate", *argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_cli_json_has_exactly_the_figures(tiny_cifar: Path, resnet: list[str], capsys) -> None:
+def test_cli_json_has_exactly_the_figures(tiny_cifar: Path, resnet: list[str], cli) -> None:
     options = "--workers 0 --batch-size 10 --json".split()
-    code, out, _ = _run(capsys, *resnet, "--data", str(tiny_cifar), *options)
+    code, out, _ = cli(["evaluate", *resnet, "--data", str(tiny_cifar), *options])
     assert code == 0
     result = json.loads(out)
     assert list(result) == ["top1", "top5", "n", "images_per_second"]
     assert result["n"] == 20 and 0 <= result["top1"] <= result["top5"] <= 100
 
 
-def test_cli_summary_of_a_compressed_folder(tiny_cifar: Path, tmp_path: Path, capsys) -> None:
+def test_cli_summary_of_a_compressed_folder(tiny_cifar: Path, tmp_path: Path, cli) -> None:
     model = models.create("cifar10_resnet20")
     report = ht2.compress(
         model, energy=0.5, include=["layer1.*"], example_input=torch.zeros(1, 3, 32, 32)
@@ -109,7 +103,7 @@ def test_cli_summary_of_a_compressed_folder(tiny_cifar: Path, tmp_path: Path, ca
     assert report.replaced
     ht2.save(model, tmp_path / "small", report)
     options = "--limit 10 --cache --workers 0".split()
-    code, out, _ = _run(capsys, str(tmp_path / "small"), "--data", str(tiny_cifar), *options)
+    code, out, _ = cli(["evaluate", str(tmp_path / "small"), "--data", str(tiny_cifar), *options])
     assert code == 0
     assert "(test split, 10 images)" in out and "top-1" in out and "images/s" in out
 
@@ -136,43 +130,43 @@ def test_cli_help_teaches_and_states_defaults(capsys) -> None:
     ],
 )
 def test_cli_bad_inputs_are_one_line_errors(
-    tiny_cifar: Path, resnet: list[str], capsys, extra: list[str], message: str
+    tiny_cifar: Path, resnet: list[str], cli, extra: list[str], message: str
 ) -> None:
-    code, out, err = _run(capsys, *resnet, "--data", str(tiny_cifar), "--workers", "0", *extra)
+    code, out, err = cli(["evaluate", *resnet, "--data", str(tiny_cifar), "--workers", "0", *extra])
     assert code == 2 and out == ""
     assert err.startswith(("ht2: error: ", "ht2 evaluate: error: ")) and err.count("\n") == 1
     assert re.search(message, err)
 
 
-def test_cli_missing_split_folders(tmp_path: Path, resnet: list[str], capsys) -> None:
+def test_cli_missing_split_folders(tmp_path: Path, resnet: list[str], cli) -> None:
     data = write_image_tree(tmp_path / "flat", splits=("train",), classes=CIFAR10_CLASSES)
-    code, _, err = _run(capsys, *resnet, "--data", str(data))
+    code, _, err = cli(["evaluate", *resnet, "--data", str(data)])
     assert code == 2 and "has no test/ or val/ folder (found: train/)" in err
 
 
-def test_cli_cuda_without_gpu(tiny_cifar: Path, resnet: list[str], capsys, monkeypatch) -> None:
+def test_cli_cuda_without_gpu(tiny_cifar: Path, resnet: list[str], cli, monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    code, _, err = _run(capsys, *resnet, "--data", str(tiny_cifar), "--device", "cuda")
+    code, _, err = cli(["evaluate", *resnet, "--data", str(tiny_cifar), "--device", "cuda"])
     assert code == 2 and err == (
         "ht2: error: --device cuda: no CUDA GPU is available to torch here; use --device cpu\n"
     )
 
 
-def test_cli_needs_weights_and_matching_classes(tmp_path: Path, resnet: list[str], capsys) -> None:
+def test_cli_needs_weights_and_matching_classes(tmp_path: Path, resnet: list[str], cli) -> None:
     three = write_image_tree(tmp_path / "three", splits=("test",))
-    code, _, err = _run(capsys, "cifar10_resnet20", "--data", str(three))
+    code, _, err = cli(["evaluate", "cifar10_resnet20", "--data", str(three)])
     assert code == 2 and "--weights FILE or --pretrained" in err
-    code, _, err = _run(capsys, *resnet, "--data", str(three), "--workers", "0")
+    code, _, err = cli(["evaluate", *resnet, "--data", str(three), "--workers", "0"])
     assert code == 2 and "has 3 class folders but cifar10_resnet20 predicts 10 classes" in err
 
 
-def test_cli_nothing_decodable(tmp_path: Path, resnet: list[str], capsys) -> None:
+def test_cli_nothing_decodable(tmp_path: Path, resnet: list[str], cli) -> None:
     data = write_image_tree(
         tmp_path / "bad", splits=("test",), classes=CIFAR10_CLASSES, per_class=1
     )
     for image in data.glob("test/*/*.png"):
         image.write_bytes(b"not a png")
-    code, _, err = _run(capsys, *resnet, "--data", str(data), "--workers", "0")
+    code, _, err = cli(["evaluate", *resnet, "--data", str(data), "--workers", "0"])
     assert code == 2 and "could be decoded; nothing was scored" in err
 
 
@@ -190,34 +184,35 @@ def lasting_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HT2_CACHE_DIR", str(TEST_DATA / "cache"))
 
 
-def _evaluate_json(capsys, *argv: str) -> dict:
-    code, out, err = _run(capsys, *argv, "--cache", "--workers", "2", "--device", "cpu", "--json")
+def _evaluate_json(cli, *argv: str) -> dict:
+    code, out, err = cli(
+        ["evaluate", *argv, "--cache", "--workers", "2", "--device", "cpu", "--json"]
+    )
     assert code == 0, err
     return json.loads(out)
 
 
 def test_resnet20_scores_81_percent_on_the_jpeg_test_split(
-    cifar10_jpeg: Path, lasting_cache: None, capsys
+    cifar10_jpeg: Path, lasting_cache: None, cli
 ) -> None:
     weights = shared_file(RESNET_WEIGHTS["cifar10_resnet20"])
     result = _evaluate_json(
-        capsys, "cifar10_resnet20", "--weights", str(weights), "--data", str(cifar10_jpeg)
+        cli, "cifar10_resnet20", "--weights", str(weights), "--data", str(cifar10_jpeg)
     )
     assert result["n"] == 10_000
     assert result["top1"] == pytest.approx(81.03, abs=0.1)  # the reference's 81.03
 
 
 def test_resnet20_compressed_at_0_9_scores_34_percent(
-    cifar10_jpeg: Path, lasting_cache: None, tmp_path: Path, capsys
+    cifar10_jpeg: Path, lasting_cache: None, tmp_path: Path, cli
 ) -> None:
     weights = shared_file(RESNET_WEIGHTS["cifar10_resnet20"])
     out = tmp_path / "r20-e0.9"
     options = "--energy 0.9 --no-keep-if-larger --json".split()
-    code = main(
+    code, _, _ = cli(
         ["compress", "cifar10_resnet20", "--weights", str(weights), "--out", str(out)] + options
     )
     assert code == 0
-    capsys.readouterr()
-    result = _evaluate_json(capsys, str(out), "--data", str(cifar10_jpeg))
+    result = _evaluate_json(cli, str(out), "--data", str(cifar10_jpeg))
     assert result["n"] == 10_000
     assert result["top1"] == pytest.approx(34.3, abs=0.5)  # measured 34.28

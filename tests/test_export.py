@@ -72,12 +72,6 @@ def resnet20_dir(resnet20: nn.Module, tmp_path_factory: pytest.TempPathFactory) 
     return ht2.save(resnet20, tmp_path_factory.mktemp("export") / "r20")
 
 
-def _run(args: list[str], capsys) -> tuple[int, str, str]:
-    code = main(args)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("affine", [False, True])
 @pytest.mark.parametrize("groups", [1, 2])
@@ -226,9 +220,9 @@ def test_shared_weights_are_not_folded() -> None:
     assert report.folded == [] and "shared" in report.refused["1"]
 
 
-def test_cli_folded_folder_loads_back_exactly(resnet20_dir: Path, tmp_path: Path, capsys) -> None:
+def test_cli_folded_folder_loads_back_exactly(resnet20_dir: Path, tmp_path: Path, cli) -> None:
     out = tmp_path / "folded"
-    code, stdout, _ = _run(["export", str(resnet20_dir), "--fold-bn", "--out", str(out)], capsys)
+    code, stdout, _ = cli(["export", str(resnet20_dir), "--fold-bn", "--out", str(out)])
     assert code == 0 and "folded 19 of 19 BatchNorm2d" in stdout
     assert sorted(p.name for p in out.iterdir()) == ["ht2.json", "model.safetensors"]
     manifest = json.loads((out / MANIFEST).read_text())
@@ -261,10 +255,10 @@ def test_malformed_folded_list_is_a_clear_error(resnet20_dir: Path, tmp_path: Pa
         ht2.load(out)
 
 
-def test_cli_onnx_agrees_with_pytorch(resnet20_dir: Path, tmp_path: Path, capsys) -> None:
+def test_cli_onnx_agrees_with_pytorch(resnet20_dir: Path, tmp_path: Path, cli) -> None:
     out = tmp_path / "onnx"
-    code, stdout, _ = _run(
-        ["export", str(resnet20_dir), "--fold-bn", "--format", "onnx", "--out", str(out)], capsys
+    code, stdout, _ = cli(
+        ["export", str(resnet20_dir), "--fold-bn", "--format", "onnx", "--out", str(out)]
     )
     assert code == 0 and "max abs diff" in stdout
     assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "onnx_check.json"]
@@ -276,27 +270,25 @@ def test_cli_onnx_agrees_with_pytorch(resnet20_dir: Path, tmp_path: Path, capsys
 
 
 def test_missing_onnx_packages_name_the_extra(
-    resnet20_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+    resnet20_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli
 ) -> None:
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     out = tmp_path / "onnx"
-    code, stdout, stderr = _run(
-        ["export", str(resnet20_dir), "--format", "onnx", "--out", str(out)], capsys
-    )
+    code, stdout, stderr = cli(["export", str(resnet20_dir), "--format", "onnx", "--out", str(out)])
     assert code == 2 and stdout == "" and len(stderr.strip().splitlines()) == 1
     assert "pip install 'ht2[onnx]'" in stderr
     assert not out.exists()
 
 
-def test_export_needs_a_model_folder(tmp_path: Path, capsys) -> None:
-    code, _, stderr = _run(["export", str(tmp_path), "--out", str(tmp_path / "o")], capsys)
+def test_export_needs_a_model_folder(tmp_path: Path, cli) -> None:
+    code, _, stderr = cli(["export", str(tmp_path), "--out", str(tmp_path / "o")])
     assert code == 2 and "ht2 compress" in stderr
 
 
-def test_export_refuses_a_non_empty_output(resnet20_dir: Path, tmp_path: Path, capsys) -> None:
+def test_export_refuses_a_non_empty_output(resnet20_dir: Path, tmp_path: Path, cli) -> None:
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "x").write_text("keep")
-    code, _, stderr = _run(["export", str(resnet20_dir), "--out", str(tmp_path / "taken")], capsys)
+    code, _, stderr = cli(["export", str(resnet20_dir), "--out", str(tmp_path / "taken")])
     assert code == 2 and "--force" in stderr
     assert (tmp_path / "taken" / "x").read_text() == "keep"
 

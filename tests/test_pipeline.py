@@ -57,12 +57,6 @@ def _recipe(argv: list[str]):
     return recipe_from_args(args, rank_options(args)["target"] is not None)
 
 
-def _run(argv: list[str], capsys) -> tuple[int, str, str]:
-    code = main(argv)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def test_default_recipe_is_best_with_data_and_a_target_and_paper_otherwise() -> None:
     assert default_recipe(has_data=True, has_target=True) == "best"
     assert default_recipe(has_data=False, has_target=True) == "paper"
@@ -148,13 +142,13 @@ def test_library_refuses_the_best_recipe_without_a_target_or_data() -> None:
         compress_with_recipe(Small(), "fast", example_input=X)
 
 
-def test_cli_best_recipe_writes_its_steps_and_report_shows_them(tmp_path: Path, capsys) -> None:
+def test_cli_best_recipe_writes_its_steps_and_report_shows_them(tmp_path: Path, cli) -> None:
     data = write_image_tree(tmp_path / "data", per_class=4)
     out = tmp_path / "o"
     argv = ["compress", "cifar10_resnet20", "--random-init", "--target-params", "2"]
     argv += ["--data", str(data), "--calib-images", "12", "--allocate", "spectrum"]
     argv += ["--refit", "last", "--out", str(out)]
-    code, stdout, err = _run(argv, capsys)
+    code, stdout, err = cli(argv)
     assert code == 0, err
     saved = json.loads((out / "report.json").read_text())
     pipeline = saved["pipeline"]
@@ -167,14 +161,14 @@ def test_cli_best_recipe_writes_its_steps_and_report_shows_them(tmp_path: Path, 
     assert "spectrum allocation -> ht2 factors refined by 10 ALS sweeps" in line
     assert "on 3 held-out images" in line
     assert "no recovery yet" not in err
-    code, shown, _ = _run(["report", str(out)], capsys)
+    code, shown, _ = cli(["report", str(out)])
     assert code == 0 and shown.strip().splitlines()[-1] == line
 
 
-def test_cli_without_data_runs_the_paper_recipe_and_says_so(tmp_path: Path, capsys) -> None:
+def test_cli_without_data_runs_the_paper_recipe_and_says_so(tmp_path: Path, cli) -> None:
     out = tmp_path / "o"
     argv = ["compress", "cifar10_resnet20", "--random-init", "--target-params", "2"]
-    code, stdout, err = _run([*argv, "--out", str(out)], capsys)
+    code, stdout, err = cli([*argv, "--out", str(out)])
     assert code == 0, err
     assert "recipe paper: one energy for every layer (" in stdout
     assert "ht2 factors (one pass) -> no training images" in stdout
@@ -215,14 +209,12 @@ def test_cli_without_data_runs_the_paper_recipe_and_says_so(tmp_path: Path, caps
         (["--refit", "last"], "only apply with --data-aware"),
     ],
 )
-def test_cli_bad_recipe_input_is_one_line(tmp_path: Path, capsys, extra, message) -> None:
+def test_cli_bad_recipe_input_is_one_line(tmp_path: Path, cli, extra, message) -> None:
     data = write_image_tree(tmp_path / "data", per_class=4)
     extra = [str(data) if item == "DATA" else item for item in extra]
     message = message.replace("DATA", str(data))
     out = tmp_path / "o"
-    code, _, err = _run(
-        ["compress", "cifar10_resnet20", "--random-init", *extra, "--out", str(out)], capsys
-    )
+    code, _, err = cli(["compress", "cifar10_resnet20", "--random-init", *extra, "--out", str(out)])
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], err
@@ -241,7 +233,7 @@ def test_finetune_distils_by_default_from_the_recorded_weights(tmp_path: Path) -
     assert choose_teacher(source, False, None) == (None, None)
 
 
-def test_finetune_without_known_weights_says_so_in_one_line(tmp_path: Path, capsys) -> None:
+def test_finetune_without_known_weights_says_so_in_one_line(tmp_path: Path, cli) -> None:
     source = _folder(tmp_path, "rand", None)
     teacher, note = choose_teacher(source, None, None)
     assert teacher is None
@@ -251,21 +243,19 @@ def test_finetune_without_known_weights_says_so_in_one_line(tmp_path: Path, caps
         choose_teacher(source, True, None)
     data = write_image_tree(tmp_path / "data", classes=tuple("abcdefghij"), per_class=2)
     argv = _finetune(source, data, tmp_path / "ft", "--epochs", "1", "--max-steps", "1")
-    code, _, err = _run(argv, capsys)
+    code, _, err = cli(argv)
     assert code == 0, err
     assert [line for line in err.splitlines() if "distillation" in line] == [note]
     saved = json.loads((tmp_path / "ft" / "checkpoint" / "state.json").read_text())
     assert saved["meta"]["config"]["distill"] is False
 
 
-def test_finetune_by_default_distils_and_no_distill_turns_it_off(tmp_path: Path, capsys) -> None:
+def test_finetune_by_default_distils_and_no_distill_turns_it_off(tmp_path: Path, cli) -> None:
     data = write_image_tree(tmp_path / "data", classes=tuple("abcdefghij"), per_class=2)
     source = _folder(tmp_path, "pre", "pretrained")
     for flag, expected in (([], True), (["--no-distill"], False)):
         out = tmp_path / f"ft{len(flag)}"
-        code, _, err = _run(
-            _finetune(source, data, out, "--epochs", "1", "--max-steps", "1", *flag), capsys
-        )
+        code, _, err = cli(_finetune(source, data, out, "--epochs", "1", "--max-steps", "1", *flag))
         assert code == 0, err
         assert "distillation" not in err
         saved = json.loads((out / "checkpoint" / "state.json").read_text())
@@ -306,14 +296,12 @@ def test_budget_timing_measures_real_steps(tmp_path: Path) -> None:
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-def test_finetune_budget_picks_the_epochs_and_prints_them(
-    tmp_path: Path, capsys, monkeypatch
-) -> None:
+def test_finetune_budget_picks_the_epochs_and_prints_them(tmp_path: Path, cli, monkeypatch) -> None:
     _steady_clock(monkeypatch, step_seconds=0.5, batch_seconds=0.1)
     data = write_image_tree(tmp_path / "data", classes=tuple("abcdefghij"), per_class=2)
     source = _folder(tmp_path, "rand", None)
     out = tmp_path / "ft"
-    code, _, err = _run(_finetune(source, data, out, "--budget-minutes", "0.05"), capsys)
+    code, _, err = cli(_finetune(source, data, out, "--budget-minutes", "0.05"))
     assert code == 0, err
     # 2 steps of 0.5 s and 1 evaluation batch of 0.1 s an epoch; 3 s less the first evaluation
     chosen = next(line for line in err.splitlines() if line.startswith("--budget-minutes 0.05: "))
@@ -338,12 +326,12 @@ def test_finetune_budget_picks_the_epochs_and_prints_them(
         (["--budget-minutes", "0"], "argument --budget-minutes: expected a finite number > 0"),
     ],
 )
-def test_finetune_bad_budget_is_one_line(tmp_path: Path, capsys, monkeypatch, extra, message):
+def test_finetune_bad_budget_is_one_line(tmp_path: Path, cli, monkeypatch, extra, message):
     _steady_clock(monkeypatch, step_seconds=10.0, batch_seconds=0.1)
     data = write_image_tree(tmp_path / "data", classes=tuple("abcdefghij"), per_class=2)
     source = _folder(tmp_path, "rand", None)
     out = tmp_path / "ft"
-    code, _, err = _run(_finetune(source, data, out, "--no-distill", *extra), capsys)
+    code, _, err = cli(_finetune(source, data, out, "--no-distill", *extra))
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], err

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 import ht2
-from ht2.cli.main import main
 from ht2.metrics import num_threads
 
 
@@ -21,35 +20,28 @@ def _one_thread() -> Iterator[None]:
         yield
 
 
-def _run(args: list[str], capsys) -> tuple[int, str, str]:
-    code = main(args)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 @pytest.fixture
-def compressed(tmp_path: Path, capsys) -> tuple[Path, str]:
+def compressed(tmp_path: Path, cli) -> tuple[Path, str]:
     """A folder written by `ht2 compress` and the table that command printed."""
     out = tmp_path / "r20"
-    code, stdout, _ = _run(
-        ["compress", "cifar10_resnet20", "--random-init", "--energy", "0.7", "--out", str(out)],
-        capsys,
+    code, stdout, _ = cli(
+        ["compress", "cifar10_resnet20", "--random-init", "--energy", "0.7", "--out", str(out)]
     )
     assert code == 0
     return out, stdout
 
 
-def test_report_prints_the_same_table_as_compress(compressed: tuple[Path, str], capsys) -> None:
+def test_report_prints_the_same_table_as_compress(compressed: tuple[Path, str], cli) -> None:
     out, table = compressed
-    code, stdout, stderr = _run(["report", str(out)], capsys)
+    code, stdout, stderr = cli(["report", str(out)])
     assert code == 0 and stderr == ""
     assert stdout == table
     assert "layer3.2.conv2" in stdout and "rel err" in stdout
 
 
-def test_report_markdown(compressed: tuple[Path, str], capsys) -> None:
+def test_report_markdown(compressed: tuple[Path, str], cli) -> None:
     out, _ = compressed
-    code, stdout, _ = _run(["report", str(out), "--markdown"], capsys)
+    code, stdout, _ = cli(["report", str(out), "--markdown"])
     assert code == 0
     lines = stdout.splitlines()
     assert lines[0].startswith("| layer") and lines[0].endswith("|")
@@ -60,26 +52,26 @@ def test_report_markdown(compressed: tuple[Path, str], capsys) -> None:
     assert any(line.startswith("| layer1.0.conv1 ") for line in table)
 
 
-def test_report_json_is_the_stored_file(compressed: tuple[Path, str], capsys) -> None:
+def test_report_json_is_the_stored_file(compressed: tuple[Path, str], cli) -> None:
     out, _ = compressed
-    code, stdout, _ = _run(["report", str(out), "--json"], capsys)
+    code, stdout, _ = cli(["report", str(out), "--json"])
     assert code == 0
     assert json.loads(stdout) == json.loads((out / "report.json").read_text())
 
 
-def _fails(args: list[str], capsys, needle: str) -> None:
-    code, stdout, stderr = _run(args, capsys)
+def _fails(args: list[str], cli, needle: str) -> None:
+    code, stdout, stderr = cli(args)
     assert code == 2
     assert stdout == ""
     assert len(stderr.strip().splitlines()) == 1
     assert stderr.startswith("ht2") and needle in stderr
 
 
-def test_folder_without_report(tmp_path: Path, capsys) -> None:
+def test_folder_without_report(tmp_path: Path, cli) -> None:
     model = ht2.models.create("cifar10_resnet20")
     ht2.compress(model, energy=0.7, example_input=torch.zeros(1, 3, 32, 32))
     ht2.save(model, tmp_path / "bare")
-    _fails(["report", str(tmp_path / "bare")], capsys, str(tmp_path / "bare" / "report.json"))
+    _fails(["report", str(tmp_path / "bare")], cli, str(tmp_path / "bare" / "report.json"))
 
 
 @pytest.mark.parametrize(
@@ -90,25 +82,25 @@ def test_folder_without_report(tmp_path: Path, capsys) -> None:
         '{"model": "x"}',  # fields missing
     ],
 )
-def test_corrupt_report(compressed: tuple[Path, str], content: str, capsys) -> None:
+def test_corrupt_report(compressed: tuple[Path, str], content: str, cli) -> None:
     out, _ = compressed
     (out / "report.json").write_text(content)
-    _fails(["report", str(out)], capsys, str(out / "report.json"))
-    _fails(["report", str(out), "--json"], capsys, str(out / "report.json"))
+    _fails(["report", str(out)], cli, str(out / "report.json"))
+    _fails(["report", str(out), "--json"], cli, str(out / "report.json"))
 
 
-def test_report_with_a_bad_layer(compressed: tuple[Path, str], capsys) -> None:
+def test_report_with_a_bad_layer(compressed: tuple[Path, str], cli) -> None:
     out, _ = compressed
     data = json.loads((out / "report.json").read_text())
     data["layers"][0]["unknown_field"] = 1
     (out / "report.json").write_text(json.dumps(data))
-    _fails(["report", str(out)], capsys, "report.json")
+    _fails(["report", str(out)], cli, "report.json")
 
 
-def test_not_a_folder(tmp_path: Path, capsys) -> None:
-    _fails(["report", str(tmp_path / "missing")], capsys, "not a folder")
+def test_not_a_folder(tmp_path: Path, cli) -> None:
+    _fails(["report", str(tmp_path / "missing")], cli, "not a folder")
 
 
-def test_markdown_and_json_exclude_each_other(compressed: tuple[Path, str], capsys) -> None:
+def test_markdown_and_json_exclude_each_other(compressed: tuple[Path, str], cli) -> None:
     out, _ = compressed
-    _fails(["report", str(out), "--markdown", "--json"], capsys, "not allowed")
+    _fails(["report", str(out), "--markdown", "--json"], cli, "not allowed")

@@ -3,26 +3,30 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 import ht2
 import ht2.train.checkpoint as checkpoint
-import ht2.train.runner as runner
 from ht2.cli.main import main
 from ht2.errors import HT2Error
 from ht2.io.artefacts import save_into
 from ht2.train import TrainConfig, fit
 from ht2.train.seeding import EpochSampler, SeededImages
 from tests._shared import write_image_tree
+from tests._training import (
+    Killed,
+    assert_same_run,
+    assert_same_tensors,
+    checkpoint_meta,
+    kill_at_epoch,
+    run_log,
+    run_tensors,
+    torchrun,
+)
 
 ENTRY = ht2.models.get_entry("cifar10_resnet20")  # 3 x 32 x 32 CIFAR images and transforms
 STEPS_PER_EPOCH = 6  # 24 training images, batches of 4
@@ -40,10 +44,6 @@ class Tiny(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
-
-
-class Killed(KeyboardInterrupt):
-    """What the simulated kill raises (a KeyboardInterrupt, as SIGINT/SIGTERM would)."""
 
 
 @pytest.fixture(autouse=True)
@@ -86,66 +86,6 @@ def _run(data: Path, out: Path, config: TrainConfig, resume: bool = False) -> nn
     return model
 
 
-def _state(out: Path) -> dict[str, torch.Tensor]:
-    """Every tensor a run leaves: last checkpoint (weights, optimiser) and the best model."""
-    tensors = {}
-    for name in ("checkpoint/model.safetensors", "checkpoint/optimizer.safetensors"):
-        tensors.update({f"{name}:{k}": v for k, v in load_file(str(out / name)).items()})
-    tensors.update({f"best:{k}": v for k, v in load_file(str(out / "model.safetensors")).items()})
-    return tensors
-
-
-def _meta(out: Path) -> dict:
-    return json.loads((out / "checkpoint" / "state.json").read_text())["meta"]
-
-
-def _log(out: Path) -> list[dict]:
-    lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    timing = ("seconds", "images_per_second")
-    return [{k: v for k, v in line.items() if k not in timing} for line in lines]
-
-
-def assert_same_tensors(straight: Path, resumed: Path) -> None:
-    a, b = _state(straight), _state(resumed)
-    assert a.keys() == b.keys()
-    different = [k for k in a if not torch.equal(a[k], b[k])]
-    assert not different, f"tensors differ after resume: {different[:5]}"
-
-
-def assert_same_run(straight: Path, resumed: Path) -> None:
-    """Same tensors, log, checkpoint meta and optimiser, scheduler and scaler state."""
-    assert_same_tensors(straight, resumed)
-    assert _log(straight) == _log(resumed)
-    assert {k: v for k, v in _meta(straight).items() if k != "saved"} == {
-        k: v for k, v in _meta(resumed).items() if k != "saved"
-    }
-    state_a = json.loads((straight / "checkpoint" / "state.json").read_text())
-    state_b = json.loads((resumed / "checkpoint" / "state.json").read_text())
-    for key in ("optimizer", "scheduler", "scaler"):
-        assert state_a[key] == state_b[key], key
-
-
-def kill_at_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int, after_batches: int = 0) -> None:
-    """Make the run die in `epoch` (1-based) after `after_batches` optimiser steps of it."""
-    real = runner.train_one_epoch
-    calls = {"n": 0}
-
-    def dying(model, batches: Iterable, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] < epoch:
-            return real(model, batches, *args, **kwargs)
-
-        def until_killed() -> Iterator:
-            for done, batch in enumerate(batches):
-                if done == after_batches:
-                    raise Killed
-                yield batch
-
-        return real(model, until_killed(), *args, **kwargs)
-
-    monkeypatch.setattr(runner, "train_one_epoch", dying)
-
-
 def _killed_then_resumed(
     data: Path, out: Path, config: TrainConfig, monkeypatch: pytest.MonkeyPatch, **kill
 ) -> None:
@@ -186,7 +126,7 @@ def test_a_kill_mid_epoch_replays_that_epoch_from_the_last_checkpoint(
         kill_at_epoch(patch, epoch=3, after_batches=4)
         with pytest.raises(Killed):
             _run(data, out, config)
-    assert _meta(out)["epoch"] == 2
+    assert checkpoint_meta(out)["epoch"] == 2
     _run(data, out, config, resume=True)
     assert_same_run(tmp_path / "straight", out)
 
@@ -197,19 +137,19 @@ def test_max_steps_counts_the_steps_before_the_resume(
     config = _config(epochs=4, max_steps=15, schedule="constant")
     out = tmp_path / "resumed"
     _killed_then_resumed(data, out, config, monkeypatch, epoch=2)
-    assert _meta(out)["steps"] == 15  # not 6 + 15: the count survives the resume
-    assert [line["epoch"] for line in _log(out)] == [1, 2, 3]
+    assert checkpoint_meta(out)["steps"] == 15  # not 6 + 15: the count survives the resume
+    assert [line["epoch"] for line in run_log(out)] == [1, 2, 3]
 
 
 def test_resuming_a_finished_run_changes_nothing(data: Path, tmp_path: Path) -> None:
     config = _config(epochs=4, max_steps=8)
     out = tmp_path / "run"
     _run(data, out, config)
-    before, log = _state(out), _log(out)
+    before, log = run_tensors(out), run_log(out)
     _run(data, out, config, resume=True)
-    after = _state(out)
+    after = run_tensors(out)
     assert all(torch.equal(before[k], after[k]) for k in before)
-    assert _log(out) == log and _meta(out)["steps"] == 8
+    assert run_log(out) == log and checkpoint_meta(out)["steps"] == 8
 
 
 def test_a_kill_while_the_checkpoint_is_written_keeps_the_previous_one(
@@ -231,7 +171,7 @@ def test_a_kill_while_the_checkpoint_is_written_keeps_the_previous_one(
         patch.setattr(checkpoint, "save_file", dies_in_the_second_checkpoint)
         with pytest.raises(Killed):
             _run(data, out, config)
-    assert _meta(out)["epoch"] == 1
+    assert checkpoint_meta(out)["epoch"] == 1
     assert sorted(p.name for p in (out / "checkpoint").iterdir()) == [
         "model.safetensors",
         "optimizer.safetensors",
@@ -271,7 +211,11 @@ def test_resuming_with_other_precision_or_data_path_says_how_it_started(
     out = tmp_path / "run"
     fixed = {"schedule": "constant"}
     _run(data, out, _config(epochs=1, amp="none", channels_last=False, in_memory=False, **fixed))
-    assert _meta(out)["computed"] == {"amp": "none", "channels_last": False, "in_memory": False}
+    assert checkpoint_meta(out)["computed"] == {
+        "amp": "none",
+        "channels_last": False,
+        "in_memory": False,
+    }
     capsys.readouterr()
     now = _config(amp="bf16", channels_last=True, in_memory=True, **fixed)
     _run(data, out, now.updated(epochs=2), resume=True)
@@ -392,49 +336,18 @@ def test_finetune_killed_after_two_epochs_resumes_to_the_same_model(
         kill_at_epoch(patch, epoch=3)
         assert _finetune(compressed, data, resumed, teacher) == 130
     assert _finetune(compressed, data, resumed, teacher, "--resume") == 0
-    assert _meta(resumed)["steps"] == 10
+    assert checkpoint_meta(resumed)["steps"] == 10
     assert_same_run(tmp_path / "straight", resumed)
 
 
 @pytest.mark.slow
 def test_two_process_run_resumed_equals_a_straight_one(data: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    def train(out: Path, epochs: int, *extra: str) -> None:
+        args = ["train", "cifar10_resnet20", "--data", str(data), "--epochs", str(epochs)]
+        args += ["--batch-size", "8", "--workers", "0", "--lr", "0.05", "--schedule", "step"]
+        torchrun(*args, "--step-size", "1", "--max-steps", "7", "--out", str(out), *extra)
 
-    def torchrun(out: Path, epochs: int, *extra: str) -> None:
-        command = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            "-m",
-            "ht2",
-            "train",
-            "cifar10_resnet20",
-            "--data",
-            str(data),
-            "--epochs",
-            str(epochs),
-            "--batch-size",
-            "8",
-            "--workers",
-            "0",
-            "--lr",
-            "0.05",
-            "--schedule",
-            "step",
-            "--step-size",
-            "1",
-            "--max-steps",
-            "7",
-            "--out",
-            str(out),
-            *extra,
-        ]
-        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-        assert done.returncode == 0, done.stderr[-3000:]
-
-    torchrun(tmp_path / "straight", 4)
-    torchrun(tmp_path / "resumed", 1)
-    torchrun(tmp_path / "resumed", 4, "--resume")
+    train(tmp_path / "straight", 4)
+    train(tmp_path / "resumed", 1)
+    train(tmp_path / "resumed", 4, "--resume")
     assert_same_run(tmp_path / "straight", tmp_path / "resumed")

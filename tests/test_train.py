@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +15,7 @@ from ht2.cli.main import main
 from ht2.train import TrainConfig, recalibrate_batchnorm, recipe_config
 from ht2.train.schedules import build_scheduler
 from tests._shared import write_image_tree
+from tests._training import assert_same_tensors, checkpoint_meta, kill_at_epoch, torchrun
 
 FAST = ["--batch-size", "8", "--workers", "0", "--lr", "0.05"]
 
@@ -51,10 +49,6 @@ def _train(tiny: Path, out: Path, *extra: str) -> int:
     )
 
 
-def _weights(folder: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(folder / "checkpoint" / "model.safetensors"))
-
-
 def test_train_writes_best_model_log_and_checkpoint(tiny: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     assert _train(tiny, out) == 0
@@ -73,27 +67,13 @@ def test_resume_after_an_interrupt_equals_a_straight_run(
 ) -> None:
     straight = tmp_path / "straight"
     assert _train(tiny, straight) == 0
-
-    import ht2.train.runner as runner
-
-    real = runner.train_one_epoch
-    calls = {"n": 0}
-
-    def dies_in_second_epoch(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
     resumed = tmp_path / "resumed"
-    monkeypatch.setattr(runner, "train_one_epoch", dies_in_second_epoch)
-    assert _train(tiny, resumed) == 130
-    assert json.loads((resumed / "checkpoint" / "state.json").read_text())["meta"]["epoch"] == 1
-    monkeypatch.setattr(runner, "train_one_epoch", real)
+    with monkeypatch.context() as patch:
+        kill_at_epoch(patch, epoch=2)
+        assert _train(tiny, resumed) == 130
+    assert checkpoint_meta(resumed)["epoch"] == 1
     assert _train(tiny, resumed, "--resume") == 0
-    a, b = _weights(straight), _weights(resumed)
-    assert a.keys() == b.keys()
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_same_tensors(straight, resumed)
     log = [json.loads(line)["epoch"] for line in (resumed / "log.jsonl").read_text().splitlines()]
     assert log == [1, 2]
 
@@ -297,29 +277,8 @@ def test_two_process_gloo_finetune_agrees_and_only_rank0_writes(
     tiny: Path, compressed: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "ht2",
-        "finetune",
-        str(compressed),
-        "--data",
-        str(tiny),
-        "--epochs",
-        "2",
-        *FAST,
-        "--calib-images",
-        "16",
-        "--out",
-        str(out),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    args = ["finetune", str(compressed), "--data", str(tiny), "--epochs", "2", *FAST]
+    done = torchrun(*args, "--calib-images", "16", "--out", str(out))
     assert "all 2 processes hold identical weights" in done.stderr
     assert "= 4 per process x 2 process(es)" in done.stderr
     epochs = [json.loads(line)["epoch"] for line in (out / "log.jsonl").read_text().splitlines()]
