@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import sys
@@ -166,19 +165,6 @@ def _check_counts(args: argparse.Namespace) -> None:
         raise HT2Error(f"--threads must be at least 1, got {args.threads}")
 
 
-def _scorer(args: argparse.Namespace, entry: ModelEntry, progress: bool):
-    from ht2.data import eval_dataset, make_loader
-    from ht2.metrics.accuracy import evaluate_accuracy
-
-    dataset = eval_dataset(args.data, entry, limit=args.eval_images, cache=True)
-    loader = make_loader(dataset, args.batch_size, args.workers)
-
-    def score(model: nn.Module) -> float:
-        return evaluate_accuracy(model, loader, progress=progress)["top1"]
-
-    return score
-
-
 def _calibrator(args: argparse.Namespace, entry: ModelEntry, progress: bool):
     if args.calib_images == 0:
         return None
@@ -197,7 +183,14 @@ def _calibrator(args: argparse.Namespace, entry: ModelEntry, progress: bool):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ht2.experiments.compare import CompareResult, compare_markdown, run_compare, write_compare
+    from ht2.experiments.compare import (
+        CompareResult,
+        compare_markdown,
+        fresh_copies,
+        run_compare,
+        write_compare,
+    )
+    from ht2.experiments.scoring import top1_scorer
     from ht2.io import check_output_dir
     from ht2.metrics.latency import num_threads
 
@@ -208,11 +201,11 @@ def run(args: argparse.Namespace) -> int:
     progress = not args.json
     calibrate = _calibrator(args, entry, progress)  # a missing split fails here, before work
     allocations = compare_allocators(args, entry)
-    score = _scorer(args, entry, progress)
+    score = top1_scorer(args.data, entry, args.eval_images, args.batch_size, args.workers, progress)
     original = model_from_args(args)  # built once: every row starts from the same weights
     with num_threads(args.threads):
         base, rows = run_compare(
-            lambda: copy.deepcopy(original),
+            fresh_copies(original),
             entry.input_size,
             targets,
             args.methods,

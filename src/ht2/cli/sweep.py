@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING
 
 from ht2 import models
 from ht2.choices import METHODS
@@ -15,12 +14,10 @@ from ht2.cli.common import (
     batch_size_list,
     energy_value,
     method_list,
+    model_from_args,
 )
 from ht2.cli.number_args import non_negative_int, positive_int
 from ht2.errors import HT2Error
-
-if TYPE_CHECKING:
-    from torch import nn
 
 EXAMPLES = """examples:
   ht2 sweep cifar10_resnet20 --weights resnet20.th --data ~/data/cifar10 --out sweeps/r20
@@ -40,9 +37,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "sweep",
         help="compress at several energies; table and Pareto plot",
-        description="For each method and energy: compress a fresh copy, measure top-1 on the "
-        "eval split, and time it against the original at each batch size (alternating runs). "
-        "Writes OUT/sweep.json, OUT/sweep.md and OUT/pareto.png.",
+        description="`ht2 compare` at fixed energies instead of size targets, without "
+        "BatchNorm calibration: for each method and energy compress a copy of the original "
+        "(every row from the same weights), measure top-1 on the eval split, and time it "
+        "against the original at each batch size (alternating runs). Writes OUT/sweep.json, "
+        "OUT/sweep.md and OUT/pareto.png.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -97,51 +96,36 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def _scorer(args: argparse.Namespace):
-    if not args.data:
-        return None
-    from ht2.data import eval_dataset, make_loader
-    from ht2.metrics.accuracy import evaluate_accuracy
-
-    entry = models.get_entry(args.model)
-    loader = make_loader(
-        eval_dataset(args.data, entry, limit=args.limit, cache=True), 256, args.workers
-    )
-
-    def score(model: nn.Module) -> float:
-        return evaluate_accuracy(model, loader, progress=False)["top1"]
-
-    return score
-
-
 def run(args: argparse.Namespace) -> int:
     from ht2.experiments import plot_pareto, sweep, sweep_markdown
+    from ht2.experiments.compare import fresh_copies
+    from ht2.experiments.scoring import top1_scorer
     from ht2.io import atomic_directory, check_output_dir
     from ht2.metrics.latency import num_threads
 
     check_output_dir(args.out, overwrite=args.force)
     if args.repeats < 1:
         raise HT2Error(f"--repeats must be at least 1, got {args.repeats}")
-    weights = args.weights or ("pretrained" if args.pretrained else None)
     entry = models.get_entry(args.model)
-
-    def make_model() -> nn.Module:
-        return models.create(args.model, weights=weights)
-
+    score = None
+    if args.data:
+        score = top1_scorer(args.data, entry, args.limit, workers=args.workers, progress=False)
+    original = model_from_args(args)  # built once: every row starts from the same weights
     with num_threads(args.threads):
         base, rows = sweep(
-            make_model,
+            fresh_copies(original),
             entry.input_size,
             args.energies,
             args.methods,
-            _scorer(args),
+            score,
             args.batch_sizes,
             args.repeats,
             args.keep_if_larger,
+            progress=not args.json,
         )
     result = {
         "model": entry.name,
-        "weights": weights,
+        "weights": args.weights or ("pretrained" if args.pretrained else None),
         "data": args.data,
         "limit": args.limit,
         "original": base,

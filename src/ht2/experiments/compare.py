@@ -3,11 +3,13 @@
 For every target ("4x fewer parameters") and method, a fresh copy of the original is
 compressed to that target, scored before and after BatchNorm calibration and timed against the
 original. How the target is spread over the layers is an allocation: "uniform" (one global
-energy, the library's target rule) is built in; others plug in through `Allocator`.
+energy, the library's target rule) is built in; others plug in through `Allocator`. A goal can
+also be a fixed `Energy` instead of a target: the rows of an energy sweep (ht2.experiments.sweep).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import sys
@@ -42,6 +44,22 @@ LATENCY = (
 
 
 @dataclass(frozen=True)
+class Energy:
+    """A fixed global energy for every layer: a goal without a size target."""
+
+    value: float
+
+    kind = "energy"
+
+    @property
+    def factor(self) -> float:
+        return self.value
+
+
+Goal = Target | Energy
+
+
+@dataclass(frozen=True)
 class AllocationRequest:
     """What an allocator may look at to decide how one target is spread over the layers."""
 
@@ -67,10 +85,10 @@ class CompareRow:
     """One (method, allocation, target): what compressing to it gave, or why it could not."""
 
     method: str
-    target_kind: str  # "params" | "macs"
-    target_factor: float
+    target_kind: str  # "params" | "macs", or "energy" for a fixed energy
+    target_factor: float  # the reduction factor, or the energy
     allocation: str = "uniform"
-    met: bool | None = None  # reduction within 2 % of the target; None: not compressed
+    met: bool | None = None  # within 2 % of the target (any energy is met); None: not compressed
     energy: float | None = None
     params: int | None = None
     param_reduction: float | None = None
@@ -86,6 +104,8 @@ class CompareRow:
 
     @property
     def target_label(self) -> str:
+        if self.target_kind == Energy.kind:
+            return f"energy {self.target_factor:g}"
         return f"{self.target_factor:g}x {self.target_kind}"
 
     @property
@@ -117,6 +137,12 @@ class CompareResult:
             "original": self.original,
             "rows": [row.to_dict() for row in self.rows],
         }
+
+
+def fresh_copies(original: nn.Module) -> ModelFactory:
+    """A factory of deep copies of `original`, so that every row starts from the very same
+    weights (random initial ones included) without loading them again."""
+    return lambda: copy.deepcopy(original)
 
 
 def weight_norms(model: nn.Module) -> dict[str, float]:
@@ -172,19 +198,23 @@ def _compress_row(
     make_model: ModelFactory,
     example: torch.Tensor,
     method: str,
-    target: Target,
+    target: Goal,
     allocation: str,
     allocator: Allocator,
     keep_if_larger: bool,
     progress: bool,
     refine_sweeps: int = 0,
 ) -> tuple[CompareRow, nn.Module | None]:
-    """A fresh original compressed to `target`; an unreachable target gives a row with a note."""
+    """A fresh original compressed to `target` (or at its energy); an unreachable target gives
+    a row with a note."""
     row = CompareRow(method, target.kind, target.factor, allocation)
     model = make_model().eval()
     norms = weight_norms(model)
     try:
-        kwargs = allocator(AllocationRequest(method, target, model, example))
+        if isinstance(target, Energy):
+            kwargs: dict[str, Any] = {"energy": target.value}
+        else:
+            kwargs = allocator(AllocationRequest(method, target, model, example))
         report = compress(
             model,
             method=method,
@@ -197,11 +227,14 @@ def _compress_row(
     except HT2Error as error:
         row.note = str(error)
         return row, None
-    reached = report.param_reduction if target.kind == "params" else report.mac_reduction
-    row.met = reached is not None and abs(reached / target.factor - 1) <= TOLERANCE
-    row.note = str((report.target or {}).get("note", ""))
-    if not row.met and not row.note:
-        row.note = f"reached {reached or 0:.2f}x, not within {TOLERANCE:.0%} of the target"
+    if isinstance(target, Energy):
+        row.met = True
+    else:
+        reached = report.param_reduction if target.kind == "params" else report.mac_reduction
+        row.met = reached is not None and abs(reached / target.factor - 1) <= TOLERANCE
+        row.note = str((report.target or {}).get("note", ""))
+        if not row.met and not row.note:
+            row.note = f"reached {reached or 0:.2f}x, not within {TOLERANCE:.0%} of the target"
     same = all(layer.energy == report.energy for layer in report.replaced)
     row.energy = report.energy if same else None  # None: energies (or ranks) per layer
     row.params = report.params_after
@@ -216,7 +249,7 @@ def _compress_row(
 def run_compare(
     make_model: ModelFactory,
     input_size: Sequence[int],
-    targets: Sequence[Target],
+    targets: Sequence[Goal],
     methods: Sequence[str],
     score: Scorer | None = None,
     calibrate: Calibrator | None = None,
@@ -232,12 +265,15 @@ def run_compare(
     `make_model` builds a fresh original (weights loaded) each time; `score` returns top-1 in
     percent, `calibrate` re-estimates BatchNorm statistics in place (either None skips it);
     an empty `batch_sizes` skips timing. `allocations` maps names to allocators (default:
-    uniform only). A target that cannot be reached becomes a row with the reason in `note`.
-    `refine_sweeps` goes to every compress() (ALS/HOOI rounds of HT-2 and Tucker-2 factors).
+    uniform only); an `Energy` goal takes no allocation. A target that cannot be reached
+    becomes a row with the reason in `note`. `refine_sweeps` goes to every compress()
+    (ALS/HOOI rounds of HT-2 and Tucker-2 factors).
     """
     allocations = dict(allocations or {"uniform": uniform_allocation})
     if not targets or not methods:
         raise HT2Error("nothing to compare: give at least one target and one method")
+    if set(allocations) != {"uniform"} and any(isinstance(t, Energy) for t in targets):
+        raise HT2Error("an energy fixes every layer's rank: it takes no allocation but uniform")
     example = torch.zeros(1, *input_size)
     original = make_model().eval()
     base = {

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from ht2.experiments.sweep import SweepRow
+if TYPE_CHECKING:
+    from ht2.experiments.sweep import SweepRow
 
 
 class Point(NamedTuple):

@@ -1,20 +1,17 @@
-"""Compress at several energies (and methods); measure size, accuracy and speed of each."""
+"""Compress at several energies (and methods); measure size, accuracy and speed of each.
+
+An energy sweep is a comparison (ht2.experiments.compare) whose goals are fixed energies;
+its rows keep their own JSON and Markdown form.
+"""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import torch
-from torch import nn
-
-from ht2.metrics import count_params, layer_macs, time_models
-from ht2.surgery import compress
-
-ModelFactory = Callable[[], nn.Module]
-Scorer = Callable[[nn.Module], float]
+from ht2.errors import HT2Error
+from ht2.experiments.compare import CompareRow, Energy, ModelFactory, Scorer, run_compare
 
 
 @dataclass
@@ -40,10 +37,6 @@ class SweepRow:
         return data
 
 
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def sweep(
     make_model: ModelFactory,
     input_size: Sequence[int],
@@ -53,57 +46,53 @@ def sweep(
     batch_sizes: Sequence[int] = (1, 128),
     repeats: int = 10,
     keep_if_larger: bool = True,
+    progress: bool = True,
 ) -> tuple[dict[str, Any], list[SweepRow]]:
-    """The original's figures and one row per (method, energy).
+    """The original's figures and one row per (method, energy), method by method.
 
-    `make_model` builds a fresh original each time (weights loaded); `score` returns top-1
-    in percent (None skips accuracy). Latencies alternate compressed and original runs in one
-    process at each batch size, so the speedup is a ratio measured under the same noise.
+    The rows are those of run_compare (ht2.experiments.compare) at fixed energies, without
+    BatchNorm calibration: `make_model` builds a fresh original each time (fresh_copies
+    shares one model's weights); `score` returns top-1 in percent (None skips accuracy).
+    Latencies alternate compressed and original runs in one process at each batch size, so
+    the speedup is a ratio measured under the same noise. A model that cannot be compressed
+    at an energy is an HT2Error naming both.
     """
-    example = torch.zeros(1, *input_size)
-    original = make_model().eval()
-    base_macs = sum(layer_macs(original, example).values())
-    base = {
-        "params": count_params(original),
-        "macs": base_macs,
-        "top1": score(original) if score else None,
-    }
-    _log(f"original: {base['params']:,} params, {base_macs:,} MACs, top-1 {base['top1']}")
-    rows = []
-    for method in methods:
-        for energy in energies:
-            model = make_model().eval()
-            report = compress(
-                model,
-                energy=energy,
-                method=method,
-                example_input=example,
-                keep_if_larger=keep_if_larger,
-            )
-            top1 = score(model) if score else None
-            row = SweepRow(
-                method,
-                energy,
-                report.params_after,
-                report.param_reduction,
-                report.macs_after or 0,
-                report.mac_reduction or 0.0,
-                top1,
-                None if top1 is None or base["top1"] is None else top1 - base["top1"],
-                seconds=report.seconds,
-            )
-            for batch in batch_sizes:
-                x = torch.randn(batch, *input_size)
-                ours, theirs = time_models([model, original], x, repeats=repeats, warmup=2)
-                row.latency_ms[batch] = ours.median_ms
-                row.speedup[batch] = theirs.median_ms / ours.median_ms
-            rows.append(row)
-            _log(
-                f"{method} e={energy}: {row.param_reduction:.2f}x params, "
-                f"{row.mac_reduction:.2f}x MACs, top-1 {top1}, speedup "
-                + ", ".join(f"b{b} {s:.2f}x" for b, s in row.speedup.items())
-            )
-    return base, rows
+    goals = [Energy(energy) for energy in energies]
+    base, rows = run_compare(
+        make_model,
+        input_size,
+        goals,
+        methods,
+        score,
+        None,
+        batch_sizes,
+        repeats,
+        keep_if_larger=keep_if_larger,
+        progress=progress,
+    )
+    order = {method: index for index, method in enumerate(methods)}
+    rows.sort(key=lambda row: order[row.method])  # stable: energies keep their order
+    return base, [sweep_row(row, base) for row in rows]
+
+
+def sweep_row(row: CompareRow, base: dict[str, Any]) -> SweepRow:
+    """A compared row at a fixed energy as a row of the sweep, top-1 against `base`'s."""
+    if row.params is None or row.param_reduction is None:
+        raise HT2Error(f"{row.method} at energy {row.target_factor:g}: {row.note}")
+    top1 = row.top1
+    return SweepRow(
+        row.method,
+        row.target_factor,
+        row.params,
+        row.param_reduction,
+        row.macs or 0,
+        row.mac_reduction or 0.0,
+        top1,
+        None if top1 is None or base["top1"] is None else top1 - base["top1"],
+        dict(row.latency_ms),
+        dict(row.speedup),
+        seconds=row.seconds,
+    )
 
 
 def sweep_markdown(model: str, base: dict[str, Any], rows: Sequence[SweepRow]) -> str:
