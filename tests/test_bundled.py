@@ -22,6 +22,7 @@ def test_bundled_weights_load_without_network() -> None:
     assert torch.isfinite(model(torch.zeros(2, 3, 32, 32))).all()
 
 
+@pytest.mark.slow
 def test_bundled_weights_score_what_training_measured(capsys) -> None:
     data = cifar10_jpeg_dir()
     args = ["evaluate", "cifar10_resnet20", "--pretrained", "--data", str(data), "--json"]

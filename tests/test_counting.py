@@ -112,5 +112,6 @@ def test_compressed_cifar_resnet20_macs_match_report_json(tmp_path: Path) -> Non
     _cross_check_compression("cifar10_resnet20", 32, tmp_path)
 
 
+@pytest.mark.slow
 def test_compressed_torchvision_resnet18_macs_match_report_json(tmp_path: Path) -> None:
     _cross_check_compression("resnet18", 224, tmp_path)

@@ -249,6 +249,7 @@ def test_cli_data_aware_writes_a_model_with_calibration_errors(tmp_path: Path, c
     assert f"{plain:.3f} -> {fitted:.3f}" in stdout
 
 
+@pytest.mark.slow
 def test_cli_allocation_then_data_aware_refits_the_dense_layers_after(tmp_path, cli) -> None:
     data = write_image_tree(tmp_path / "data", per_class=4)
     args = ["compress", "cifar10_resnet20", "--random-init", "--target-params", "2"]

@@ -192,6 +192,7 @@ def _evaluate_json(cli, *argv: str) -> dict:
     return json.loads(out)
 
 
+@pytest.mark.slow
 def test_resnet20_scores_81_percent_on_the_jpeg_test_split(
     cifar10_jpeg: Path, lasting_cache: None, cli
 ) -> None:
@@ -203,6 +204,7 @@ def test_resnet20_scores_81_percent_on_the_jpeg_test_split(
     assert result["top1"] == pytest.approx(81.03, abs=0.1)  # the reference's 81.03
 
 
+@pytest.mark.slow
 def test_resnet20_compressed_at_0_9_scores_34_percent(
     cifar10_jpeg: Path, lasting_cache: None, tmp_path: Path, cli
 ) -> None:

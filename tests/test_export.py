@@ -103,6 +103,7 @@ def test_resnet20_folds_every_batchnorm_into_the_last_factor(resnet20: nn.Module
     assert _max_relative_diff(_outputs(folded, x), _outputs(resnet20, x)) < RELATIVE
 
 
+@pytest.mark.slow
 def test_torchvision_resnet18_folds_including_downsample_branches() -> None:
     model = _compressed("resnet18", 0.5)
     folded, report = fold_batchnorms(model, (3, 224, 224))

@@ -161,6 +161,7 @@ def test_save_and_load_rebuild_each_layers_form(tmp_path: Path) -> None:
         assert _rel(loaded(x), expected) < 1e-6
 
 
+@pytest.mark.slow
 def test_choose_forms_with_allow_dense_keeps_the_fastest_form_and_the_outputs() -> None:
     model, x = _resnet20()
     report = ht2.compress(model, energy=0.7, example_input=x)
@@ -188,6 +189,7 @@ def _sizes(report: CompressionReport) -> dict[str, tuple[int, int | None]]:
     return {line.name: (line.params_after, line.macs_after) for line in report.layers}
 
 
+@pytest.mark.slow
 def test_without_allow_dense_no_layer_grows_and_none_becomes_dense() -> None:
     model, x = _resnet20()
     report = ht2.compress(model, energy=0.7, example_input=x, keep_if_larger=False)
@@ -210,6 +212,7 @@ def test_without_allow_dense_no_layer_grows_and_none_becomes_dense() -> None:
     assert report.latency_aware["kept_dense"] == [] and not report.latency_aware["allow_dense"]
 
 
+@pytest.mark.slow
 def test_only_the_default_form_keeps_the_size_exactly() -> None:
     model, x = _resnet20()
     report = ht2.compress(model, energy=0.7, example_input=x)
@@ -223,7 +226,11 @@ def test_only_the_default_form_keeps_the_size_exactly() -> None:
 
 @pytest.mark.parametrize(
     "treatment",
-    [Treatment(channels_last=True), Treatment(dtype="bfloat16"), Treatment("bfloat16", True)],
+    [
+        pytest.param(Treatment(channels_last=True), marks=pytest.mark.slow),
+        pytest.param(Treatment(dtype="bfloat16"), marks=pytest.mark.slow),
+        Treatment("bfloat16", True),
+    ],
 )
 def test_forms_timed_in_a_treatment_compute_what_the_four_convolutions_do(treatment) -> None:
     model, x = _resnet20()
@@ -287,6 +294,7 @@ def test_report_json_with_and_without_forms_reads_back() -> None:
     assert CompressionReport.from_dict(old).layers[0].form is None
 
 
+@pytest.mark.slow
 def test_cli_latency_aware_writes_forms_into_report_and_plan(tmp_path: Path, capsys) -> None:
     out = tmp_path / "r20"
     args = ["compress", "cifar10_resnet20", "--random-init", "--energy", "0.7", "--out", str(out)]
@@ -302,6 +310,7 @@ def test_cli_latency_aware_writes_forms_into_report_and_plan(tmp_path: Path, cap
         assert (line["name"] in plan) == (line["form"] != "dense")
 
 
+@pytest.mark.slow
 def test_a_target_with_latency_aware_reports_the_reduction_forms_leave(tmp_path, capsys) -> None:
     out = tmp_path / "t"
     args = ["compress", "cifar10_resnet20", "--random-init", "--target-params", "3", "--out"]

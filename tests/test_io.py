@@ -13,7 +13,13 @@ import ht2
 from ht2 import HT2Error, models
 from ht2.io.artefacts import MANIFEST, TENSORS
 
-ROUND_TRIP = ["cifar10_resnet20", "cifar10_densenet40", "resnet18", "googlenet"]
+# GoogLeNet at 224 px takes minutes: -m slow (test_zoo_round_trip covers every architecture).
+ROUND_TRIP = [
+    "cifar10_resnet20",
+    "cifar10_densenet40",
+    "resnet18",
+    pytest.param("googlenet", marks=pytest.mark.slow),
+]
 
 
 def _compressed(name: str, energy: float = 0.7) -> tuple[nn.Module, ht2.CompressionReport]:

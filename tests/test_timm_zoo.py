@@ -199,6 +199,7 @@ def test_timm_subclass_models_compress_exactly_and_round_trip(name: str, tmp_pat
 
 
 @pytest.mark.slow
+@pytest.mark.zoo
 @pytest.mark.parametrize("name", family_models())
 def test_every_timm_family_compresses_exactly_and_round_trips(name: str, tmp_path: Path) -> None:
     _check_full_rank_and_round_trip(name, tmp_path)

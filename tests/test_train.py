@@ -273,6 +273,7 @@ def test_help_shows_defaults(capsys) -> None:
     assert "(default: finetune-cifar10)" in text and "(default: 0.01)" in text
 
 
+@pytest.mark.slow
 def test_two_process_gloo_finetune_agrees_and_only_rank0_writes(
     tiny: Path, compressed: Path, tmp_path: Path
 ) -> None:

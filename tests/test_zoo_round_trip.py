@@ -1,5 +1,6 @@
 """Every registry architecture (random weights, small input, 10 classes) survives compress ->
-save -> load with the same outputs. The small nets run by default, the rest with -m slow."""
+save -> load with the same outputs. Two small nets run by default, the rest with -m slow (also
+marked zoo: together they take hours on a CPU)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ BROKEN = {
 
 
 def _zoo_param(name: str) -> object:
-    marks = [] if name in DEFAULT else [pytest.mark.slow]
+    marks = [] if name in DEFAULT else [pytest.mark.slow, pytest.mark.zoo]
     marks += [
         pytest.mark.xfail(reason=why, strict=True)
         for family, why in BROKEN.items()
