@@ -18,7 +18,7 @@ hypothesis = pytest.importorskip("hypothesis")
 st = hypothesis.strategies
 
 REL_TOL = 1e-4
-METHODS = ["ht2", "tucker2", "svd"]  # CP fits by ALS: not exact at any rank
+METHODS = ["ht2", "tucker2", "spatial-svd"]  # CP fits by ALS: not exact at any rank
 
 
 class DynamicSameConv(nn.Conv2d):

@@ -191,9 +191,9 @@ def test_rival_to_dense_and_plan_entry_rebuild_the_layer(method: str) -> None:
 
 
 def test_policy_maps_methods_to_kxk_handlers_only() -> None:
-    assert METHODS == ("ht2", "tucker2", "cp", "svd")
+    assert METHODS == ("ht2", "tucker2", "cp", "spatial-svd")
     kxk, pointwise, linear = nn.Conv2d(4, 4, 3), nn.Conv2d(4, 4, 1), nn.Linear(3, 3)
-    expected = {"ht2": "ht2", "tucker2": "tucker2", "cp": "cp", "svd": "spatial_svd"}
+    expected = {"ht2": "ht2", "tucker2": "tucker2", "cp": "cp", "spatial-svd": "spatial_svd"}
     for method, handler in expected.items():
         assert paper_policy(kxk, False, method).method == handler
         assert paper_policy(kxk, True, method).method == "svd"
@@ -207,7 +207,7 @@ HANDLER_TYPES = {
     "ht2": "HT2Conv2d",
     "tucker2": "Tucker2Conv2d",
     "cp": "CPConv2d",
-    "svd": "SpatialSVDConv2d",
+    "spatial-svd": "SpatialSVDConv2d",
 }
 
 
@@ -233,7 +233,10 @@ def test_resnet20_round_trip_is_bit_exact_for_each_method(method: str, tmp_path:
 
 @pytest.mark.parametrize(
     ("method", "energy", "handler", "ranks"),
-    [("tucker2", "0.9", "tucker2", {"r_in", "r_out"}), ("svd", "0.5", "spatial_svd", {"r"})],
+    [
+        ("tucker2", "0.9", "tucker2", {"r_in", "r_out"}),
+        ("spatial-svd", "0.5", "spatial_svd", {"r"}),
+    ],
 )
 def test_cli_method_names_the_kxk_decomposition(
     method, energy, handler, ranks, tmp_path, capsys

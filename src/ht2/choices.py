@@ -3,7 +3,11 @@ that the command line can list them in `--help` without importing it."""
 
 from __future__ import annotations
 
-METHODS = ("ht2", "tucker2", "cp", "svd")
+METHODS = ("ht2", "tucker2", "cp", "spatial-svd")  # what k x k convs get; see surgery.policy
+# Former names of a method, still accepted: each warns (RenamedWarning), then acts as the
+# method it maps to. Not the layer kinds of a plan: there "svd" is Tucker-1 / Linear SVD.
+METHOD_ALIASES = {"svd": "spatial-svd"}
+METHOD_NAMES = METHODS + tuple(METHOD_ALIASES)  # what --method accepts
 RANK_RULES = ("energy", "vbmf")
 ALLOCATIONS = ("uniform", "spectrum", "sensitivity")
 SENSITIVITY_ENERGIES = (0.2, 0.35, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
@@ -13,3 +17,7 @@ DEFAULT_OPSET = 17
 DTYPES = ("float32", "bfloat16")  # bfloat16: run under autocast, weights kept in float32
 RUNTIMES = ("eager", "compile", "onnxruntime")
 FORM_RUNTIMES = ("eager", "compile")  # runtimes --latency-aware can time forms in
+
+
+class RenamedWarning(FutureWarning):
+    """A name the user gave was renamed; the old one still works, for now, as the new one."""

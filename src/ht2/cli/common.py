@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ht2 import models
-from ht2.choices import METHODS
+from ht2.choices import METHOD_NAMES, METHODS
 from ht2.cli.number_args import HIGHEST
 from ht2.errors import HT2Error
 
@@ -141,7 +141,7 @@ def method_list(text: str) -> list[str]:
     """argparse type: comma-separated decomposition methods, such as ht2,tucker2."""
 
     names = [part.strip() for part in text.split(",") if part.strip()]
-    unknown = [name for name in names if name not in METHODS]
+    unknown = [name for name in names if name not in METHOD_NAMES]
     if unknown or not names:
         raise argparse.ArgumentTypeError(f"methods are among {', '.join(METHODS)}, got {text}")
     return names

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from ht2.choices import METHODS
+from ht2.choices import METHOD_NAMES
 from ht2.cli.allocate_args import add_allocate_args, allocate_choices, write_allocation_plot
 from ht2.cli.common import (
     add_model_source,
@@ -53,10 +53,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--method",
-        choices=METHODS,
+        choices=METHOD_NAMES,
         default="ht2",
-        help="decomposition of kxk convs: ht2, tucker2 (Kim et al.), cp (Lebedev et al.) or svd "
-        "(spatial SVD: a Dx1 then a 1xD conv); first and 1x1 convs always get SVD (Tucker-1) "
+        help="decomposition of kxk convs: ht2, tucker2 (Kim et al.), cp (Lebedev et al.) or "
+        "spatial-svd (a Dx1 then a 1xD conv); first and 1x1 convs always get SVD (Tucker-1) "
         "and Linear layers SVD (default: ht2)",
     )
     add_rank_args(parser)

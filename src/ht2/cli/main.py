@@ -8,6 +8,7 @@ import sys
 import warnings
 
 from ht2 import __version__
+from ht2.choices import RenamedWarning
 from ht2.cli import (
     benchmark,
     calibrate,
@@ -85,10 +86,15 @@ def main(argv: list[str] | None = None) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0
     for item in held:
-        sys.stderr.write(
-            warnings.formatwarning(item.message, item.category, item.filename, item.lineno)
-        )
+        sys.stderr.write(_shown(item))
     return code
+
+
+def _shown(item: warnings.WarningMessage) -> str:
+    """A held warning as printed: ht2's own as one line, others as Python shows them."""
+    if issubclass(item.category, RenamedWarning):
+        return f"ht2: warning: {item.message}\n"
+    return warnings.formatwarning(item.message, item.category, item.filename, item.lineno)
 
 
 if __name__ == "__main__":

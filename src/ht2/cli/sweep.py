@@ -56,8 +56,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--methods",
         type=method_list,
         default=["ht2"],
-        help=f"comma-separated methods among {', '.join(METHODS)} for kxk convs (svd: spatial "
-        "SVD; first, 1x1 convs and Linear layers always get SVD); one curve each (default: ht2)",
+        help=f"comma-separated methods among {', '.join(METHODS)} for kxk convs (first, "
+        "1x1 convs and Linear layers always get SVD); one curve each (default: ht2)",
     )
     parser.add_argument(
         "--data",

@@ -35,7 +35,7 @@ from ht2.errors import HT2Error
 from ht2.layers import FactorizedLayer
 from ht2.metrics import count_params, layer_macs, macs_under
 from ht2.surgery import CompressionReport, LayerReport, compress
-from ht2.surgery.policy import matches
+from ht2.surgery.policy import matches, resolve_method
 
 MODES = ("whiten", "refit", "both")
 RANK_SOURCES = ("plain", "whitened")
@@ -189,6 +189,7 @@ def compress_data_aware(
     """
     options = options or DataAwareOptions()
     options.check()
+    method = resolve_method(method)
     start = time.perf_counter()
     images = gather_images(batches, calib_images)
     fit, held_out = split_held_out(images, options.held_out)

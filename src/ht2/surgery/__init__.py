@@ -9,6 +9,7 @@ _EXPORTS = {
     "METHODS": "ht2.surgery.policy",
     "Decision": "ht2.surgery.policy",
     "paper_policy": "ht2.surgery.policy",
+    "resolve_method": "ht2.surgery.policy",
     "CompressionReport": "ht2.surgery.report",
     "LayerReport": "ht2.surgery.report",
     "candidate_layers": "ht2.surgery.walk",
@@ -27,4 +28,5 @@ __all__ = [
     "compress",
     "first_conv_name",
     "paper_policy",
+    "resolve_method",
 ]

@@ -22,6 +22,7 @@ from ht2.errors import HT2Error
 from ht2.surgery.budget import Ranks, make_budget
 from ht2.surgery.compress import compress
 from ht2.surgery.finite import check_finite
+from ht2.surgery.policy import resolve_method
 from ht2.surgery.report import CompressionReport
 from ht2.surgery.sensitivity import (
     SensitivityOptions,
@@ -113,6 +114,7 @@ def allocate(
     per-layer energies of least summed damage within the budget. A `cache` dict kept by the
     caller reuses those measurements for further targets on the same model and data.
     """
+    method = resolve_method(method)
     check_allocation(allocation, target, loader is not None)
     if allocation == "uniform":
         return Allocation("uniform", target)
@@ -185,6 +187,7 @@ def compress_allocated(
     `compress_args` go to both (include, exclude, keep_if_larger, round_ranks, progress, ...);
     sensitivity measures factors refined by the same `refine_sweeps`.
     """
+    method = resolve_method(method)
     sweeps = compress_args.get("refine_sweeps", 0)
     options = replace(options or SensitivityOptions(), sweeps=sweeps)
     shared = {

@@ -15,7 +15,7 @@ from ht2.errors import HT2Error
 from ht2.layers import factorize
 from ht2.metrics import count_params, layer_macs, macs_under
 from ht2.surgery.finite import check_finite, decomposing
-from ht2.surgery.policy import METHODS, Decision, matches, paper_policy
+from ht2.surgery.policy import Decision, matches, paper_policy, resolve_method
 from ht2.surgery.rank_choice import RankChoice, check_layer_ranks
 from ht2.surgery.report import CompressionReport, LayerReport
 from ht2.surgery.targets import Target
@@ -46,7 +46,7 @@ def compress(
     """Replace, in place, the layers of `model` chosen by the paper's policy by their factors.
 
     First conv and 1x1 convs get SVD (Tucker-1), other k x k convs `method` (HT-2 by default;
-    "tucker2", "cp", or "svd" for spatial SVD), Linear layers SVD. Ranks come from
+    "tucker2", "cp", or "spatial-svd"), Linear layers SVD. Ranks come from
     `rank_rule` ("energy": the paper's rule at `energy`, or `layer_energies[name]`; "vbmf":
     EVBMF per unfolding), or from `layer_ranks[name]` where given; `target` instead bisects
     one global energy for a whole-model reduction; `round_ranks` rounds ranks up to a multiple.
@@ -62,8 +62,7 @@ def compress(
             check_energy(value)
     except ValueError as error:
         raise HT2Error(str(error)) from None
-    if method not in METHODS:
-        raise HT2Error(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    method = resolve_method(method)
     if rank_rule not in RANK_RULES:
         raise HT2Error(f"unknown rank rule {rank_rule!r}; choose one of {', '.join(RANK_RULES)}")
     if round_ranks < 1:

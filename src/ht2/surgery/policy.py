@@ -2,17 +2,51 @@
 
 from __future__ import annotations
 
+import sys
+import warnings
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from torch import nn
 
-from ht2.choices import METHODS
+from ht2.choices import METHOD_ALIASES, METHODS, RenamedWarning
+from ht2.errors import HT2Error
 from ht2.layers import LinearSpec, UnsupportedLayer, effective_layer
 
-# The handler each method names for k x k convs; "svd" there is spatial SVD (Tucker-1 stays
-# the treatment of the first conv and 1x1 convs, SVD that of Linear layers, whatever the method).
-KXK_HANDLERS = {"ht2": "ht2", "tucker2": "tucker2", "cp": "cp", "svd": "spatial_svd"}
+# The handler (the layer kind a plan names) each method means for k x k convs. Tucker-1, whose
+# kind is "svd", stays the treatment of the first conv and 1x1 convs, SVD that of Linear
+# layers, whatever the method.
+KXK_HANDLERS = {"ht2": "ht2", "tucker2": "tucker2", "cp": "cp", "spatial-svd": "spatial_svd"}
+
+
+def resolve_method(method: str) -> str:
+    """The current name of `method`: a former name (METHOD_ALIASES) warns once with a
+    RenamedWarning and gives the new one; an unknown name is an HT2Error.
+
+    The warning names the first line outside ht2 that led here (the user's call), so the
+    default warning filter shows it once however many library steps resolve the same name.
+    """
+    if method in METHOD_ALIASES:
+        new = METHOD_ALIASES[method]
+        warnings.warn(
+            f"method {method!r} for k x k convolutions is now called {new!r}; it works as "
+            f"{new!r}, but use the new name, as the old one will go",
+            RenamedWarning,
+            stacklevel=_outside_ht2(),
+        )
+        return new
+    if method not in METHODS:
+        raise HT2Error(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    return method
+
+
+def _outside_ht2() -> int:
+    """The stacklevel, for a warning issued by this function's caller, of the first frame
+    whose code is not in the ht2 package."""
+    level, frame = 2, sys._getframe(2)
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == "ht2":
+        level, frame = level + 1, frame.f_back
+    return level
 
 
 @dataclass(frozen=True)
@@ -31,12 +65,14 @@ def is_candidate(module: nn.Module) -> bool:
 def paper_policy(module: nn.Module, is_first_conv: bool, method: str = "ht2") -> Decision:
     """The paper's rule: first and 1x1 convs by SVD, other kxk convs by `method`, Linear by SVD.
 
-    `method` is one of METHODS; for k x k convs it names the handler in KXK_HANDLERS. A
-    subclass of Conv2d/Linear is judged by the plain layer its forward computes like
-    (ht2.layers.effective), and stays dense, with the reason, where there is none.
+    `method` is one of METHODS (or a former name, which warns); for k x k convs it names the
+    handler in KXK_HANDLERS. A subclass of Conv2d/Linear is judged by the plain layer its
+    forward computes like (ht2.layers.effective), and stays dense, with the reason, where
+    there is none.
     """
-    if method not in KXK_HANDLERS:
+    if method not in KXK_HANDLERS and method not in METHOD_ALIASES:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    method = resolve_method(method)
     name = type(module).__name__
     if isinstance(module, nn.modules.conv._ConvTransposeNd):
         return Decision(None, f"{name} is not supported; left dense")

@@ -12,7 +12,7 @@ class LayerReport:
 
     name: str
     type: str
-    method: str  # "ht2" | "tucker2" | "cp" | "spatial_svd" | "svd" | "dense"
+    method: str  # the layer's kind: "ht2" | "tucker2" | "cp" | "spatial_svd" | "svd" | "dense"
     ranks: dict[str, int] = field(default_factory=dict)
     params_before: int = 0
     params_after: int = 0
@@ -32,7 +32,7 @@ class CompressionReport:
     """The whole model: totals before and after, and every layer's line."""
 
     model: str
-    method: str
+    method: str  # the run's k x k method (ht2.choices.METHODS; older reports: "svd")
     energy: float | None
     keep_if_larger: bool
     params_before: int
