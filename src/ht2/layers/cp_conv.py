@@ -7,6 +7,7 @@ from torch import nn
 
 from ht2.decomp import cp_decompose
 from ht2.layers.base import FactorizedLayer
+from ht2.layers.factor_convs import factor_conv
 from ht2.layers.spec import ConvSpec
 
 
@@ -23,31 +24,10 @@ class CPConv2d(FactorizedLayer):
         if spec.groups != 1:
             raise ValueError(f"CP needs groups=1, got groups={spec.groups}")
         super().__init__(spec, {"r": rank}, energy)
-        (d1, d2), (s1, s2), (l1, l2) = spec.kernel_size, spec.stride, spec.dilation
-        self.reduce = nn.Conv2d(spec.in_channels, rank, 1, bias=False)
-        self.vertical = nn.Conv2d(
-            rank,
-            rank,
-            (d1, 1),
-            stride=(s1, 1),
-            padding=spec.padding_along(0),
-            dilation=(l1, 1),
-            groups=rank,
-            bias=False,
-            padding_mode=spec.padding_mode,
-        )
-        self.horizontal = nn.Conv2d(
-            rank,
-            rank,
-            (1, d2),
-            stride=(1, s2),
-            padding=spec.padding_along(1),
-            dilation=(1, l2),
-            groups=rank,
-            bias=False,
-            padding_mode=spec.padding_mode,
-        )
-        self.expand = nn.Conv2d(rank, spec.out_channels, 1, bias=spec.bias)
+        self.reduce = factor_conv(spec, spec.in_channels, rank, "none")
+        self.vertical = factor_conv(spec, rank, rank, "height", groups=rank)
+        self.horizontal = factor_conv(spec, rank, rank, "width", groups=rank)
+        self.expand = factor_conv(spec, rank, spec.out_channels, "none", bias=spec.bias)
 
     @classmethod
     def from_dense(

@@ -14,6 +14,7 @@ from torch import nn
 from ht2.decomp import HT2Ranks, ht2_decompose
 from ht2.errors import HT2Error
 from ht2.layers.base import FactorizedLayer
+from ht2.layers.factor_convs import factor_conv
 from ht2.layers.spec import ConvSpec
 
 # Children in the order they run, per form ("dense" is FactorizedLayer.in_form's).
@@ -25,55 +26,26 @@ HT2_FORMS = {
 }
 
 
-def _vertical(spec: ConvSpec, cin: int, cout: int) -> nn.Conv2d:
-    """The D1x1 conv: the height half of the original geometry."""
-    (d1, _), (s1, _), (l1, _) = spec.kernel_size, spec.stride, spec.dilation
-    padding = spec.padding_along(0)
-    return nn.Conv2d(
-        cin, cout, (d1, 1), (s1, 1), padding, (l1, 1), bias=False, padding_mode=spec.padding_mode
-    )
-
-
-def _horizontal(spec: ConvSpec, cin: int, cout: int) -> nn.Conv2d:
-    """The 1xD2 conv: the width half of the original geometry."""
-    (_, d2), (_, s2), (_, l2) = spec.kernel_size, spec.stride, spec.dilation
-    padding = spec.padding_along(1)
-    return nn.Conv2d(
-        cin, cout, (1, d2), (1, s2), padding, (1, l2), bias=False, padding_mode=spec.padding_mode
-    )
-
-
-def _spatial(spec: ConvSpec, cin: int, cout: int) -> nn.Conv2d:
-    """A D1xD2 conv with the whole original geometry."""
-    return nn.Conv2d(
-        cin,
-        cout,
-        spec.kernel_size,
-        spec.stride,
-        spec.padding,
-        spec.dilation,
-        bias=False,
-        padding_mode=spec.padding_mode,
-    )
-
-
 def _children(spec: ConvSpec, r: HT2Ranks, form: str) -> dict[str, nn.Conv2d]:
     """The convolutions of `form` before `expand`, by name, in the order they run."""
     c = spec.in_channels
     if form == "four":
         return {
-            "reduce": nn.Conv2d(c, r.r1, 1, bias=False),
-            "vertical": _vertical(spec, r.r1, r.r13),
-            "horizontal": _horizontal(spec, r.r13, r.r3),
+            "reduce": factor_conv(spec, c, r.r1, "none"),
+            "vertical": factor_conv(spec, r.r1, r.r13, "height"),
+            "horizontal": factor_conv(spec, r.r13, r.r3, "width"),
         }
     if form == "merged_core":
-        return {"reduce": nn.Conv2d(c, r.r1, 1, bias=False), "core": _spatial(spec, r.r1, r.r3)}
+        return {
+            "reduce": factor_conv(spec, c, r.r1, "none"),
+            "core": factor_conv(spec, r.r1, r.r3, "both"),
+        }
     if form == "merged_in":
         return {
-            "reduce_vertical": _vertical(spec, c, r.r13),
-            "horizontal": _horizontal(spec, r.r13, r.r3),
+            "reduce_vertical": factor_conv(spec, c, r.r13, "height"),
+            "horizontal": factor_conv(spec, r.r13, r.r3, "width"),
         }
-    return {"reduce_core": _spatial(spec, c, r.r3)}
+    return {"reduce_core": factor_conv(spec, c, r.r3, "both")}
 
 
 class HT2Conv2d(FactorizedLayer):
@@ -104,7 +76,7 @@ class HT2Conv2d(FactorizedLayer):
         self.form = form
         for name, conv in _children(spec, ranks, form).items():
             self.add_module(name, conv)
-        self.expand = nn.Conv2d(ranks.r3, spec.out_channels, 1, bias=spec.bias)
+        self.expand = factor_conv(spec, ranks.r3, spec.out_channels, "none", bias=spec.bias)
 
     @classmethod
     def from_dense(

@@ -7,6 +7,7 @@ from torch import nn
 
 from ht2.decomp import spatial_svd
 from ht2.layers.base import FactorizedLayer
+from ht2.layers.factor_convs import factor_conv
 from ht2.layers.spec import ConvSpec
 
 
@@ -24,27 +25,8 @@ class SpatialSVDConv2d(FactorizedLayer):
         if spec.groups != 1:
             raise ValueError(f"spatial SVD needs groups=1, got groups={spec.groups}")
         super().__init__(spec, {"r": rank}, energy)
-        (d1, d2), (s1, s2), (l1, l2) = spec.kernel_size, spec.stride, spec.dilation
-        self.vertical = nn.Conv2d(
-            spec.in_channels,
-            rank,
-            (d1, 1),
-            stride=(s1, 1),
-            padding=spec.padding_along(0),
-            dilation=(l1, 1),
-            bias=False,
-            padding_mode=spec.padding_mode,
-        )
-        self.expand = nn.Conv2d(
-            rank,
-            spec.out_channels,
-            (1, d2),
-            stride=(1, s2),
-            padding=spec.padding_along(1),
-            dilation=(1, l2),
-            bias=spec.bias,
-            padding_mode=spec.padding_mode,
-        )
+        self.vertical = factor_conv(spec, spec.in_channels, rank, "height")
+        self.expand = factor_conv(spec, rank, spec.out_channels, "width", bias=spec.bias)
 
     @classmethod
     def from_dense(

@@ -7,6 +7,7 @@ from torch import nn
 
 from ht2.decomp import tucker1
 from ht2.layers.base import FactorizedLayer
+from ht2.layers.factor_convs import factor_conv
 from ht2.layers.spec import ConvSpec
 
 
@@ -19,17 +20,8 @@ class SVDConv2d(FactorizedLayer):
         if spec.groups != 1:
             raise ValueError(f"SVD conv needs groups=1, got groups={spec.groups}")
         super().__init__(spec, {"r": rank}, energy)
-        self.reduce = nn.Conv2d(
-            spec.in_channels,
-            rank,
-            spec.kernel_size,
-            stride=spec.stride,
-            padding=spec.padding,
-            dilation=spec.dilation,
-            bias=False,
-            padding_mode=spec.padding_mode,
-        )
-        self.expand = nn.Conv2d(rank, spec.out_channels, 1, bias=spec.bias)
+        self.reduce = factor_conv(spec, spec.in_channels, rank, "both")
+        self.expand = factor_conv(spec, rank, spec.out_channels, "none", bias=spec.bias)
 
     @classmethod
     def from_dense(

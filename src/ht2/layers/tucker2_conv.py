@@ -7,6 +7,7 @@ from torch import nn
 
 from ht2.decomp import Tucker2Ranks, tucker2_decompose
 from ht2.layers.base import FactorizedLayer
+from ht2.layers.factor_convs import factor_conv
 from ht2.layers.spec import ConvSpec
 
 
@@ -24,18 +25,9 @@ class Tucker2Conv2d(FactorizedLayer):
         if spec.groups != 1:
             raise ValueError(f"Tucker-2 needs groups=1, got groups={spec.groups}")
         super().__init__(spec, ranks.as_dict(), energy)
-        self.reduce = nn.Conv2d(spec.in_channels, ranks.r_in, 1, bias=False)
-        self.core = nn.Conv2d(
-            ranks.r_in,
-            ranks.r_out,
-            spec.kernel_size,
-            stride=spec.stride,
-            padding=spec.padding,
-            dilation=spec.dilation,
-            bias=False,
-            padding_mode=spec.padding_mode,
-        )
-        self.expand = nn.Conv2d(ranks.r_out, spec.out_channels, 1, bias=spec.bias)
+        self.reduce = factor_conv(spec, spec.in_channels, ranks.r_in, "none")
+        self.core = factor_conv(spec, ranks.r_in, ranks.r_out, "both")
+        self.expand = factor_conv(spec, ranks.r_out, spec.out_channels, "none", bias=spec.bias)
 
     @classmethod
     def from_dense(
