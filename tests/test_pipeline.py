@@ -142,6 +142,7 @@ def test_library_refuses_the_best_recipe_without_a_target_or_data() -> None:
         compress_with_recipe(Small(), "fast", example_input=X)
 
 
+@pytest.mark.slow
 def test_cli_best_recipe_writes_its_steps_and_report_shows_them(tmp_path: Path, cli) -> None:
     data = write_image_tree(tmp_path / "data", per_class=4)
     out = tmp_path / "o"
