@@ -133,7 +133,7 @@ def test_limit_is_class_balanced_and_deterministic(tmp_path: Path) -> None:
 
 
 def test_limit_must_be_positive(tree: Path) -> None:
-    with pytest.raises(HT2Error, match="--limit must be a positive"):
+    with pytest.raises(HT2Error, match="^limit must be a positive"):
         eval_dataset(str(tree), CIFAR, limit=0)
     assert balanced_indices([0, 1, 0, 1], None) == [0, 1, 2, 3]
 
@@ -221,9 +221,9 @@ def test_undecodable_image_is_skipped_counted_and_warned_once(
 
 def test_batch_size_and_workers_must_make_sense(tree: Path) -> None:
     dataset = eval_dataset(str(tree), CIFAR)
-    with pytest.raises(HT2Error, match="--batch-size must be a positive number of images, not 0"):
+    with pytest.raises(HT2Error, match="^batch_size must be a positive number of images, not 0"):
         make_loader(dataset, batch_size=0)
-    with pytest.raises(HT2Error, match="--workers must be 0"):
+    with pytest.raises(HT2Error, match="^workers must be 0"):
         make_loader(dataset, batch_size=4, workers=-1)
 
 
@@ -255,7 +255,7 @@ def test_cifar10_offline_says_to_use_a_folder(tmp_path: Path, monkeypatch) -> No
             eval_dataset(data, CIFAR)
         message = str(caught.value)
         assert "\n" not in message and "could not be downloaded" in message
-        assert "pass --data DIR" in message and "name resolution" in message
+        assert "pass data DIR" in message and "name resolution" in message
     with pytest.raises(HT2Error, match="train and test, not 'val'"):
         eval_dataset("cifar10", CIFAR, split="val")
 

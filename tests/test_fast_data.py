@@ -124,7 +124,7 @@ def test_in_memory_is_chosen_by_size_and_refused_for_imagenet_models(
     assert choose_in_memory(None, str(tree), CIFAR)
     assert not choose_in_memory(False, str(tree), CIFAR)
     assert not choose_in_memory(None, str(tree), IMAGENET)
-    with pytest.raises(HT2Error, match="drop --in-memory"):
+    with pytest.raises(HT2Error, match="drop in_memory=True"):
         choose_in_memory(True, str(tree), IMAGENET)
     monkeypatch.setattr(decoded_module, "IN_MEMORY_LIMIT_BYTES", 15 * 3 * 32 * 32 - 1)
     assert not choose_in_memory(None, str(tree), CIFAR)

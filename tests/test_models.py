@@ -158,7 +158,7 @@ def test_bundled_pretrained_missing_and_present(tmp_path: Path, monkeypatch) -> 
     monkeypatch.setattr(bundled, "PRETRAINED_DIR", tmp_path)
     with pytest.raises(HT2Error) as info:
         models.create("cifar10_resnet56", weights="pretrained")
-    expected = "no pretrained weights are bundled for 'cifar10_resnet56'; pass --weights FILE"
+    expected = "no pretrained weights are bundled for 'cifar10_resnet56'; pass weights=FILE"
     assert str(info.value) == expected
     with pytest.raises(HT2Error, match="no pretrained weights are bundled for 'imagenet_alexnet'"):
         models.create("imagenet_alexnet", weights="pretrained")
@@ -284,8 +284,9 @@ def test_pretrained_offline_message(tmp_path: Path, monkeypatch) -> None:
         models.create("resnet18", weights="pretrained")
     assert str(info.value) == (
         "could not download torchvision's pretrained weights for 'resnet18' (offline?): "
-        "pass --weights FILE or --random-init"
+        "pass weights=FILE or weights=None"
     )
+    assert info.value.params == ("weights=FILE", "weights=None")
 
 
 def _put_in_hub_cache(

@@ -99,7 +99,7 @@ def test_without_force_a_non_empty_folder_is_refused_and_an_empty_one_filled(
     tmp_path: Path, rename_by: str
 ) -> None:
     out = _save(tmp_path / "m")
-    with pytest.raises(HT2Error, match="exists and is not empty; use --force"):
+    with pytest.raises(HT2Error, match="exists and is not empty; use overwrite=True"):
         _save(out)
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -191,7 +191,7 @@ def test_of_two_writers_of_a_new_folder_exactly_one_wins(tmp_path: Path, rename_
     out = tmp_path / "out"
     winners, losers, written = _race(out, overwrite=False)
     assert len(winners) == 1 and written == winners[0]
-    assert len(losers) == 1 and "exists" in losers[0] and "use --force" in losers[0]
+    assert len(losers) == 1 and "exists" in losers[0] and "use overwrite=True" in losers[0]
     assert _leftovers(tmp_path) == []
 
 
@@ -211,7 +211,7 @@ def test_of_two_forced_writers_exactly_one_replaces_the_old_folder(
 
 def test_a_folder_made_while_staging_is_not_replaced(tmp_path: Path, rename_by: str) -> None:
     out = tmp_path / "out"
-    with pytest.raises(HT2Error, match="exists .*use --force"):
+    with pytest.raises(HT2Error, match="exists .*use overwrite=True"):
         with atomic_directory(out) as staging:
             (staging / "ht2.json").write_text("mine")
             out.mkdir()  # another program made it meanwhile, empty

@@ -149,7 +149,7 @@ def test_sensitivity_measures_factors_refined_as_compress_will(monkeypatch) -> N
     images = torch.randn(8, 3, 8, 8)
     measure(model, budget, images, SensitivityOptions(candidates=(0.5,), sweeps=4))
     assert seen and set(seen) == {4}
-    with pytest.raises(HT2Error, match="--refine-sweeps must be 0 or more"):
+    with pytest.raises(HT2Error, match="^refine_sweeps must be 0 or more"):
         SensitivityOptions(sweeps=-2).check()
 
 

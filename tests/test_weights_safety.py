@@ -224,7 +224,7 @@ def test_timm_hf_safetensors_matching_their_blob_load(hf_cache: Path, tmp_path: 
 def test_timm_offline_without_cached_weights_says_what_to_do(hf_cache: Path) -> None:
     assert _refused(f"timm/{TIMM_HF_MODEL}") == (
         f"could not download timm's pretrained weights for 'timm/{TIMM_HF_MODEL}' (offline?): "
-        "pass --weights FILE or --random-init"
+        "pass weights=FILE or weights=None"
     )
 
 

@@ -12,7 +12,9 @@ def resolve_device(name: str | None = "auto") -> torch.device:
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise HT2Error("--device cuda: no CUDA GPU is available to torch here; use --device cpu")
+        raise HT2Error(
+            "device cuda: no CUDA GPU is available to torch here; use device cpu", params="device"
+        )
     if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
         raise HT2Error(f"unknown device {name!r}; use cpu, cuda or auto")
     return torch.device(name)

@@ -22,6 +22,7 @@ from ht2.cli import (
     sweep,
     train_cmd,
 )
+from ht2.cli.flag_names import with_flags
 from ht2.cli.signals import install_interrupt_handlers, interrupted_exit_code
 from ht2.errors import HT2Error
 
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             code = args.run(args)
         except HT2Error as error:
-            print(f"ht2: error: {error}", file=sys.stderr)
+            print(f"ht2: error: {with_flags(error)}", file=sys.stderr)
             return 2
         except KeyboardInterrupt as stop:
             print("ht2: interrupted; nothing was written", file=sys.stderr)

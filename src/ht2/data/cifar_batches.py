@@ -36,7 +36,8 @@ def _download(root: Path) -> None:
         reason = " ".join(str(error).split()) or type(error).__name__
         raise HT2Error(
             f"CIFAR-10 is not in {root} and could not be downloaded ({reason}); offline, "
-            "pass --data DIR with an ImageFolder copy (DIR/train, DIR/test)"
+            "pass data DIR with an ImageFolder copy (DIR/train, DIR/test)",
+            params="data",
         ) from None
 
 

@@ -15,13 +15,18 @@ from ht2.errors import HT2Error
 def check_batch_size(batch_size: int) -> None:
     """HT2Error unless `batch_size` is a positive number of images."""
     if batch_size <= 0:
-        raise HT2Error(f"--batch-size must be a positive number of images, not {batch_size}")
+        raise HT2Error(
+            f"batch_size must be a positive number of images, not {batch_size}",
+            params="batch_size",
+        )
 
 
 def check_workers(workers: int) -> None:
     """HT2Error for a negative number of loader processes."""
     if workers < 0:
-        raise HT2Error(f"--workers must be 0 (load in this process) or more, not {workers}")
+        raise HT2Error(
+            f"workers must be 0 (load in this process) or more, not {workers}", params="workers"
+        )
 
 
 def collate_decoded(batch: list[Any]) -> Any:

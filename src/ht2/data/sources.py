@@ -47,12 +47,15 @@ def resolve(data: str) -> DataSource:
         return _from_folder(path)
     if path.is_file():
         if not is_archive(path):
-            raise HT2Error(f"--data {data} is a file; give a folder or a .tar.gz of one")
+            raise HT2Error(
+                f"data {data} is a file; give a folder or a .tar.gz of one", params="data"
+            )
         return _from_folder(_descend(extract_once(path)))
     if data == CIFAR10_KEYWORD or data.startswith(CIFAR10_KEYWORD + ":"):
         root = data.partition(":")[2]
         return DataSource(BATCHES, Path(root).expanduser() if root else cache_root() / "cifar10")
     raise HT2Error(
-        f"--data {data} does not exist; give a folder (DIR/train with DIR/test or DIR/val), "
-        "a .tar.gz of one, or cifar10[:ROOT] for torchvision's CIFAR-10 download"
+        f"data {data} does not exist; give a folder (DIR/train with DIR/test or DIR/val), "
+        "a .tar.gz of one, or cifar10[:ROOT] for torchvision's CIFAR-10 download",
+        params="data",
     )

@@ -22,7 +22,7 @@ def balanced_indices(targets: Sequence[int], limit: int | None) -> list[int]:
     if limit is None:
         return list(range(len(targets)))
     if limit <= 0:
-        raise HT2Error(f"--limit must be a positive number of images, not {limit}")
+        raise HT2Error(f"limit must be a positive number of images, not {limit}", params="limit")
     by_class: dict[int, list[int]] = {}
     for index, label in enumerate(targets):
         by_class.setdefault(int(label), []).append(index)

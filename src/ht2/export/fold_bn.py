@@ -98,6 +98,7 @@ def fold_batchnorms(model: nn.Module, input_size: tuple[int, ...]) -> tuple[nn.M
         raise HT2Error(
             f"folding BatchNorms changed the outputs by up to {report.max_abs_diff:.3g} "
             f"(largest output {report.max_abs_output:.3g}); this model cannot be folded safely, "
-            "export it without --fold-bn"
+            "export it without fold_bn",
+            params="fold_bn",
         )
     return folded, report

@@ -71,7 +71,8 @@ def _refuse_special_folder(directory: Path, target: Path) -> None:
     """HT2Error when `target` (resolved) is the root, the home folder or holds the cwd."""
     if target == Path(target.anchor):
         raise HT2Error(
-            f"refusing to replace {directory}: it is the root folder; choose another --out"
+            f"refusing to replace {directory}: it is the root folder; choose another directory",
+            params="directory",
         )
     try:
         home = Path.home().resolve()
@@ -79,7 +80,8 @@ def _refuse_special_folder(directory: Path, target: Path) -> None:
         home = None
     if target == home:
         raise HT2Error(
-            f"refusing to replace {directory}: it is the home folder; choose another --out"
+            f"refusing to replace {directory}: it is the home folder; choose another directory",
+            params="directory",
         )
     try:
         cwd = Path.cwd().resolve()
@@ -87,12 +89,14 @@ def _refuse_special_folder(directory: Path, target: Path) -> None:
         return
     if target == cwd:
         raise HT2Error(
-            f"refusing to replace {directory}: it is the current folder; choose another --out"
+            f"refusing to replace {directory}: it is the current folder; choose another directory",
+            params="directory",
         )
     if target in cwd.parents:
         raise HT2Error(
             f"refusing to replace {directory}: it holds the current folder {cwd}; "
-            "choose another --out"
+            "choose another directory",
+            params="directory",
         )
 
 
@@ -122,13 +126,15 @@ def check_output_dir(directory: Path, overwrite: bool) -> None:
         return
     if not overwrite:
         raise HT2Error(
-            f"output folder {directory} exists and is not empty; use --force to replace it"
+            f"output folder {directory} exists and is not empty; use overwrite=True to replace it",
+            params="overwrite=True",
         )
     if not written_by_ht2(directory):
         raise HT2Error(
             f"output folder {directory} was not written by ht2 (no {MANIFEST_FILE}, "
-            f"{RUN_LOG_FILE} or {CHECKPOINT_FOLDER}/); --force replaces only ht2's folders: "
-            "empty it yourself or choose another --out"
+            f"{RUN_LOG_FILE} or {CHECKPOINT_FOLDER}/); overwrite=True replaces only ht2's "
+            "folders: empty it yourself or choose another directory",
+            params=("overwrite=True", "directory"),
         )
 
 
@@ -366,5 +372,6 @@ def atomic_directory(directory: Path, overwrite: bool = False) -> Iterator[Path]
                 ) from None
             raise HT2Error(
                 f"output folder {directory} exists (another process wrote it while this one "
-                "ran); use --force to replace it"
+                "ran); use overwrite=True to replace it",
+                params="overwrite=True",
             ) from None

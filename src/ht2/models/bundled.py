@@ -27,7 +27,10 @@ def bundled_loader(
     def load(kwargs: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
         path = bundled_path(name)
         if not path.is_file():
-            raise HT2Error(f"no pretrained weights are bundled for '{name}'; pass --weights FILE")
+            raise HT2Error(
+                f"no pretrained weights are bundled for '{name}'; pass weights=FILE",
+                params="weights=FILE",
+            )
         model = build(**kwargs)
         model.ht2_arch = {"name": name, "kwargs": dict(kwargs)}
         load_weights(model, path)

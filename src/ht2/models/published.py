@@ -38,7 +38,10 @@ _CHUNK = 1 << 20
 
 def download_failed(what: str) -> HT2Error:
     """The one message for published weights that could not be fetched."""
-    return HT2Error(f"could not download {what} (offline?): pass --weights FILE or --random-init")
+    return HT2Error(
+        f"could not download {what} (offline?): pass weights=FILE or weights=None",
+        params=("weights=FILE", "weights=None"),
+    )
 
 
 def published_prefix(filename: str) -> str | None:
@@ -92,7 +95,8 @@ def _download(url: str, path: Path, what: str) -> None:
         if not _matches_prefix(Path(staging)):
             raise HT2Error(
                 f"the download of {url} does not match the sha256 prefix in its name; "
-                "try again later, or pass --weights FILE"
+                "try again later, or pass weights=FILE",
+                params="weights=FILE",
             )
         os.replace(staging, path)
     except (URLError, OSError):

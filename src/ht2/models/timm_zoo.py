@@ -87,7 +87,8 @@ def published_state_dict(arch: str) -> dict[str, torch.Tensor]:
     if cfg is None or not (cfg.hf_hub_id or cfg.url):
         raise HT2Error(
             f"timm publishes no pretrained weights for '{PREFIX}{arch}'; "
-            "pass --weights FILE or --random-init"
+            "pass weights=FILE or weights=None",
+            params=("weights=FILE", "weights=None"),
         )
     has_hf_hub = importlib.util.find_spec("huggingface_hub") is not None
     if cfg.hf_hub_id and cfg.custom_load != "hf" and has_hf_hub:
@@ -98,6 +99,7 @@ def published_state_dict(arch: str) -> dict[str, torch.Tensor]:
     if cfg.hf_hub_id and not has_hf_hub:
         raise HT2Error(f"{what} are on the Hugging Face hub: pip install huggingface_hub")
     raise HT2Error(
-        f"{what} need timm's own reader, which ht2 cannot check; pass --weights FILE "
-        "(a state dict or .safetensors) or --random-init"
+        f"{what} need timm's own reader, which ht2 cannot check; pass weights=FILE "
+        "(a state dict or .safetensors) or weights=None",
+        params=("weights=FILE", "weights=None"),
     )

@@ -85,7 +85,10 @@ def epochs_within(
     from ht2.data import eval_dataset, make_loader, train_dataset  # torchvision, lazily
 
     if not (minutes > 0 and math.isfinite(minutes)):
-        raise HT2Error(f"--budget-minutes must be a positive number of minutes, not {minutes}")
+        raise HT2Error(
+            f"budget_minutes must be a positive number of minutes, not {minutes}",
+            params="budget_minutes",
+        )
     device = resolve_device(config.device)
     train_set = train_dataset(data, entry, augment=True, limit=config.train_limit)
     drop_last = len(train_set) >= 2 * config.batch_size  # as the training run decides
@@ -116,10 +119,11 @@ def epochs_within(
     if budget.epochs < 1:
         needed = math.ceil((epoch_seconds + eval_seconds) / 6) / 10  # minutes, rounded up
         raise HT2Error(
-            f"--budget-minutes {minutes:g} is too short for one epoch: "
+            f"budget_minutes {minutes:g} is too short for one epoch: "
             f"{budget.describe(config.batch_size)}, so one epoch and the evaluation before it "
-            f"need about {needed:g} minutes; give --budget-minutes {needed:g} or more, "
-            "or --epochs"
+            f"need about {needed:g} minutes; give budget_minutes {needed:g} or more, "
+            "or epochs",
+            params=("budget_minutes", "epochs"),
         )
     return budget
 

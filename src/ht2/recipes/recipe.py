@@ -21,6 +21,10 @@ from ht2.errors import HT2Error
 
 DATA_AWARE_MODES = ("whiten", "refit", "both")
 BN_CHOICES = ("auto", "always", "never")
+IMAGE_COUNTS = ("sensitivity_images", "data_aware_images", "calibrate_images")
+# the parameters (or settings) that the messages of _calibrate_clash and _needs_data name
+CLASH_PARAMS = ("recipe", "data_aware", "bn_calibrate", "calibrate=True")
+NEEDS_DATA_PARAMS = ("recipe", "allocate", "data_aware", "calibrate=True", "data=PATH")
 
 
 @dataclass(frozen=True)
@@ -82,43 +86,59 @@ class Recipe:
         """One-line HT2Errors for a recipe that cannot run with what was given."""
         self._check_values()
         if self.data_aware and self.calibrate:
-            raise HT2Error(self._calibrate_clash())
+            raise HT2Error(self._calibrate_clash(), params=CLASH_PARAMS)
         if self.data_aware is None:
             odd = [f for f in ("rank_from", "refit", "refit_dense") if f in self.overrides]
             if odd:
                 raise HT2Error(
-                    "--rank-from, --refit and --no-refit-dense only apply with --data-aware"
+                    "rank_from, refit and refit_dense only apply with data_aware",
+                    params=("rank_from", "refit", "refit_dense", "data_aware"),
                 )
         if self.allocate != "uniform" and not has_target:
             raise HT2Error(
-                f"{self.origin('allocate')} spends a size budget: give --target-params or "
-                "--target-macs"
+                f"{self.setting('allocate')} spends a size budget: give target_params or "
+                "target_macs",
+                params=("recipe", "allocate", "target_params", "target_macs"),
             )
         if not has_data:
             needing = next(iter(self.data_steps), None)
             if needing is not None:
-                raise HT2Error(self._needs_data(needing))
+                raise HT2Error(self._needs_data(needing), params=NEEDS_DATA_PARAMS)
 
     def _check_values(self) -> None:
-        for value, choices, flag in (
-            (self.allocate, ALLOCATIONS, "--allocate"),
-            (self.bn_calibrate, BN_CHOICES, "--bn-calibrate"),
+        for value, choices, name in (
+            (self.allocate, ALLOCATIONS, "allocate"),
+            (self.bn_calibrate, BN_CHOICES, "bn_calibrate"),
         ):
             if value not in choices:
-                raise HT2Error(f"{flag} must be one of {', '.join(choices)}, not {value!r}")
+                raise HT2Error(
+                    f"{name} must be one of {', '.join(choices)}, not {value!r}", params=name
+                )
         if self.data_aware is not None and self.data_aware not in DATA_AWARE_MODES:
             raise HT2Error(
-                f"--data-aware must be one of {', '.join(DATA_AWARE_MODES)}, "
-                f"not {self.data_aware!r}"
+                f"data_aware must be one of {', '.join(DATA_AWARE_MODES)}, not {self.data_aware!r}",
+                params="data_aware",
             )
         if self.refine_sweeps < 0:
-            raise HT2Error(f"--refine-sweeps must be 0 or more, got {self.refine_sweeps}")
-        counts = (self.sensitivity_images, self.data_aware_images, self.calibrate_images)
-        if min(counts) < 1:
-            raise HT2Error(f"--calib-images must be at least 1, not {min(counts)}")
+            raise HT2Error(
+                f"refine_sweeps must be 0 or more, got {self.refine_sweeps}",
+                params="refine_sweeps",
+            )
+        counts = {name: getattr(self, name) for name in IMAGE_COUNTS}
+        fewest = min(counts, key=lambda name: counts[name])
+        if counts[fewest] < 1:
+            raise HT2Error(f"{fewest} must be at least 1, not {counts[fewest]}", params=fewest)
+
+    def setting(self, name: str) -> str:
+        """How setting `name` came about: 'allocate spectrum' when given, else
+        'recipe best (allocate sensitivity)' when the recipe chose it."""
+        value = getattr(self, name)
+        if name in self.overrides:
+            return f"{name} {value}"
+        return f"recipe {self.name} ({name} {value})"
 
     def origin(self, name: str) -> str:
-        """How the user asked for setting `name`: its flag, or the recipe that chose it."""
+        """setting(name) as the command line spells it (ht2.recipes.pipeline's messages)."""
         flag = "--" + name.replace("_", "-")
         value = getattr(self, name)
         if name in self.overrides:
@@ -129,31 +149,31 @@ class Recipe:
         if step == "sensitivity allocation":
             if "allocate" in self.overrides:
                 return (
-                    "--allocate sensitivity measures each layer on calibration images: give "
-                    "--data PATH (a folder with train/)"
+                    "allocate sensitivity measures each layer on calibration images: give "
+                    "data=PATH (a folder with train/)"
                 )
             why = "measures each layer on training images"
         elif step.startswith("data-aware"):
             if "data_aware" in self.overrides:
-                return "--data-aware needs --data PATH (a folder with train/)"
+                return "data_aware needs data=PATH (a folder with train/)"
             why = "fits the factors to training images"
         else:
-            return "--calibrate needs --data PATH (a folder with train/)"
+            return "calibrate=True needs data=PATH (a folder with train/)"
         return (
-            f"--recipe {self.name} {why}: give --data PATH (a folder with train/), or use "
-            "--recipe paper (no data)"
+            f"recipe {self.name} {why}: give data=PATH (a folder with train/), or use "
+            "recipe paper (no data)"
         )
 
     def _calibrate_clash(self) -> str:
         if "data_aware" in self.overrides:
             return (
-                "--data-aware decides on BatchNorm calibration itself; use --bn-calibrate "
-                "instead of --calibrate"
+                "data_aware decides on BatchNorm calibration itself; use bn_calibrate "
+                "instead of calibrate=True"
             )
         return (
-            f"--recipe {self.name} fits the factors to data (--data-aware {self.data_aware}) and "
-            "decides on BatchNorm itself; use --bn-calibrate always instead of --calibrate, or "
-            "--data-aware off to calibrate the plain factors"
+            f"recipe {self.name} fits the factors to data (data_aware {self.data_aware}) and "
+            "decides on BatchNorm itself; use bn_calibrate always instead of calibrate=True, "
+            "or data_aware off to calibrate the plain factors"
         )
 
     def to_dict(self) -> dict[str, Any]:

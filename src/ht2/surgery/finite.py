@@ -56,6 +56,7 @@ def decomposing(name: str) -> Iterator[None]:
     except torch.linalg.LinAlgError as error:
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise HT2Error(
-            f"decomposing layer {name!r} failed ({first}); exclude it with --exclude "
-            f"{name!r} or check its weights"
+            f"decomposing layer {name!r} failed ({first}); exclude it with exclude "
+            f"{name!r} or check its weights",
+            params="exclude",
         ) from None

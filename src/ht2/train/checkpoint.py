@@ -77,7 +77,9 @@ def read_checkpoint_meta(directory: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))["meta"]
     except (json.JSONDecodeError, KeyError) as error:
-        raise HT2Error(f"{path} is damaged ({error}); start again without --resume") from None
+        raise HT2Error(
+            f"{path} is damaged ({error}); start again without resume", params="resume"
+        ) from None
 
 
 def load_checkpoint(

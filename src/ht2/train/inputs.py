@@ -57,9 +57,10 @@ def choose_in_memory(
     if not augments_in_batches(entry):
         if wanted:
             raise HT2Error(
-                f"--in-memory augments native-size images in batches (CIFAR-style models); "
-                f"{entry.name} trains on random resized crops of the image files: "
-                "drop --in-memory"
+                f"in_memory=True augments native-size images in batches (CIFAR-style "
+                f"models); {entry.name} trains on random resized crops of the image files: "
+                "drop in_memory=True",
+                params="in_memory=True",
             )
         return False
     return bool(wanted) or decoded_bytes(data, entry, "train", limit) <= IN_MEMORY_LIMIT_BYTES

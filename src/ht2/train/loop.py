@@ -98,8 +98,9 @@ def train_one_epoch(
         logits, loss = _loss(model, images, labels, settings)
         if not math.isfinite(loss.item()):
             raise HT2Error(
-                f"the loss became {loss.item()} at step {int(steps) + 1}; lower --lr "
-                "(the last good checkpoint is kept)"
+                f"the loss became {loss.item()} at step {int(steps) + 1}; lower lr "
+                "(the last good checkpoint is kept)",
+                params="lr",
             )
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()

@@ -65,8 +65,9 @@ def prepare_output(out: Path, resume: bool, force: bool) -> None:
         return
     if out.is_dir() and any(out.iterdir()) and not force:
         raise HT2Error(
-            f"output folder {out} exists and is not empty; use --resume to "
-            "continue its run or --force to start again"
+            f"output folder {out} exists and is not empty; use resume to "
+            "continue its run or force to start again",
+            params=("resume", "force"),
         )
     check_output_dir(out, overwrite=force)
 
@@ -85,13 +86,15 @@ def check_resumable(meta: dict[str, Any], name: str, config: TrainConfig, out: P
     saved = meta.get("config", {})
     if saved.get("schedule") != config.schedule:
         raise HT2Error(
-            f"the checkpoint in {out} was trained with --schedule {saved.get('schedule')}; "
-            "resume with the same schedule"
+            f"the checkpoint in {out} was trained with schedule {saved.get('schedule')}; "
+            "resume with the same one",
+            params="schedule",
         )
     if config.schedule == "onecycle" and saved.get("epochs") != config.epochs:
         raise HT2Error(
             "a one-cycle schedule is planned for the whole run: resume with the same "
-            f"--epochs {saved.get('epochs')}"
+            f"epochs {saved.get('epochs')}",
+            params="epochs",
         )
 
 
@@ -101,7 +104,8 @@ def check_same_cycle(planned: int | None, saved: int | None) -> None:
     if planned != saved:
         raise HT2Error(
             f"the checkpoint's one-cycle schedule spans {saved} steps but this run's would span "
-            f"{planned}: resume with the same --epochs, --max-steps, --batch-size and data"
+            f"{planned}: resume with the same epochs, max_steps, batch_size and data",
+            params=("epochs", "max_steps", "batch_size"),
         )
 
 
@@ -128,8 +132,9 @@ def started_with(meta: dict[str, Any], device: torch.device) -> dict[str, Any]:
 def _per_process_batch(config: TrainConfig, world: World) -> int:
     if config.batch_size % world.size:
         raise HT2Error(
-            f"--batch-size {config.batch_size} is the global batch and must be "
-            f"divisible by the {world.size} torchrun processes"
+            f"batch_size {config.batch_size} is the global batch and must be "
+            f"divisible by the {world.size} torchrun processes",
+            params="batch_size",
         )
     return config.batch_size // world.size
 
