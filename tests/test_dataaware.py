@@ -219,7 +219,7 @@ def test_dense_layers_stay_as_they_were_when_not_asked_or_excluded(options, kwar
 
 
 def test_too_few_images_and_bad_settings_are_one_line_errors() -> None:
-    with pytest.raises(HT2Error, match="only 8 calibration images are available but 16"):
+    with pytest.raises(HT2Error, match="only 8 calibration images, fewer than the 16 needed"):
         compress_data_aware(TinyCNN(), [torch.randn(8, 3, 12, 12)], calib_images=16)
     with pytest.raises(HT2Error, match="--data-aware must be one of"):
         compress_data_aware(

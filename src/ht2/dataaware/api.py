@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ht2.data.gather import gather_images
 from ht2.dataaware.capture import forward_order, layer_input_output
 from ht2.dataaware.holdout import (
     agreement,
@@ -26,7 +27,7 @@ from ht2.dataaware.holdout import (
     outputs_of,
     recalibrate,
 )
-from ht2.dataaware.images import gather_images, split_held_out
+from ht2.dataaware.images import split_held_out
 from ht2.dataaware.patches import flat_weight, layer_patches, output_columns
 from ht2.dataaware.refit import refit_all, refit_dense, refit_expand
 from ht2.dataaware.stats import LayerStats

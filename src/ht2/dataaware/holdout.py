@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ht2.train.calibrate import NORMS, recalibrate_batchnorm
+from ht2.layers.norms import NORMS
+from ht2.train.calibrate import recalibrate_batchnorm
 
 
 def outputs_of(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:

@@ -1,8 +1,6 @@
-"""Calibration images in memory: gathered from a loader, split into fitting and held out."""
+"""Calibration images (gathered by ht2.data.gather) split into fitting and held out."""
 
 from __future__ import annotations
-
-from collections.abc import Iterable
 
 import torch
 
@@ -10,31 +8,6 @@ from ht2.errors import HT2Error
 
 SPLIT_SEED = 0
 MAX_HELD_OUT = 256
-
-
-def gather_images(batches: Iterable, count: int) -> torch.Tensor:
-    """The first `count` images of `batches` (tensors, or (images, labels) pairs) as one tensor.
-
-    HT2Error when fewer are available: a fit on fewer images than asked for is not what the
-    user measured.
-    """
-    if count < 1:
-        raise HT2Error(f"--calib-images must be at least 1, not {count}")
-    chunks: list[torch.Tensor] = []
-    seen = 0
-    for batch in batches:
-        images = batch[0] if isinstance(batch, (tuple, list)) else batch
-        if seen >= count:
-            break
-        images = images[: count - seen]
-        chunks.append(images)
-        seen += len(images)
-    if seen < count:
-        raise HT2Error(
-            f"only {seen} calibration images are available but {count} were asked for; "
-            "lower --calib-images or give a larger data set"
-        )
-    return torch.cat(chunks)
 
 
 def split_held_out(images: torch.Tensor, held_out: int | None) -> tuple[torch.Tensor, torch.Tensor]:

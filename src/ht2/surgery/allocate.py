@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ht2.choices import ALLOCATIONS
+from ht2.data.gather import gather_images
 from ht2.errors import HT2Error
 from ht2.surgery.budget import Ranks, make_budget
 from ht2.surgery.compress import compress
@@ -27,7 +28,6 @@ from ht2.surgery.report import CompressionReport
 from ht2.surgery.sensitivity import (
     SensitivityOptions,
     allocate_sensitivity,
-    gather_images,
     measure,
 )
 from ht2.surgery.spectrum import allocate_spectrum

@@ -12,7 +12,7 @@ per-layer energies of least summed damage within the budget.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,13 +23,13 @@ from tqdm.auto import tqdm
 from ht2.choices import SENSITIVITY_ENERGIES as CANDIDATES
 from ht2.errors import HT2Error
 from ht2.layers import factorize
+from ht2.layers.norms import NORMS
 from ht2.surgery.budget import AllocLayer, Budget
 from ht2.surgery.knapsack import Option, cheapest_total, choose
 from ht2.surgery.ranking import round_up
 from ht2.surgery.targets import TOLERANCE
 
 GRID_POINTS = 241  # energies per layer between the smallest candidate and 1 (CP: 41)
-NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 @dataclass(frozen=True)
@@ -45,23 +45,7 @@ class SensitivityOptions:
         if not self.candidates or any(not 0 < e < 1 for e in self.candidates):
             raise HT2Error("candidate energies must lie strictly between 0 and 1, e.g. 0.5,0.8,0.9")
         if self.sweeps < 0:
-            raise HT2Error(
-                f"refine_sweeps must be 0 or more, got {self.sweeps}", params="refine_sweeps"
-            )
-
-
-def gather_images(batches: Iterable, count: int) -> torch.Tensor:
-    """The first `count` images of `batches` ((images, labels) pairs or tensors) as one tensor."""
-    chunks, seen = [], 0
-    for batch in batches:
-        if seen >= count:
-            break
-        images = batch[0] if isinstance(batch, (tuple, list)) else batch
-        chunks.append(images[: count - seen])
-        seen += len(chunks[-1])
-    if not chunks:
-        raise HT2Error("the calibration data holds no images; give --data with a train/ folder")
-    return torch.cat(chunks)
+            raise HT2Error(f"--refine-sweeps must be 0 or more, got {self.sweeps}")
 
 
 def batch_statistics(model: nn.Module) -> nn.Module:
