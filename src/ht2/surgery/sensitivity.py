@@ -45,7 +45,9 @@ class SensitivityOptions:
         if not self.candidates or any(not 0 < e < 1 for e in self.candidates):
             raise HT2Error("candidate energies must lie strictly between 0 and 1, e.g. 0.5,0.8,0.9")
         if self.sweeps < 0:
-            raise HT2Error(f"--refine-sweeps must be 0 or more, got {self.sweeps}")
+            raise HT2Error(
+                f"refine_sweeps must be 0 or more, got {self.sweeps}", params="refine_sweeps"
+            )
 
 
 def batch_statistics(model: nn.Module) -> nn.Module:
