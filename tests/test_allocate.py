@@ -10,7 +10,6 @@ import torch
 from torch import nn
 
 import ht2
-from ht2.cli.main import main
 from ht2.cli.tables import report_table
 from ht2.errors import HT2Error
 from ht2.surgery.allocate import allocate, compress_allocated
@@ -83,13 +82,13 @@ def test_the_redundant_layer_keeps_the_lower_rank(allocation: str) -> None:
         assert min(full.ranks.values()) > max(redundant.ranks.values())
 
 
-SLOW_CP = pytest.param("sensitivity", "cp", marks=pytest.mark.slow)  # ALS fits: ~10 s
 METHODS = ("ht2", "tucker2", "cp", "spatial-svd")
 PAIRS = [(a, m) for a in ("uniform", "spectrum", "sensitivity") for m in METHODS]
 
 
 @pytest.mark.parametrize(
-    ("allocation", "method"), [p if p != ("sensitivity", "cp") else SLOW_CP for p in PAIRS]
+    ("allocation", "method"),
+    [p if p[1] != "cp" else pytest.param(*p, marks=pytest.mark.slow) for p in PAIRS],  # CP: ALS
 )
 def test_every_method_meets_a_parameter_budget_within_2_percent(allocation, method) -> None:
     model = Toy()
@@ -170,25 +169,17 @@ def test_sensitivity_needs_data_and_a_target() -> None:
         allocate(Toy(), "ht2", None, "spectrum", X)
 
 
-def _run(args: list[str], capsys) -> tuple[int, str, str]:
-    code = main(args)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def test_cli_spectrum_writes_the_plot_and_the_report_shows_the_allocation(tmp_path, capsys):
+def test_cli_spectrum_writes_the_plot_and_the_report_shows_the_allocation(tmp_path, cli):
     out = tmp_path / "r20"
     base = ["compress", "cifar10_resnet20", "--random-init", "--out", str(out)]
-    code, stdout, _ = _run(
-        [*base, "--target-params", "3", "--allocate", "spectrum", "--plots"], capsys
-    )
+    code, stdout, _ = cli([*base, "--target-params", "3", "--allocate", "spectrum", "--plots"])
     assert code == 0
     assert (out / "allocation.png").stat().st_size > 10_000
     report = json.loads((out / "report.json").read_text())
     assert report["target"]["allocation"] == "spectrum" and report["target"]["met"]
     assert abs(report["param_reduction"] / 3 - 1) <= 0.02
     assert "spectrum allocation for 3x fewer params" in stdout
-    assert _run(["report", str(out)], capsys)[1].splitlines()[-4:] == stdout.splitlines()[-4:]
+    assert cli(["report", str(out)])[1].splitlines()[-4:] == stdout.splitlines()[-4:]
 
 
 @pytest.mark.parametrize(
@@ -204,11 +195,9 @@ def test_cli_spectrum_writes_the_plot_and_the_report_shows_the_allocation(tmp_pa
         (["--allocate", "spectrum", "--target-params", "2", "--rank-rule", "vbmf"], "--rank-rule"),
     ],
 )
-def test_cli_bad_allocations_fail_in_one_line_and_write_nothing(tmp_path, capsys, extra, message):
+def test_cli_bad_allocations_fail_in_one_line_and_write_nothing(tmp_path, cli, extra, message):
     out = tmp_path / "o"
-    code, _, err = _run(
-        ["compress", "cifar10_resnet20", "--random-init", "--out", str(out), *extra], capsys
-    )
+    code, _, err = cli(["compress", "cifar10_resnet20", "--random-init", "--out", str(out), *extra])
     assert code == 2
     assert message in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
@@ -221,8 +210,8 @@ def _compare_args(tmp_path) -> list[str]:
     return [*args, "--target-params", "3", "--methods", "ht2", "--out", str(tmp_path / "cmp")]
 
 
-def _compare_rows(tmp_path, capsys, allocations: str) -> list[dict]:
-    code, _, err = _run([*_compare_args(tmp_path), "--allocations", allocations], capsys)
+def _compare_rows(tmp_path, cli, allocations: str) -> list[dict]:
+    code, _, err = cli([*_compare_args(tmp_path), "--allocations", allocations])
     assert code == 0, err
     rows = json.loads((tmp_path / "cmp" / "compare.json").read_text())["rows"]
     assert [row["allocation"] for row in rows] == allocations.split(",")
@@ -230,16 +219,16 @@ def _compare_rows(tmp_path, capsys, allocations: str) -> list[dict]:
     return rows
 
 
-def test_compare_runs_each_allocation_at_the_budget(tmp_path, capsys) -> None:
-    rows = _compare_rows(tmp_path, capsys, "uniform,spectrum")
+def test_compare_runs_each_allocation_at_the_budget(tmp_path, cli) -> None:
+    rows = _compare_rows(tmp_path, cli, "uniform,spectrum")
     assert rows[0]["energy"] is not None and rows[1]["energy"] is None
-    code, _, err = _run([*_compare_args(tmp_path), "--allocations", "uniform,greedy"], capsys)
+    code, _, err = cli([*_compare_args(tmp_path), "--allocations", "uniform,greedy"])
     assert code == 2 and "allocations are uniform, spectrum, sensitivity" in err
 
 
 @pytest.mark.slow
-def test_compare_measures_sensitivity_on_its_training_images(tmp_path, capsys) -> None:
-    _compare_rows(tmp_path, capsys, "sensitivity")
+def test_compare_measures_sensitivity_on_its_training_images(tmp_path, cli) -> None:
+    _compare_rows(tmp_path, cli, "sensitivity")
 
 
 @pytest.mark.parametrize("allocation", ["spectrum", "sensitivity"])

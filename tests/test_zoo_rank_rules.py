@@ -8,7 +8,13 @@ import torch
 from ht2 import compress, models
 from ht2.surgery.targets import TOLERANCE, Target
 
-ZOO = ["cifar10_resnet20", "cifar10_densenet40", "squeezenet1_1", "mobilenet_v3_small", "googlenet"]
+# The small nets run by default; DenseNet-40 and GoogLeNet (minutes each) with -m slow.
+ZOO = [
+    "cifar10_resnet20",
+    "squeezenet1_1",
+    "mobilenet_v3_small",
+    *(pytest.param(name, marks=pytest.mark.slow) for name in ("cifar10_densenet40", "googlenet")),
+]
 METHODS = ["ht2", "tucker2", pytest.param("cp", marks=pytest.mark.slow), "spatial-svd"]  # CP: ALS
 
 
