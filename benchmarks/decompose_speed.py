@@ -7,7 +7,7 @@ Each (model, path) runs in its own subprocess, so peak RSS is per case. Paths:
             against the float64 rule near their threshold;
   float64   the same algorithm entirely in float64 (what ht2 did before);
   full_svd  a plain baseline: torch.linalg.svd(full_matrices=False) in float64 per unfolding.
-Random init, e = 0.9, `ht2.surgery.compress`. Ranks of every path are compared to `ours`.
+Random init, e = 0.9, `ht2.compress`. Ranks of every path are compared to `ours`.
 Prints a table and writes --out (default benchmarks/results/decompose_speed.json).
 """
 
@@ -72,7 +72,7 @@ def run_case(model_name: str, path: str, energy: float, device: str) -> dict:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    report = ht2.surgery.compress(model, energy=energy, example_input=example)
+    report = ht2.compress(model, energy=energy, example_input=example)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start

@@ -45,13 +45,14 @@ def test_help_runs_without_torch(argv):
 def test_lazy_exports_resolve_to_the_functions_not_the_submodules():
     import ht2
     import ht2.experiments.sweep  # noqa: F401  (the submodule shares the function's name)
-    import ht2.surgery.compress  # noqa: F401
+    import ht2.surgery.apply  # noqa: F401
     from ht2.experiments import sweep
-    from ht2.surgery import compress
+    from ht2.planning import compress
+    from ht2.surgery import apply
 
-    assert callable(compress) and compress.__module__ == "ht2.surgery.compress"
+    assert callable(apply) and apply.__module__ == "ht2.surgery.apply"
     assert callable(sweep) and sweep.__module__ == "ht2.experiments.sweep"
-    assert ht2.compress is compress
+    assert ht2.compress is compress and ht2.apply is apply
     assert ht2.models.create is not None
 
 
@@ -94,7 +95,7 @@ def test_held_warnings_are_shown_after_success(capsys, monkeypatch):
 
 def test_subpackages_are_attributes_of_a_plain_import():
     done = subprocess.run(
-        [sys.executable, "-c", "import ht2; ht2.surgery.compress; ht2.io.load; ht2.recipes"],
+        [sys.executable, "-c", "import ht2; ht2.surgery.apply; ht2.planning.plan; ht2.io.load"],
         capture_output=True,
         text=True,
     )

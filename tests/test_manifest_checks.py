@@ -19,7 +19,7 @@ from ht2.io.artefacts import MANIFEST, load, save
 from ht2.io.plan_check import rank_bounds
 from ht2.io.rank_file import read_rank_file
 from ht2.layers import ConvSpec, LinearSpec
-from ht2.surgery.compress import compress
+from ht2.planning import compress
 
 HT2_ENTRY = 1  # layer1.0.conv1 of ResNet-20, an HT-2 layer (entry 0 is the first conv, SVD)
 
@@ -228,3 +228,11 @@ def test_ranks_file_of_a_dense_layer_list_is_read(tmp_path: Path) -> None:
         ]
     }
     assert read_rank_file(_ranks_file(tmp_path, data)) == {"fc": {"r": 2}}
+
+
+def test_hyphenated_module_names_are_module_paths() -> None:
+    from ht2.io.names import layer_name_problem
+
+    assert layer_name_problem("trunk_output.block1.block1-0.f.a") is None  # torchvision RegNet
+    for bad in ("-x", "a.-", "a b", "a/b", "a..b", ""):
+        assert layer_name_problem(bad) is not None, bad

@@ -27,12 +27,12 @@ from ht2.decomp import (
 )
 from ht2.errors import HT2Error
 from ht2.layers import FactorizedLayer
+from ht2.planning import compress
 from ht2.surgery.allocate import allocate
-from ht2.surgery.compress import compress
 from ht2.surgery.finite import decomposing
 from ht2.surgery.targets import Target
 
-compress_module = importlib.import_module("ht2.surgery.compress")
+compress_module = importlib.import_module("ht2.planning.planner")
 
 
 def _resnet20() -> nn.Module:

@@ -347,7 +347,7 @@ def test_a_missing_data_folder_is_refused_before_any_compression(
     def never(*args, **kwargs):
         raise AssertionError("compressed before checking --data")
 
-    monkeypatch.setattr(pipeline, "_factors", never)
+    monkeypatch.setattr(pipeline, "make_plan", never)
     monkeypatch.setattr(pipeline, "_allocate", never)
     argv = ["compress", "cifar10_resnet20", "--random-init", "--out", str(tmp_path / "o")]
     for extra in (["--energy", "0.8", "--calibrate"], ["--target-params", "2"]):

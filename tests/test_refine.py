@@ -77,7 +77,7 @@ def test_degenerate_kernels_stay_finite_and_exact() -> None:
 def test_negative_sweeps_are_refused() -> None:
     with pytest.raises(ValueError, match="sweeps must be >= 0"):
         ht2_decompose(_kernel(), ranks=HT2Ranks(2, 2, 2), sweeps=-1)
-    with pytest.raises(HT2Error, match="--refine-sweeps must be 0 or more"):
+    with pytest.raises(HT2Error, match="refine_sweeps must be 0 or more"):
         ht2.compress(nn.Sequential(nn.Conv2d(8, 8, 3)), refine_sweeps=-1)
 
 

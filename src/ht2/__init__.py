@@ -17,12 +17,28 @@ _EXPORTS = {
     "load": "ht2.io",
     "save": "ht2.io",
     "CompressionReport": "ht2.surgery",
-    "compress": "ht2.surgery",
+    "compress": "ht2.planning",
+    "plan": "ht2.planning",
+    "apply": "ht2.planning",
+    "Plan": "ht2.planning",
+    "CompressOptions": "ht2.planning",
 }
 # The subpackages, reachable as attributes after a plain `import ht2`, as when they were eager.
 _SUBPACKAGES = ("data", "dataaware", "decomp", "experiments", "export", "io", "layers")
-_SUBPACKAGES += ("metrics", "recipes", "surgery", "train")
+_SUBPACKAGES += ("metrics", "planning", "recipes", "surgery", "train")
 _EXPORTS.update({name: f"ht2.{name}" for name in _SUBPACKAGES})
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
-__all__ = ["CompressionReport", "HT2Error", "__version__", "compress", "load", "models", "save"]
+__all__ = [
+    "CompressOptions",
+    "CompressionReport",
+    "HT2Error",
+    "Plan",
+    "__version__",
+    "apply",
+    "compress",
+    "load",
+    "models",
+    "plan",
+    "save",
+]

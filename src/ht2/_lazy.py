@@ -11,7 +11,7 @@ from typing import Any
 
 class _LazyPackage(types.ModuleType):
     """A package whose exported names win over same-named submodules: importing the submodule
-    `ht2.surgery.compress` must not turn `ht2.surgery.compress` (the function) into a module."""
+    `ht2.surgery.apply` must not turn `ht2.surgery.apply` (the function) into a module."""
 
     def __setattr__(self, name: str, value: Any) -> None:
         exports = self.__dict__.get("_EXPORTS", {})

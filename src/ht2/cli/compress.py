@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from ht2.choices import METHOD_NAMES
 from ht2.cli.allocate_args import add_allocate_args, allocate_choices, write_allocation_plot
@@ -19,13 +20,19 @@ from ht2.cli.latency_args import add_latency_args, apply_latency_aware, check_la
 from ht2.cli.number_args import positive_int
 from ht2.cli.rank_args import add_rank_args, rank_options
 from ht2.cli.tables import report_table
+from ht2.errors import HT2Error
 from ht2.recipes.recipe import RECIPES, Recipe, default_recipe, get_recipe
+
+if TYPE_CHECKING:
+    from ht2.surgery.plan_model import Plan
 
 EXAMPLES = """examples:
   ht2 compress cifar10_resnet20 --pretrained --target-params 4x --data DATA --out out/r20-4x
   ht2 compress cifar10_resnet20 --pretrained --target-params 4x --recipe paper --out out/r20-p
   ht2 compress cifar10_resnet20 --weights resnet20.th --energy 0.8 --out out/r20-e0.8
   ht2 compress vgg16_bn --random-init --energy 0.9 --exclude 'classifier.*' --out out/vgg
+  ht2 compress cifar10_resnet20 --pretrained --target-params 4x --plan-only --out plan.json
+  ht2 compress cifar10_resnet20 --pretrained --plan plan.json --out out/r20-edited
 """
 
 
@@ -105,6 +112,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print report.json to stdout instead of the table"
     )
+    plans = parser.add_mutually_exclusive_group()
+    plans.add_argument(
+        "--plan-only",
+        action="store_true",
+        help="decide every layer's method and ranks (running the recipe's allocation), write "
+        "that plan as JSON to --out (a file) and change nothing; edit it and apply it with "
+        "--plan (default: off)",
+    )
+    plans.add_argument(
+        "--plan",
+        metavar="FILE",
+        help="apply this plan exactly instead of deciding: a --plan-only file, or a folder "
+        "written by `ht2 compress` (or its ht2.json) to replay its layers on these weights; "
+        "not with --target-*, --ranks or --allocate (default: none)",
+    )
     add_data_aware_args(parser)
     add_allocate_args(parser)
     parser.set_defaults(run=run)
@@ -131,12 +153,15 @@ def run(args: argparse.Namespace) -> int:
     from ht2.recipes.notes import pipeline_lines
     from ht2.recipes.pipeline import compress_with_recipe
 
+    if args.plan_only:
+        return write_plan_only(args)
     check_output_dir(args.out, overwrite=args.force)
     check_latency_args(args)
     options = rank_options(args)
     target = options.pop("target")
     options.pop("refine_sweeps")  # the recipe carries it
-    recipe = recipe_from_args(args, target is not None)
+    plan = read_given_plan(args, target, options)
+    recipe = recipe_from_args(args, target is not None or plan is not None)
     model = model_from_args(args)
     report = compress_with_recipe(
         model,
@@ -150,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
         exclude=args.exclude,
         keep_if_larger=args.keep_if_larger,
         progress=not args.json,
+        plan=plan,
         **options,
     )
     apply_latency_aware(args, model, report, example_input(args.model))
@@ -161,9 +187,83 @@ def run(args: argparse.Namespace) -> int:
     else:
         print("\n".join([report_table(report), *pipeline_lines(report.pipeline)]))
         print(f"wrote {args.out}/ (model.safetensors, ht2.json, report.json)", file=sys.stderr)
-    if not (recipe.calibrate or recipe.data_aware):
+    if not (recipe.calibrate or report.data_aware):
         print(recovery_hint(args.out), file=sys.stderr)
     return 0
+
+
+def read_given_plan(args: argparse.Namespace, target: object, options: dict) -> Plan | None:
+    """The Plan of --plan (None without it), refusing the flags that would decide again."""
+    if not args.plan:
+        return None
+    from ht2.io.plan_file import read_plan
+
+    deciding = [
+        flag
+        for flag, given in (
+            ("--target-params/--target-macs", target is not None),
+            ("--ranks", bool(options.get("layer_ranks"))),
+            ("--rank-rule vbmf", options.get("rank_rule") != "energy"),
+            ("--allocate", getattr(args, "allocate", None) not in (None, "uniform")),
+        )
+        if given
+    ]
+    if deciding:
+        raise HT2Error(f"--plan gives every layer's ranks; drop {', '.join(deciding)}")
+    return read_plan(args.plan)
+
+
+def write_plan_only(args: argparse.Namespace) -> int:
+    """--plan-only: the recipe's deciding steps, the plan written to --out as JSON."""
+    from ht2.io.plan_file import write_plan
+    from ht2.recipes.pipeline import plan_with_recipe
+
+    if args.plan:
+        raise HT2Error("--plan-only writes a plan; do not also give --plan")
+    if args.latency_aware:
+        raise HT2Error("--latency-aware times the compressed layers; drop it with --plan-only")
+    options = rank_options(args)
+    target = options.pop("target")
+    options.pop("refine_sweeps")
+    recipe = recipe_from_args(args, target is not None)
+    model = model_from_args(args)
+    plan = plan_with_recipe(
+        model,
+        recipe,
+        target=target,
+        data=args.data,
+        energy=args.energy,
+        method=args.method,
+        example_input=example_input(args.model),
+        include=args.include,
+        exclude=args.exclude,
+        keep_if_larger=args.keep_if_larger,
+        progress=not args.json,
+        **options,
+    )
+    write_plan(plan, args.out, overwrite=args.force)
+    if args.json:
+        print(plan.to_json(), end="")
+    else:
+        print(plan_table(plan))
+        print(
+            f"wrote {args.out} (apply it: ht2 compress ... --plan {args.out} --out DIR)",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def plan_table(plan: Plan) -> str:
+    """One line per planned layer: name, method, ranks, energy, fit."""
+    lines = [
+        f"plan for {plan.model}: {len(plan.layers)} layer(s) to factorize, "
+        f"{len(plan.dense)} left dense"
+    ]
+    for layer in plan.layers:
+        ranks = " ".join(f"{key}={value}" for key, value in layer.ranks.items())
+        energy = f"{layer.energy:.4g}" if layer.energy is not None else "-"
+        lines.append(f"  {layer.name:32s} {layer.method:12s} {ranks:24s} e={energy} {layer.fit}")
+    return "\n".join(lines)
 
 
 def recovery_hint(out: object) -> str:

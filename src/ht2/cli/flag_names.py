@@ -23,6 +23,7 @@ FLAGS = {
     "sensitivity_images": "--calib-images",
     "data_aware_images": "--calib-images",
     "calibrate_images": "--calib-images",
+    "layer_ranks": "--ranks",
 }
 
 

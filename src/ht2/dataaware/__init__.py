@@ -3,6 +3,7 @@
 from ht2._lazy import lazy_exports
 
 _EXPORTS = {
+    "DataAwareFit": "ht2.dataaware.api",
     "DataAwareOptions": "ht2.dataaware.api",
     "compress_data_aware": "ht2.dataaware.api",
     "LayerStats": "ht2.dataaware.stats",
@@ -12,6 +13,7 @@ _EXPORTS = {
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
+    "DataAwareFit",
     "DataAwareOptions",
     "LayerStats",
     "compress_data_aware",

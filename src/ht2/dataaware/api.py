@@ -12,7 +12,7 @@ import copy
 import sys
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from torch import nn
@@ -35,8 +35,11 @@ from ht2.dataaware.whiten import damped_root, whitened_factorize
 from ht2.errors import HT2Error
 from ht2.layers import FactorizedLayer
 from ht2.metrics import count_params, layer_macs, macs_under
-from ht2.surgery import CompressionReport, LayerReport, compress
-from ht2.surgery.policy import matches, resolve_method
+from ht2.planning.planner import plan
+from ht2.surgery import CompressionReport, LayerReport
+from ht2.surgery.apply import apply
+from ht2.surgery.plan_model import Plan
+from ht2.surgery.policy import matches
 
 MODES = ("whiten", "refit", "both")
 RANK_SOURCES = ("plain", "whitened")
@@ -180,32 +183,105 @@ def compress_data_aware(
     progress: bool = False,
     **compress_options,
 ) -> CompressionReport:
-    """Compress `model` in place like `ht2.compress`, then fit the factors to calibration data.
+    """Compress `model` in place like `ht2.compress`, then fit the factors to calibration data:
+    `ht2.apply(model, ht2.plan(model, ...), fit=DataAwareFit(batches, ...))`.
 
-    `batches` yields images or (images, labels) (labels are ignored); the first `calib_images`
-    images are used, some of them held out to decide on BatchNorm re-estimation and to check
-    the result against the plain factors. Modes: "whiten" (factors of the weight whitened by
-    the input-channel covariance), "refit" (least-squares refit of the plain factors), "both".
-    `compress_options` go to `ht2.compress`, which picks the layers and the plain ranks.
+    `compress_options` go to `ht2.plan`, which picks the layers and the plain ranks; see
+    DataAwareFit for the fit.
     """
-    options = options or DataAwareOptions()
-    options.check()
-    method = resolve_method(method)
+    fit = DataAwareFit(batches, calib_images, options or DataAwareOptions(), energy)
+    fit.options.check()
     start = time.perf_counter()
-    images = gather_images(batches, calib_images)
-    fit, held_out = split_held_out(images, options.held_out)
-    original = copy.deepcopy(model).eval()
-    plain = copy.deepcopy(model)
-    report = compress(
-        plain,
+    images = fit.images()
+    decided = plan(
+        model,
+        example_input,
         energy=energy,
         method=method,
         include=include,
         exclude=exclude,
-        example_input=example_input,
         keep_if_larger=keep_if_larger,
         **compress_options,
     )
+    report = fit.run(model, decided, images, example_input, progress)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+@dataclass
+class DataAwareFit:
+    """The data-aware fitting step of `ht2.apply`: the plan's plain factors, then each layer
+    fitted, in forward order, to the original model's outputs on calibration images.
+
+    `batches` yields images or (images, labels) (labels are ignored); the first
+    `calib_images` images are used, some of them held out to decide on BatchNorm
+    re-estimation and to check the result against the plain factors. Modes: "whiten"
+    (factors of the weight whitened by the input-channel covariance), "refit" (least-squares
+    refit of the plain factors), "both". `energy` is the rule's energy when the ranks come
+    from whitened weights (default: the plan's).
+    """
+
+    batches: Iterable
+    calib_images: int = 512
+    options: DataAwareOptions = field(default_factory=DataAwareOptions)
+    energy: float | None = None
+
+    def images(self) -> torch.Tensor:
+        return gather_images(self.batches, self.calib_images)
+
+    def __call__(
+        self,
+        model: nn.Module,
+        plan: Plan,
+        example_input: torch.Tensor | None = None,
+        progress: bool = False,
+    ) -> CompressionReport:
+        self.options.check()
+        start = time.perf_counter()
+        report = self.run(model, plan, self.images(), example_input, progress)
+        report.seconds = time.perf_counter() - start
+        return report
+
+    def run(
+        self,
+        model: nn.Module,
+        plan: Plan,
+        images: torch.Tensor,
+        example_input: torch.Tensor | None,
+        progress: bool,
+    ) -> CompressionReport:
+        """Fit `model`'s planned layers on `images` (gathered already)."""
+        plain_plan = replace(plan, layers=[replace(layer, fit="plain") for layer in plan.layers])
+        plain_plan._built = plan._built
+        energy = self.energy
+        if energy is None:
+            energy = plan.provenance.get("energy") or 0.9
+        return _fit_model(
+            model,
+            plain_plan,
+            images,
+            energy,
+            self.options,
+            example_input,
+            progress,
+        )
+
+
+def _fit_model(
+    model: nn.Module,
+    plan: Plan,
+    images: torch.Tensor,
+    energy: float,
+    options: DataAwareOptions,
+    example_input: torch.Tensor | None,
+    progress: bool,
+) -> CompressionReport:
+    include, exclude = plan.provenance.get("include"), plan.provenance.get("exclude")
+    keep_if_larger = bool(plan.provenance.get("keep_if_larger", True))
+    fit, held_out = split_held_out(images, options.held_out)
+    original = copy.deepcopy(model).eval()
+    plain = copy.deepcopy(model)
+    report = apply(plain, plan, example_input=example_input)
     entries = {entry.name: entry for entry in report.replaced}
     was_training = model.training
     model.eval()
@@ -256,7 +332,6 @@ def compress_data_aware(
     summary.update(options=asdict(options), images=len(fit), notes=notes)
     model.train(was_training)
     _retotal(report, model, example_input)
-    report.seconds = time.perf_counter() - start
     report.data_aware = summary
     return report
 

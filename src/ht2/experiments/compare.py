@@ -26,7 +26,8 @@ from ht2.errors import HT2Error
 from ht2.experiments.pareto import Point, draw_curves
 from ht2.io import atomic_directory
 from ht2.metrics import count_params, layer_macs, time_models
-from ht2.surgery import CompressionReport, compress
+from ht2.planning import compress
+from ht2.surgery import CompressionReport
 from ht2.surgery.targets import TOLERANCE, Target
 
 ModelFactory = Callable[[], nn.Module]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +45,9 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def manifest_of(model: nn.Module, report: CompressionReport | None = None) -> dict[str, Any]:
-    """The ht2.json content for `model`: format, architecture, energy, the plan and any folded
-    BatchNorms, under the oldest format_version that holds them (see FORMAT_VERSION)."""
+    """The ht2.json content for `model`: format, architecture, energy, the plan (its layers
+    as they are now, and the provenance of its decisions) and any folded BatchNorms, under the
+    oldest format_version that holds them (see FORMAT_VERSION)."""
     arch = getattr(model, "ht2_arch", None)
     folds = folds_of(model)
     plan = collect_plan(model)
@@ -60,6 +62,8 @@ def manifest_of(model: nn.Module, report: CompressionReport | None = None) -> di
         "method": report.method if report else None,
         "plan": plan,
     }
+    if report is not None and report.provenance:
+        manifest["provenance"] = report.provenance  # how the plan was decided (ht2.Plan)
     if folds:
         manifest[FOLDED_BN] = folds
     return manifest
@@ -160,11 +164,16 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 def load_state_strict(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
     """Load `tensors` into `model`, every key and shape matching, else a one-line error."""
-    problems = state_dict_mismatches(model.state_dict(), tensors)
+    expected = model.state_dict()
+    problems = state_dict_mismatches(expected, tensors)
     if problems:
         raise HT2Error(f"{path} does not fit the model: {'; '.join(problems)}")
     refuse_non_finite(tensors, str(path), model)
-    model.load_state_dict(tensors, strict=True)
+    # safetensors keeps no module versions; the tensors were saved from modules of the versions
+    # this code builds, so hand those over (load hooks such as MNASNet's read them).
+    versioned = OrderedDict(tensors)
+    versioned._metadata = getattr(expected, "_metadata", OrderedDict())  # type: ignore[attr-defined]
+    model.load_state_dict(versioned, strict=True)
 
 
 def load(

@@ -5,11 +5,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
-_NAME_PART = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+")
+# A part as nn.Module names children: identifiers, indices, and names such as torchvision
+# RegNet's "block1-0"; never "/", "\\", whitespace or an empty part (so no ".." either).
+_NAME_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 
 
 def layer_name_problem(name: Any) -> str | None:
-    """Why `name` is not a dotted module path (identifiers or indices), or None when it is."""
+    """Why `name` is not a dotted module path (identifiers, indices, hyphenated names), or
+    None when it is."""
     if not isinstance(name, str):
         return f"must be a string, got {type(name).__name__}"
     if not name or any(not _NAME_PART.fullmatch(part) for part in name.split(".")):

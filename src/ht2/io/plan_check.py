@@ -47,7 +47,11 @@ def _is_number(value: Any) -> bool:
 
 
 def _entry_error(where: str, label: str, problem: str) -> HT2Error:
-    return HT2Error(f"{where}: {label}: {problem}; the folder is damaged or was edited")
+    if Path(where).name == "ht2.json":
+        hint = "the folder is damaged or was edited"
+    else:
+        hint = "fix that entry, or write the plan again with `ht2 compress --plan-only`"
+    return HT2Error(f"{where}: {label}: {problem}; {hint}")
 
 
 def check_arch(arch: Any, where: str) -> None:
@@ -97,6 +101,58 @@ def check_plan(plan: list[Any], where: str) -> None:
         if entry["name"] in seen:
             raise _entry_error(where, f"plan entry {index} ({entry['name']})", "named twice")
         seen.add(entry["name"])
+
+
+MAX_REFINE_SWEEPS = 1000
+
+
+def check_plan_document(data: Any, where: str) -> None:
+    """A plan file (ht2.Plan.to_json): format, version, model, method, provenance, the layer
+    entries as check_entry reads them plus their fit and refine sweeps, and the dense map."""
+    from ht2.surgery.plan_model import FITS, PLAN_FORMAT, PLAN_VERSION
+
+    if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:
+        raise HT2Error(f'{where}: not an ht2 plan (no "format": "{PLAN_FORMAT}")')
+    version = data.get("format_version")
+    if not _is_int(version) or version < 1:
+        raise HT2Error(f"{where}: format_version {version!r} is not a whole number from 1")
+    if version > PLAN_VERSION:
+        raise HT2Error(
+            f"{where}: format_version {version} is newer than this ht2 reads "
+            f"({PLAN_VERSION}): upgrade ht2"
+        )
+    for key in ("model", "method"):
+        if not isinstance(data.get(key), str):
+            raise HT2Error(f'{where}: "{key}" must be a string, got {json_type(data.get(key))}')
+    if not isinstance(data.get("provenance", {}), dict):
+        raise HT2Error(f'{where}: "provenance" must be an object')
+    dense = data.get("dense", {})
+    if not isinstance(dense, dict) or not all(isinstance(v, str) for v in dense.values()):
+        raise HT2Error(f'{where}: "dense" must map layer names to reasons')
+    layers = data.get("layers")
+    if not isinstance(layers, list):
+        raise HT2Error(f'{where}: "layers" must be a list of layer entries')
+    check_plan(layers, where)
+    for index, entry in enumerate(layers):
+        label = f"plan entry {index} ({entry['name']})"
+        if entry.get("fit", "plain") not in FITS:
+            raise _entry_error(
+                where, label, f"fit {entry.get('fit')!r} is unknown; known: {', '.join(FITS)}"
+            )
+        sweeps = entry.get("refine_sweeps", 0)
+        if not _is_int(sweeps) or not 0 <= sweeps <= MAX_REFINE_SWEEPS:
+            raise _entry_error(
+                where, label, f"refine_sweeps must be a whole number 0-{MAX_REFINE_SWEEPS}"
+            )
+        unrounded = entry.get("unrounded")
+        if unrounded is not None and not (
+            isinstance(unrounded, dict)
+            and set(unrounded) == set(entry["ranks"])
+            and all(_is_int(v) and v >= 1 for v in unrounded.values())
+        ):
+            raise _entry_error(where, label, "unrounded must hold the same ranks, each from 1")
+        if entry["name"] in dense:
+            raise _entry_error(where, label, "is also listed as dense")
 
 
 def check_entry(entry: Any, index: int, where: str) -> None:

@@ -19,9 +19,11 @@ from torch import nn
 
 from ht2.errors import HT2Error
 from ht2.models import ModelEntry, get_entry
+from ht2.planning.planner import plan as make_plan
 from ht2.recipes.recipe import Recipe, get_recipe
 from ht2.surgery.allocate import Allocation, allocate
-from ht2.surgery.compress import compress
+from ht2.surgery.apply import apply
+from ht2.surgery.plan_model import Plan
 from ht2.surgery.report import CompressionReport
 from ht2.surgery.sensitivity import SensitivityOptions
 from ht2.surgery.targets import Target
@@ -79,7 +81,8 @@ class TrainImages:
         wanted = ", ".join(f"{step} {count}" for step, count in needed.items())
         raise HT2Error(
             f"only {available} training images in {self.data}, fewer than these steps need: "
-            f"{wanted} images; lower --calib-images to {available} or fewer, or give more images"
+            f"{wanted} images; lower calib_images to {available} or fewer, or give more images",
+            params="calib_images",
         )
 
 
@@ -93,10 +96,11 @@ def check_rank_choice(recipe: Recipe, compress_options: dict[str, Any]) -> None:
     rule = compress_options.get("rank_rule", "energy")
     given = bool(compress_options.get("layer_ranks")) or rule != "energy"
     if recipe.allocate != "uniform" and given:
-        fix = "" if "allocate" in recipe.overrides else ", or give --allocate uniform"
+        fix = "" if "allocate" in recipe.overrides else ", or give allocate uniform"
         raise HT2Error(
-            f"{recipe.origin('allocate')} chooses every layer's ranks; do not combine it with "
-            f"--ranks or --rank-rule vbmf{fix}"
+            f"{recipe.setting('allocate')} chooses every layer's ranks; do not combine it with "
+            f"layer_ranks or rank_rule vbmf{fix}",
+            params=("recipe", "allocate", "layer_ranks", "rank_rule"),
         )
 
 
@@ -115,6 +119,7 @@ def compress_with_recipe(
     entry: ModelEntry | None = None,
     workers: int = 2,
     progress: bool = False,
+    plan: Plan | None = None,
     **compress_options: Any,
 ) -> CompressionReport:
     """Compress `model` in place by `recipe` ("paper", "best" or a Recipe) and return the
@@ -124,31 +129,38 @@ def compress_with_recipe(
     `target` is a size to reach (the best recipe needs one; without it `energy` applies to
     every layer). `data` is a data folder (train/ read with the model's registry entry, or
     `entry`) or batches of images, for the steps that need them. `compress_options` go to
-    `ht2.compress` (rank_rule, layer_ranks, round_ranks); the recipe gives refine_sweeps.
+    `ht2.plan` (rank_rule, layer_ranks, round_ranks); the recipe gives refine_sweeps.
+    A given `plan` (see plan_with_recipe) replaces the deciding steps: its layers are applied
+    as they are, fitted as each entry says, then the recipe's BatchNorm step runs.
     """
     recipe = resolve_recipe(recipe)
-    recipe.check(target is not None, data is not None)
+    recipe.check(target is not None or plan is not None, data is not None)
     check_rank_choice(recipe, compress_options)
-    if entry is None and isinstance(data, (str, os.PathLike)):
-        entry = _registry_entry(model)
-    images = TrainImages(data, entry, workers) if data is not None else None
-    if images is not None:
-        images.check_counts(recipe)
+    images = _images(model, data, entry, workers, recipe)
     start = time.perf_counter()
     steps: list[dict[str, Any]] = []
-    shared = {"include": include, "exclude": exclude, "keep_if_larger": keep_if_larger}
-    options = {**shared, "progress": progress, "refine_sweeps": recipe.refine_sweeps}
-    options.update(compress_options)
     allocation = None
-    if target is not None:
-        allocation = _allocate(model, recipe, method, target, example_input, images, options)
-        options.update(allocation.compress_kwargs())
-    report = _factors(model, recipe, method, energy, example_input, images, options)
+    if plan is None:
+        plan, allocation = _decide(
+            model,
+            recipe,
+            target,
+            energy,
+            method,
+            example_input,
+            images,
+            progress,
+            include=include,
+            exclude=exclude,
+            keep_if_larger=keep_if_larger,
+            **compress_options,
+        )
+    report = _apply(model, plan, recipe, energy, example_input, images, progress)
     if allocation is not None:
         allocation.annotate(report)
         steps.append(_allocation_step(allocation, report, recipe))
     steps.append(_factors_step(report, recipe))
-    if recipe.data_aware:
+    if report.data_aware is not None:
         steps.append(_held_out_step(report, recipe))
     if recipe.calibrate:
         steps.append(_calibrate(model, images, recipe.calibrate_images))
@@ -160,6 +172,80 @@ def compress_with_recipe(
         "seconds": time.perf_counter() - start,
     }
     return report
+
+
+def plan_with_recipe(
+    model: nn.Module,
+    recipe: str | Recipe = "best",
+    *,
+    target: Target | None = None,
+    data: str | os.PathLike | Iterable | None = None,
+    energy: float = 0.9,
+    method: str = "ht2",
+    example_input: torch.Tensor | None = None,
+    entry: ModelEntry | None = None,
+    workers: int = 2,
+    progress: bool = False,
+    **plan_options: Any,
+) -> Plan:
+    """The deciding half of compress_with_recipe: the recipe's allocation (reading `data`
+    where it needs images) and every layer's ranks, as a Plan; `model` is left unchanged."""
+    recipe = resolve_recipe(recipe)
+    recipe.check(target is not None, data is not None)
+    check_rank_choice(recipe, plan_options)
+    images = _images(model, data, entry, workers, recipe)
+    decided, _ = _decide(
+        model, recipe, target, energy, method, example_input, images, progress, **plan_options
+    )
+    return decided
+
+
+def _images(
+    model: nn.Module, data: Any, entry: ModelEntry | None, workers: int, recipe: Recipe
+) -> TrainImages | None:
+    if data is None:
+        return None
+    if entry is None and isinstance(data, (str, os.PathLike)):
+        entry = _registry_entry(model)
+    images = TrainImages(data, entry, workers)
+    images.check_counts(recipe)
+    return images
+
+
+def _decide(
+    model: nn.Module,
+    recipe: Recipe,
+    target: Target | None,
+    energy: float,
+    method: str,
+    example_input: torch.Tensor | None,
+    images: TrainImages | None,
+    progress: bool,
+    **plan_options: Any,
+) -> tuple[Plan, Allocation | None]:
+    """The recipe's allocation (for a target) and the plan it leads to, the fit the recipe
+    asks for marked on every layer."""
+    options = {
+        "include": None,
+        "exclude": None,
+        "keep_if_larger": True,
+        **plan_options,
+        "refine_sweeps": recipe.refine_sweeps,
+        "progress": progress,
+    }
+    allocation = None
+    if target is not None:
+        allocation = _allocate(model, recipe, method, target, example_input, images, options)
+        options.update(allocation.compress_kwargs())
+    decided = make_plan(model, example_input, energy=energy, method=method, **options)
+    if allocation is not None:
+        decided.provenance["allocation"] = allocation.name
+    if recipe.data_aware:
+        for layer in decided.layers:
+            layer.fit = "data-aware"
+    data = images.data if images is not None and images.is_path else None
+    decided.provenance["data"] = os.fspath(data) if data is not None else None
+    return decided, allocation
 
 
 def _registry_entry(model: nn.Module) -> ModelEntry:
@@ -203,37 +289,35 @@ def _allocate(
     )
 
 
-def _factors(
+def _apply(
     model: nn.Module,
+    plan: Plan,
     recipe: Recipe,
-    method: str,
     energy: float,
     example_input: torch.Tensor | None,
     images: TrainImages | None,
-    options: dict[str, Any],
+    progress: bool,
 ) -> CompressionReport:
-    """The decomposition, with the data-aware fit when the recipe asks for one."""
-    if not recipe.data_aware:
-        return compress(model, energy=energy, method=method, example_input=example_input, **options)
-    from ht2.dataaware import DataAwareOptions, compress_data_aware
+    """The plan carried out, with the data-aware fit where its layers ask for one."""
+    if not any(layer.fit == "data-aware" for layer in plan.layers):
+        return apply(model, plan, example_input=example_input)
+    from ht2.dataaware import DataAwareFit, DataAwareOptions
 
-    fit = DataAwareOptions(
-        mode=recipe.data_aware,
-        rank_from=recipe.rank_from,
-        refit=recipe.refit,
-        bn=recipe.bn_calibrate,
-        refit_dense=recipe.refit_dense,
-    )
-    return compress_data_aware(
-        model,
+    if images is None:
+        raise HT2Error("the plan asks for a data-aware fit, which needs training images: give data")
+    fit = DataAwareFit(
         images.loader(recipe.data_aware_images),
-        energy=energy,
-        method=method,
-        calib_images=recipe.data_aware_images,
-        options=fit,
-        example_input=example_input,
-        **options,
+        recipe.data_aware_images,
+        DataAwareOptions(
+            mode=recipe.data_aware or "both",
+            rank_from=recipe.rank_from,
+            refit=recipe.refit,
+            bn=recipe.bn_calibrate,
+            refit_dense=recipe.refit_dense,
+        ),
+        energy,
     )
+    return apply(model, plan, fit=fit, example_input=example_input, progress=progress)
 
 
 def _allocation_step(

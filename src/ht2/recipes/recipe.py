@@ -137,14 +137,6 @@ class Recipe:
             return f"{name} {value}"
         return f"recipe {self.name} ({name} {value})"
 
-    def origin(self, name: str) -> str:
-        """setting(name) as the command line spells it (ht2.recipes.pipeline's messages)."""
-        flag = "--" + name.replace("_", "-")
-        value = getattr(self, name)
-        if name in self.overrides:
-            return f"{flag} {value}"
-        return f"--recipe {self.name} ({flag} {value})"
-
     def _needs_data(self, step: str) -> str:
         if step == "sensitivity allocation":
             if "allocate" in self.overrides:

@@ -1,9 +1,11 @@
-"""Model surgery: walk any nn.Module, decide per layer, swap, and keep a replayable plan."""
+"""Model surgery: walk any nn.Module, carry out a Plan exactly, and rebuild saved plans."""
 
 from ht2._lazy import lazy_exports
 
 _EXPORTS = {
-    "compress": "ht2.surgery.compress",
+    "apply": "ht2.surgery.apply",
+    "Plan": "ht2.surgery.plan_model",
+    "LayerPlan": "ht2.surgery.plan_model",
     "apply_plan": "ht2.surgery.plan",
     "collect_plan": "ht2.surgery.plan",
     "METHODS": "ht2.surgery.policy",
@@ -19,13 +21,15 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "METHODS",
+    "LayerPlan",
+    "Plan",
+    "apply",
     "CompressionReport",
     "Decision",
     "LayerReport",
     "apply_plan",
     "candidate_layers",
     "collect_plan",
-    "compress",
     "first_conv_name",
     "paper_policy",
     "resolve_method",

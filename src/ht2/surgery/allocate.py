@@ -20,8 +20,8 @@ from torch import nn
 from ht2.choices import ALLOCATIONS
 from ht2.data.gather import gather_images
 from ht2.errors import HT2Error
+from ht2.planning.api import compress
 from ht2.surgery.budget import Ranks, make_budget
-from ht2.surgery.compress import compress
 from ht2.surgery.finite import check_finite
 from ht2.surgery.policy import resolve_method
 from ht2.surgery.report import CompressionReport

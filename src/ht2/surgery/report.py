@@ -50,6 +50,7 @@ class CompressionReport:
     refine_sweeps: int = 0  # ALS/HOOI rounds after the one-pass factors
     pipeline: dict[str, Any] | None = None  # the recipe and every step it ran (ht2.recipes)
     latency_aware: dict[str, Any] | None = None  # how --latency-aware chose forms, what it cost
+    provenance: dict[str, Any] | None = None  # how the plan chose ranks (ht2.Plan.provenance)
 
     @property
     def param_reduction(self) -> float:
