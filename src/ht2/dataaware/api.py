@@ -9,8 +9,8 @@ upstream are corrected downstream.
 from __future__ import annotations
 
 import copy
-import sys
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 
@@ -418,12 +418,12 @@ def _held_out_checks(
     }
     if summary["gap"]["data_aware"] > summary["gap"]["plain"]:
         warning = (
-            f"warning: on {len(held_out)} held-out images the data-aware model is further from "
+            f"on {len(held_out)} held-out images the data-aware model is further from "
             f"the original than the plain one (gap {summary['gap']['data_aware']:.4f} > "
-            f"{summary['gap']['plain']:.4f}); try more --calib-images"
+            f"{summary['gap']['plain']:.4f}); try more calibration images"
         )
         summary["warnings"].append(warning)
-        print(warning, file=sys.stderr)
+        warnings.warn(warning, UserWarning, stacklevel=2)  # the CLI prints it once it succeeds
     return summary
 
 
