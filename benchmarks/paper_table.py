@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from paths import portable
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "paper_table.json"
 WORK = Path.home() / ".cache" / "ht2" / "paper_table"
@@ -102,7 +104,11 @@ class Settings:
         return ["--weights", self.weights[net]] if net in self.weights else ["--pretrained"]
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(vars(self))
+        """The settings as the JSON records them: paths portable (../shared/..., ~/...)."""
+        data = dict(vars(self))
+        data["data"] = portable(self.data) if self.data else None
+        data["weights"] = {net: portable(path) for net, path in self.weights.items()}
+        return data
 
 
 def plan_rows(nets: list[str], epochs: int) -> list[Row]:
@@ -342,12 +348,17 @@ def run_row(row: Row, settings: Settings, folder: Path) -> dict[str, Any]:
         "delta": None,
         "minutes": state["seconds"] / 60,
         "settings": settings.to_dict(),
-        "compress_command": "ht2 " + " ".join(compress_args(row, settings, compressed))
+        "compress_command": _command(compress_args(row, settings, compressed))
         if row.pipeline != "base"
         else None,
-        "finetune_command": "ht2 " + " ".join(finetune_args(settings, compressed, tuned, False)),
+        "finetune_command": _command(finetune_args(settings, compressed, tuned, False)),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+
+
+def _command(argv: list[str]) -> str:
+    """`ht2 ARGV` with every absolute path written portably."""
+    return "ht2 " + " ".join(portable(arg) if os.path.isabs(arg) else arg for arg in argv)
 
 
 def _save_state(folder: Path, state: dict[str, Any], started: float) -> None:

@@ -24,6 +24,7 @@ def table(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     spec = importlib.util.spec_from_file_location("paper_table", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, module)
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # as when run: benchmarks/ on the path
     spec.loader.exec_module(module)
     return module
 
@@ -213,3 +214,12 @@ def test_a_stopped_fine_tune_resumes_from_its_checkpoint(
     assert row["key"] == key and list(row["top1_by_epoch"]) == ["0", "1", "2"]
     assert row["top1_after"] == row["top1_by_epoch"]["2"] and row["minutes"] > 0
     assert 1.45 <= row["params_x"] <= 1.55
+
+
+def test_rows_record_no_absolute_paths(table: ModuleType, tmp_path: Path) -> None:
+    shared = table.HERE.parents[1] / "shared" / "data" / "cifar.tar.gz"
+    settings = table.Settings(data=str(shared), weights={"n": str(Path.home() / "w.th")})
+    recorded = settings.to_dict()
+    assert recorded["data"] == "../shared/data/cifar.tar.gz"
+    assert recorded["weights"] == {"n": "~/w.th"}
+    assert table._command(["finetune", str(shared)]) == "ht2 finetune ../shared/data/cifar.tar.gz"
