@@ -75,6 +75,25 @@ def build_inputs(
     return _from_files(data, entry, config, world, batch)
 
 
+def check_same_classes(train: object, evaluation: object) -> None:
+    """HT2Error when the training and evaluation splits name different classes: label k would
+    mean one class in training and another in every accuracy figure."""
+    ours, theirs = list(train.classes), list(evaluation.classes)
+    if ours == theirs:
+        return
+    missing = sorted(set(ours) ^ set(theirs))
+    detail = (
+        f"classes only in one: {', '.join(missing[:5])}"
+        if missing
+        else "the same, in another order"
+    )
+    raise HT2Error(
+        f"the training split ({train.split}) and the evaluation split ({evaluation.split}) have "
+        f"different classes ({len(ours)} and {len(theirs)}; {detail}); give splits with the "
+        "same class folders"
+    )
+
+
 def _epoch_sampler(size: int, config: TrainConfig, world: World) -> EpochSampler:
     return EpochSampler(
         DistributedSampler(
@@ -95,6 +114,7 @@ def _in_memory(
 
     train_split = main_first(world, lambda: decoded_split(data, entry, "train", config.train_limit))
     eval_split = main_first(world, lambda: decoded_split(data, entry, None, config.eval_limit))
+    check_same_classes(train_split, eval_split)
     sampler = _epoch_sampler(len(train_split), config, world)
     train = MemoryBatches(
         train_split.to(world.device),
@@ -117,6 +137,7 @@ def _from_files(
 
     train_set = train_dataset(data, entry, augment=True, limit=config.train_limit)
     eval_set = eval_dataset(data, entry, limit=config.eval_limit)
+    check_same_classes(train_set, eval_set)
     sampler = _epoch_sampler(len(train_set), config, world)
     train = make_loader(
         SeededImages(train_set, config.seed),
