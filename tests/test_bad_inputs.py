@@ -376,6 +376,11 @@ CASES = [
         "--refine-sweeps",
     ),
     Case(
+        "compress-refine-sweeps-huge",
+        [*COMPRESS, "--refine-sweeps", "5000", "--out", "o"],
+        "at most 1000",
+    ),
+    Case(
         "compress-include-matches-nothing",
         [*COMPRESS, "--include", "nomatch*", "--out", "o"],
         "--include",

@@ -13,8 +13,10 @@ from collections.abc import Callable
 HIGHEST = 2**31 - 1  # no count, size or seed of ours is larger; beyond it C code overflows
 
 
-def whole_number(low: int, wanted: str, quote: bool = False) -> Callable[[str], int]:
-    """An argparse type: an integer from `low` to HIGHEST, else "expected `wanted`, got TEXT"
+def whole_number(
+    low: int, wanted: str, quote: bool = False, high: int = HIGHEST
+) -> Callable[[str], int]:
+    """An argparse type: an integer from `low` to `high`, else "expected `wanted`, got TEXT"
     (TEXT in quotes with `quote`, as the wordings users and tests already know have it)."""
 
     def parse(text: str) -> int:
@@ -22,8 +24,8 @@ def whole_number(low: int, wanted: str, quote: bool = False) -> Callable[[str], 
             value = int(text)
         except ValueError:
             value = low - 1
-        if value > HIGHEST:
-            raise argparse.ArgumentTypeError(f"expected at most {HIGHEST}, got {text}")
+        if value > high:
+            raise argparse.ArgumentTypeError(f"expected at most {high}, got {text}")
         if value < low:
             shown = repr(text) if quote else text
             raise argparse.ArgumentTypeError(f"expected {wanted}, got {shown}")

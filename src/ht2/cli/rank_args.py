@@ -8,7 +8,7 @@ from typing import Any
 
 from ht2.choices import RANK_RULES
 from ht2.cli.common import energy_value
-from ht2.cli.number_args import non_negative_int, positive_int
+from ht2.cli.number_args import positive_int, whole_number
 from ht2.io.rank_file import read_rank_file
 from ht2.surgery.targets import Target, parse_factor
 
@@ -26,7 +26,8 @@ def reduction_factor(text: str) -> float:
     return value
 
 
-sweep_count = non_negative_int  # the name other commands import
+MAX_REFINE_SWEEPS = 1000  # as a plan file allows; 10 is plenty (each sweep costs a decomposition)
+sweep_count = whole_number(0, "a whole number >= 0", quote=True, high=MAX_REFINE_SWEEPS)
 
 
 def add_rank_args(parser: argparse.ArgumentParser) -> None:
