@@ -17,7 +17,7 @@ import ht2
 from ht2 import models
 from ht2.choices import RenamedWarning
 from ht2.cli.main import main
-from ht2.dataaware import compress_data_aware
+from ht2.dataaware import DataAwareOptions, compress_data_aware
 from ht2.errors import HT2Error
 from ht2.surgery import resolve_method
 from ht2.surgery.allocate import compress_allocated
@@ -74,7 +74,13 @@ def test_svd_warns_once_through_allocation_and_data_aware_fitting() -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fitted = compress_data_aware(
-            _resnet20(), images, energy=0.6, method="svd", calib_images=16, example_input=EXAMPLE
+            _resnet20(),
+            images,
+            energy=0.6,
+            method="svd",
+            calib_images=16,
+            options=DataAwareOptions(iterations=3),  # the warning is the point, not the fit
+            example_input=EXAMPLE,
         )
     assert len(_renamed(caught)) == 1 and fitted.method == "spatial-svd"
 

@@ -255,14 +255,15 @@ def test_cli_bad_plan_file_is_one_line(tmp_path: Path, cli) -> None:
 
 
 def test_data_aware_fit_is_a_step_of_apply() -> None:
-    from ht2.dataaware import DataAwareFit, compress_data_aware
+    from ht2.dataaware import DataAwareFit, DataAwareOptions, compress_data_aware
 
     model = _resnet20()
     images = torch.randn(64, 3, 32, 32)
     direct, planned = copy.deepcopy(model), copy.deepcopy(model)
-    expected = compress_data_aware(direct, [images], energy=0.6, calib_images=64)
+    quick = DataAwareOptions(iterations=3)  # the same steps as the default, fewer L-BFGS rounds
+    expected = compress_data_aware(direct, [images], energy=0.6, calib_images=64, options=quick)
     plan = ht2.plan(planned, energy=0.6)
-    report = ht2.apply(planned, plan, fit=DataAwareFit([images], 64, energy=0.6))
+    report = ht2.apply(planned, plan, fit=DataAwareFit([images], 64, quick, energy=0.6))
     assert report.data_aware is not None
     assert [r.ranks for r in report.layers] == [r.ranks for r in expected.layers]
     assert _same_state(planned, direct)

@@ -211,7 +211,11 @@ HANDLER_TYPES = {
 }
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize(
+    "method",
+    # CP's rank search takes most of a minute on ResNet-20: in the slow set
+    [pytest.param(m, marks=pytest.mark.slow) if m == "cp" else m for m in METHODS],
+)
 def test_resnet20_round_trip_is_bit_exact_for_each_method(method: str, tmp_path: Path) -> None:
     model = models.create("cifar10_resnet20")
     with num_threads(1):  # CP's rank search: many tiny products, faster on one thread
