@@ -70,13 +70,20 @@ def one_epoch_section(results: Results) -> Section | None:
 def paper_section(results: Results) -> Section:
     data = results.json("paper_table.json")
     rows = (data or {}).get("rows", [])
+    threads = sorted({r["settings"].get("threads") for r in rows if r.get("settings")} - {None})
+    workers = sorted({r["settings"].get("workers") for r in rows if r.get("settings")} - {None})
+    flags = "".join(f" --threads {n}" for n in threads[:1]) + "".join(
+        f" --workers {n}" for n in workers[:1]
+    )
     parts = [
-        command("nohup python benchmarks/paper_table.py --data DATA --threads 2 "
+        command(f"nohup python benchmarks/paper_table.py --data DATA{flags} "
                 "> paper_table.log 2>&1 &"),
         "Each size compressed by the paper's pipeline (one energy, no data) and by the best one "
         "(`--recipe best`), rivals beside them, every model fine-tuned for the same number of "
         "epochs, against the base model fine-tuned the same way. A background job fills "
-        "`benchmarks/results/paper_table.json` row by row.",
+        "`benchmarks/results/paper_table.json` row by row. Top-1 after is the last epoch's; "
+        "minutes are wall time on this shared 2-core machine, including what other jobs took "
+        "from it.",
     ]
     if not rows:
         parts.append("No rows yet.")
