@@ -31,7 +31,7 @@ def test_calibrate_folder_writes_what_the_cli_writes(
     tiny: Path, compressed: Path, tmp_path: Path
 ) -> None:
     result = calibrate_folder(compressed, tmp_path / "lib", str(tiny), images=16, workers=0)
-    assert (result.images, result.available, result.shortfall()) == (16, 16, None)
+    assert result.images == 16
     argv = ["calibrate", str(compressed), "--data", str(tiny), "--images", "16"]
     assert main([*argv, "--workers", "0", "--out", str(tmp_path / "cli")]) == 0
     ours = load_file(str(tmp_path / "lib" / "model.safetensors"))
@@ -40,19 +40,36 @@ def test_calibrate_folder_writes_what_the_cli_writes(
     assert all(torch.equal(ours[key], theirs[key]) for key in ours)
 
 
-def test_a_small_data_set_is_used_whole_and_noted(
+def test_by_default_a_small_data_set_is_used_whole(
     tiny: Path, compressed: Path, tmp_path: Path, capsys
 ) -> None:
     model = ht2.load(compressed)
     entry = ht2.models.get_entry(model.ht2_arch["name"])
-    result = calibrate_on_train_images(model, entry, str(tiny), 100, 8, 0, progress=False)
-    assert (result.asked, result.available, result.images) == (100, 24, 24)
-    assert result.shortfall() == "only 24 training images available for calibration"
-    argv = ["calibrate", str(compressed), "--data", str(tiny), "--images", "100", "--json"]
+    assert (
+        calibrate_on_train_images(model, entry, str(tiny), None, 8, 0, progress=False).images == 24
+    )
+    argv = ["calibrate", str(compressed), "--data", str(tiny), "--json"]
     assert main([*argv, "--workers", "0", "--out", str(tmp_path / "cal")]) == 0
     out, err = capsys.readouterr()
-    assert json.loads(out) == {"images": 24}
-    assert "note: only 24 training images available for calibration" in err
+    assert json.loads(out) == {"images": 24} and "note" not in err
+
+
+def test_asking_for_more_images_than_the_split_holds_is_refused(
+    tiny: Path, compressed: Path, tmp_path: Path, capsys
+) -> None:
+    model = ht2.load(compressed)
+    entry = ht2.models.get_entry(model.ht2_arch["name"])
+    with pytest.raises(ht2.HT2Error, match="only 24 training images .* fewer than the 100 asked"):
+        calibrate_on_train_images(model, entry, str(tiny), 100, 8, 0, progress=False)
+    for command in (
+        ["calibrate", str(compressed), "--images", "100"],
+        ["finetune", str(compressed), "--calib-images", "100", "--epochs", "1"],
+    ):
+        argv = [*command, "--data", str(tiny), "--workers", "0", "--out", str(tmp_path / "x")]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "fewer than the 100 asked for calibration; lower --calib-images to 24" in err
+        assert not (tmp_path / "x").exists()
 
 
 def test_calibration_refuses_data_of_other_classes(tmp_path: Path, compressed: Path) -> None:

@@ -150,11 +150,14 @@ def test_bad_plan_files_are_one_line(tmp_path: Path, change, message: str) -> No
     assert "\n" not in str(caught.value)
 
 
-def test_plan_for_another_architecture_changes_nothing() -> None:
-    plan = ht2.plan(ht2.models.create("cifar10_resnet56"), energy=0.5)
-    model = _resnet20()
+def test_plan_naming_a_missing_layer_changes_nothing() -> None:
+    def net(depth: int) -> nn.Module:
+        return nn.Sequential(*[nn.Conv2d(8, 8, 3, padding=1) for _ in range(depth)])
+
+    plan = ht2.plan(net(3), energy=0.5)
+    model = net(2)
     before = copy.deepcopy(model)
-    with pytest.raises(HT2Error, match="plan entry .* names layer 'layer1.3.conv1'"):
+    with pytest.raises(HT2Error, match="plan entry .* names layer '2'"):
         ht2.apply(model, plan)
     assert _same_state(model, before)
 
@@ -232,7 +235,7 @@ def test_cli_plan_refuses_deciding_flags(tmp_path: Path, cli) -> None:
             str(tmp_path / "x"),
         ]
     )
-    assert code == 2 and "--plan gives every layer's ranks" in err
+    assert code == 2 and "--plan gives every layer's method, ranks and sweeps" in err
     assert "Traceback" not in err and not (tmp_path / "x").exists()
 
 
@@ -295,3 +298,32 @@ def test_every_registered_planner_gives_a_plan_that_applies(tmp_path: Path) -> N
     ).ranks == {"r1": 4, "r13": 5, "r3": 6}
     with pytest.raises(HT2Error, match="unknown planner 'psychic'"):
         plan_with("psychic", _resnet20())
+
+
+def test_plan_for_another_model_is_refused() -> None:
+    plan = ht2.plan(_resnet20(), EXAMPLE, energy=0.5)
+    other = ht2.models.create("cifar10_resnet32")
+    with pytest.raises(HT2Error, match="made for cifar10_resnet20, not cifar10_resnet32"):
+        ht2.apply(other, plan)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("round_ranks", "x"), ("refine_sweeps", -2), ("energy", 7), ("include", 3)]
+)
+def test_bad_provenance_is_one_line(tmp_path: Path, field: str, value: object) -> None:
+    data = _plan_dict()
+    data["provenance"][field] = value
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(HT2Error, match=f"provenance.{field}"):
+        read_plan(path)
+
+
+def test_compress_with_recipe_times_the_decomposition() -> None:
+    from ht2.recipes.pipeline import compress_with_recipe
+
+    report = compress_with_recipe(_resnet20(), "paper", energy=0.6, example_input=EXAMPLE)
+    assert report.seconds > 0
+    assert report.pipeline["steps"][-1]["seconds"] == report.seconds
+    with pytest.raises(HT2Error, match="refine_sweeps comes from the recipe"):
+        compress_with_recipe(_resnet20(), "paper", energy=0.6, refine_sweeps=3)

@@ -19,5 +19,10 @@ RUNTIMES = ("eager", "compile", "onnxruntime")
 FORM_RUNTIMES = ("eager", "compile")  # runtimes --latency-aware can time forms in
 
 
+class HT2Warning(UserWarning):
+    """Something worth knowing about a result that ht2 still produced; the CLI prints it as
+    one `ht2: warning:` line once the command succeeds."""
+
+
 class RenamedWarning(FutureWarning):
     """A name the user gave was renamed; the old one still works, for now, as the new one."""

@@ -34,9 +34,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--images",
+        "--calib-images",
+        dest="calib_images",
         type=positive_int,
-        default=2048,
-        help="training images to use, class-balanced (default: 2048)",
+        help="training images to use, class-balanced; more than the split holds is refused "
+        "(default: 2048, or the whole split when smaller)",
     )
     parser.add_argument(
         "--batch-size", type=positive_int, default=256, help="batch size (default: 256)"
@@ -61,16 +63,13 @@ def run(args: argparse.Namespace) -> int:
         args.source,
         args.out,
         args.data,
-        images=args.images,
+        images=args.calib_images,
         batch_size=args.batch_size,
         workers=args.workers,
         evaluate=args.evaluate,
         overwrite=args.force,
         progress=not args.json,
     )
-    note = result.shortfall()
-    if note:
-        print(f"note: {note}", file=sys.stderr)
     if args.json:
         print(json.dumps(result.to_dict(), indent=1))
     else:

@@ -101,8 +101,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--calib-images",
         type=non_negative_int,
-        default=2048,
-        help="training images for BatchNorm calibration; 0 skips it (default: 2048)",
+        help="training images for BatchNorm calibration, more than the split holds refused; 0 "
+        "skips it (default: 2048, or the whole split when smaller)",
     )
     parser.add_argument(
         "--batch-size", type=positive_int, default=256, help="batch size (default: 256)"
@@ -157,7 +157,7 @@ def _targets(args: argparse.Namespace) -> list[Target]:
 def _check_counts(args: argparse.Namespace) -> None:
     if args.eval_images is not None and args.eval_images < 1:
         raise HT2Error(f"--eval-images must be a positive number, got {args.eval_images}")
-    if args.calib_images < 0:
+    if args.calib_images is not None and args.calib_images < 0:
         raise HT2Error(f"--calib-images must be 0 or more, got {args.calib_images}")
     if args.repeats < 1:
         raise HT2Error(f"--repeats must be at least 1, got {args.repeats}")
@@ -168,12 +168,11 @@ def _check_counts(args: argparse.Namespace) -> None:
 def _calibrator(args: argparse.Namespace, entry: ModelEntry, progress: bool):
     if args.calib_images == 0:
         return None
-    from ht2.data import make_loader, train_dataset
+    from ht2.data import make_loader
     from ht2.train import recalibrate_batchnorm
+    from ht2.train.calibration import calibration_images
 
-    dataset = train_dataset(args.data, entry, augment=False, limit=args.calib_images)
-    if len(dataset) < args.calib_images:
-        print(f"note: only {len(dataset)} training images for calibration", file=sys.stderr)
+    dataset = calibration_images(args.data, entry, args.calib_images)
     loader = make_loader(dataset, args.batch_size, args.workers)
 
     def calibrate(model: nn.Module) -> int:

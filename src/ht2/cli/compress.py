@@ -205,11 +205,16 @@ def read_given_plan(args: argparse.Namespace, target: object, options: dict) -> 
             ("--ranks", bool(options.get("layer_ranks"))),
             ("--rank-rule vbmf", options.get("rank_rule") != "energy"),
             ("--allocate", getattr(args, "allocate", None) not in (None, "uniform")),
+            ("--refine-sweeps", args.refine_sweeps is not None),
+            ("--round-ranks", args.round_ranks != 1),
+            ("--include/--exclude", bool(args.include or args.exclude)),
         )
         if given
     ]
     if deciding:
-        raise HT2Error(f"--plan gives every layer's ranks; drop {', '.join(deciding)}")
+        raise HT2Error(
+            f"--plan gives every layer's method, ranks and sweeps; drop {', '.join(deciding)}"
+        )
     return read_plan(args.plan)
 
 

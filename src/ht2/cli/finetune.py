@@ -70,8 +70,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--calib-images",
         type=positive_int,
-        default=2048,
-        help="training images for the calibration (default: 2048)",
+        help="training images for the calibration; more than the split holds is refused "
+        "(default: 2048, or the whole split when smaller)",
     )
     parser.add_argument(
         "--budget-minutes",
@@ -175,12 +175,9 @@ def run(args: argparse.Namespace) -> int:
     if args.calibrate and not args.resume:
         from ht2.train.calibration import calibrate_on_train_images
 
-        calibration = calibrate_on_train_images(
+        calibrate_on_train_images(
             model, entry, args.data, args.calib_images, config.batch_size, config.workers
         )
-        shortfall = calibration.shortfall()
-        if shortfall:
-            print(f"note: {shortfall}", file=sys.stderr)
     if args.budget_minutes is not None:
         from ht2.recipes.budget import epochs_within
 

@@ -8,7 +8,7 @@ import sys
 import warnings
 
 from ht2 import __version__
-from ht2.choices import RenamedWarning
+from ht2.choices import HT2Warning, RenamedWarning
 from ht2.cli import (
     benchmark,
     calibrate,
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _shown(item: warnings.WarningMessage) -> str:
     """A held warning as printed: ht2's own as one line, others as Python shows them."""
-    if issubclass(item.category, RenamedWarning):
+    if issubclass(item.category, (RenamedWarning, HT2Warning)):
         return f"ht2: warning: {item.message}\n"
     return warnings.formatwarning(item.message, item.category, item.filename, item.lineno)
 

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ht2.choices import HT2Warning
 from ht2.data.gather import gather_images
 from ht2.dataaware.capture import forward_order, layer_input_output
 from ht2.dataaware.holdout import (
@@ -423,7 +424,7 @@ def _held_out_checks(
             f"{summary['gap']['plain']:.4f}); try more calibration images"
         )
         summary["warnings"].append(warning)
-        warnings.warn(warning, UserWarning, stacklevel=2)  # the CLI prints it once it succeeds
+        warnings.warn(warning, HT2Warning, stacklevel=2)  # the CLI prints it once it succeeds
     return summary
 
 

@@ -124,8 +124,7 @@ def check_plan_document(data: Any, where: str) -> None:
     for key in ("model", "method"):
         if not isinstance(data.get(key), str):
             raise HT2Error(f'{where}: "{key}" must be a string, got {json_type(data.get(key))}')
-    if not isinstance(data.get("provenance", {}), dict):
-        raise HT2Error(f'{where}: "provenance" must be an object')
+    check_provenance(data.get("provenance", {}), where)
     dense = data.get("dense", {})
     if not isinstance(dense, dict) or not all(isinstance(v, str) for v in dense.values()):
         raise HT2Error(f'{where}: "dense" must map layer names to reasons')
@@ -153,6 +152,29 @@ def check_plan_document(data: Any, where: str) -> None:
             raise _entry_error(where, label, "unrounded must hold the same ranks, each from 1")
         if entry["name"] in dense:
             raise _entry_error(where, label, "is also listed as dense")
+
+
+def check_provenance(provenance: Any, where: str) -> None:
+    """The fields of a plan's provenance that apply and the data-aware fit read."""
+    if not isinstance(provenance, dict):
+        raise HT2Error(f'{where}: "provenance" must be an object')
+    checks = {
+        "round_ranks": lambda v: _is_int(v) and 1 <= v <= 2**31 - 1,
+        "refine_sweeps": lambda v: _is_int(v) and 0 <= v <= MAX_REFINE_SWEEPS,
+        "energy": lambda v: v is None or (_is_number(v) and 0 < v <= 1),
+        "keep_if_larger": lambda v: isinstance(v, bool),
+        "rank_rule": lambda v: isinstance(v, str),
+        "include": lambda v: (
+            v is None or (isinstance(v, list) and all(isinstance(p, str) for p in v))
+        ),
+        "exclude": lambda v: (
+            v is None or (isinstance(v, list) and all(isinstance(p, str) for p in v))
+        ),
+        "target": lambda v: v is None or isinstance(v, dict),
+    }
+    for key, valid in checks.items():
+        if key in provenance and not valid(provenance[key]):
+            raise HT2Error(f"{where}: provenance.{key} = {provenance[key]!r} is not valid")
 
 
 def check_entry(entry: Any, index: int, where: str) -> None:

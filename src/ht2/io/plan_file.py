@@ -67,8 +67,10 @@ def plan_of_manifest(manifest: dict[str, Any], where: str) -> Plan:
     """The Plan a compressed folder was made by, from its checked manifest."""
     arch = manifest.get("arch")
     provenance = manifest.get("provenance")
-    if provenance is not None and not isinstance(provenance, dict):
-        raise HT2Error(f'{where}: "provenance" must be an object')
+    if provenance is not None:
+        from ht2.io.plan_check import check_provenance
+
+        check_provenance(provenance, where)
     layers = [
         LayerPlan(
             name=entry["name"],

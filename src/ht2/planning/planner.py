@@ -18,16 +18,10 @@ from ht2.layers import factorize
 from ht2.metrics import count_params
 from ht2.planning.options import CompressOptions
 from ht2.surgery.finite import check_finite, decomposing
-from ht2.surgery.plan_model import LayerPlan, Plan, json_layer
+from ht2.surgery.plan_model import LayerPlan, Plan, json_layer, model_name
 from ht2.surgery.policy import Decision, matches, paper_policy, resolve_method
 from ht2.surgery.rank_choice import RankChoice, check_layer_ranks
 from ht2.surgery.walk import candidate_layers, first_conv_name
-
-
-def model_name(model: nn.Module) -> str:
-    """The registry name of `model` when it has one, else its class name."""
-    arch = getattr(model, "ht2_arch", None)
-    return arch["name"] if isinstance(arch, dict) else type(model).__name__
 
 
 def plan(

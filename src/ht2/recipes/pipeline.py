@@ -134,12 +134,14 @@ def compress_with_recipe(
     as they are, fitted as each entry says, then the recipe's BatchNorm step runs.
     """
     recipe = resolve_recipe(recipe)
+    _refuse_sweeps(compress_options)
     recipe.check(target is not None or plan is not None, data is not None)
     check_rank_choice(recipe, compress_options)
     images = _images(model, data, entry, workers, recipe)
     start = time.perf_counter()
     steps: list[dict[str, Any]] = []
     allocation = None
+    factors_start = time.perf_counter()
     if plan is None:
         plan, allocation = _decide(
             model,
@@ -156,6 +158,9 @@ def compress_with_recipe(
             **compress_options,
         )
     report = _apply(model, plan, recipe, energy, example_input, images, progress)
+    # the decomposition happens while planning: report.seconds covers it, not the allocation
+    allocated = allocation.seconds if allocation is not None else 0.0
+    report.seconds = time.perf_counter() - factors_start - allocated
     if allocation is not None:
         allocation.annotate(report)
         steps.append(_allocation_step(allocation, report, recipe))
@@ -191,6 +196,7 @@ def plan_with_recipe(
     """The deciding half of compress_with_recipe: the recipe's allocation (reading `data`
     where it needs images) and every layer's ranks, as a Plan; `model` is left unchanged."""
     recipe = resolve_recipe(recipe)
+    _refuse_sweeps(plan_options)
     recipe.check(target is not None, data is not None)
     check_rank_choice(recipe, plan_options)
     images = _images(model, data, entry, workers, recipe)
@@ -198,6 +204,15 @@ def plan_with_recipe(
         model, recipe, target, energy, method, example_input, images, progress, **plan_options
     )
     return decided
+
+
+def _refuse_sweeps(options: dict[str, Any]) -> None:
+    if "refine_sweeps" in options:
+        raise HT2Error(
+            "refine_sweeps comes from the recipe: give recipe=get_recipe(name).with_choices("
+            "refine_sweeps=N) instead",
+            params="refine_sweeps",
+        )
 
 
 def _images(
@@ -304,7 +319,10 @@ def _apply(
     from ht2.dataaware import DataAwareFit, DataAwareOptions
 
     if images is None:
-        raise HT2Error("the plan asks for a data-aware fit, which needs training images: give data")
+        raise HT2Error(
+            "the plan asks for a data-aware fit, which needs training images: give data=PATH",
+            params="data=PATH",
+        )
     fit = DataAwareFit(
         images.loader(recipe.data_aware_images),
         recipe.data_aware_images,

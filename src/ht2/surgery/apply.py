@@ -14,7 +14,7 @@ from ht2.metrics import count_params, layer_macs, macs_under
 from ht2.surgery.costs import factorized_cost
 from ht2.surgery.finite import check_finite, decomposing
 from ht2.surgery.plan import _spec_of
-from ht2.surgery.plan_model import LayerPlan, Plan
+from ht2.surgery.plan_model import LayerPlan, Plan, model_name
 from ht2.surgery.report import CompressionReport, LayerReport
 from ht2.surgery.walk import candidate_layers
 
@@ -111,7 +111,13 @@ def apply(
 
 
 def check_fits(model: nn.Module, plan: Plan, layers: dict[str, nn.Module]) -> None:
-    """HT2Error naming the first plan entry the model has no matching layer for."""
+    """HT2Error when the plan was made for another model, or naming the first plan entry the
+    model has no matching layer for."""
+    if plan.model != model_name(model):
+        raise HT2Error(
+            f"the plan was made for {plan.model}, not {model_name(model)}; make one for this "
+            "model (ht2 compress --plan-only)"
+        )
     for index, layer in enumerate(plan.layers):
         if layer.name not in layers:
             where = "does not have" if _missing(model, layer.name) else "cannot factorize"
@@ -150,8 +156,10 @@ def rounding_cost(model: nn.Module, plan: Plan) -> int:
     """Parameters that rounding ranks up added to the layers it changed."""
     extra = 0
     for layer in plan.layers:
-        if layer.unrounded is None:
-            continue
+        if layer.unrounded is None or any(
+            layer.ranks.get(key, 0) < value for key, value in layer.unrounded.items()
+        ):
+            continue  # not rounded, or edited below what rounding gave
         module = model.get_submodule(layer.name)
         if getattr(module, "ranks", None) is None:
             continue

@@ -153,7 +153,17 @@ class Plan:
             a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b.to(a.device))
             for a, b in zip(state, now, strict=True)
         )
-        return copy.deepcopy(factors) if planned == layer and same else None
+        if planned != layer or not same:
+            return None
+        device = next((t.device for t in dense.state_dict().values()), torch.device("cpu"))
+        return copy.deepcopy(factors).to(device)
+
+
+def model_name(model: nn.Module) -> str:
+    """The registry name of `model` when it has one, else its class name (what Plan.model
+    records, and what apply checks a plan against)."""
+    arch = getattr(model, "ht2_arch", None)
+    return arch["name"] if isinstance(arch, dict) else type(model).__name__
 
 
 def _state_of(module: nn.Module) -> list[torch.Tensor]:

@@ -12,29 +12,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ht2.errors import HT2Error
+
 if TYPE_CHECKING:
     from torch import nn
 
     from ht2.models import ModelEntry
 
 
+DEFAULT_IMAGES = 2048  # BatchNorm statistics settle well before this on CIFAR and ImageNet
+
+
 @dataclass
 class Calibration:
-    """What a calibration used: `images` the statistics were estimated on, out of `available`
-    training images (fewer than asked when the data set is small); with `evaluate`, the
-    top-1/top-5 accuracy on the evaluation split `before` and `after`."""
+    """What a calibration used: `images` the statistics were estimated on; with `evaluate`,
+    the top-1/top-5 accuracy on the evaluation split `before` and `after`."""
 
-    asked: int
-    available: int
     images: int
     before: dict[str, Any] | None = None
     after: dict[str, Any] | None = None
-
-    def shortfall(self) -> str | None:
-        """A note when the data set held fewer training images than asked, else None."""
-        if self.available >= self.asked:
-            return None
-        return f"only {self.available} training images available for calibration"
 
     def to_dict(self) -> dict[str, Any]:
         """Images used, and the accuracies when measured, as `ht2 calibrate --json` prints."""
@@ -46,26 +42,41 @@ class Calibration:
         return result
 
 
+def calibration_images(data: str, entry: ModelEntry, images: int | None = None):
+    """The class-balanced training images of `data` (evaluation transform) for BatchNorm
+    statistics: `images` of them, refused naming both counts when the split holds fewer;
+    None: DEFAULT_IMAGES, or the whole split when it is smaller."""
+    from ht2.data import train_dataset  # torchvision: only when data is read
+
+    dataset = train_dataset(data, entry, augment=False, limit=images or DEFAULT_IMAGES)
+    if images is not None and len(dataset) < images:
+        raise HT2Error(
+            f"only {len(dataset)} training images in {data}, fewer than the {images} asked "
+            f"for calibration; lower calib_images to {len(dataset)} or fewer",
+            params="calib_images",
+        )
+    return dataset
+
+
 def calibrate_on_train_images(
     model: nn.Module,
     entry: ModelEntry,
     data: str,
-    images: int,
+    images: int | None,
     batch_size: int,
     workers: int,
     progress: bool = True,
 ) -> Calibration:
-    """Recalibrate `model`'s BatchNorms on `images` class-balanced training images of `data`
-    (evaluation transform), refusing data whose classes are not the model's."""
-    from ht2.data import make_loader, train_dataset  # torchvision: only when data is read
+    """Recalibrate `model`'s BatchNorms on calibration_images(data, entry, images), refusing
+    data whose classes are not the model's."""
+    from ht2.data import make_loader
     from ht2.data.datasets import check_classes
     from ht2.train.calibrate import recalibrate_batchnorm
 
-    dataset = train_dataset(data, entry, augment=False, limit=images)
+    dataset = calibration_images(data, entry, images)
     check_classes(dataset, model, entry, entry.name)
     loader = make_loader(dataset, batch_size, workers)
-    used = recalibrate_batchnorm(model, loader, len(dataset), progress=progress)
-    return Calibration(asked=images, available=len(dataset), images=used)
+    return Calibration(recalibrate_batchnorm(model, loader, len(dataset), progress=progress))
 
 
 def eval_accuracy(
@@ -91,7 +102,7 @@ def calibrate_folder(
     source: str | os.PathLike,
     out: str | os.PathLike,
     data: str,
-    images: int = 2048,
+    images: int | None = None,
     batch_size: int = 256,
     workers: int = 2,
     evaluate: bool = False,
@@ -99,9 +110,9 @@ def calibrate_folder(
     progress: bool = True,
 ) -> Calibration:
     """Load the compressed folder `source`, recalibrate its BatchNorms on `images` training
-    images of `data` and write it to `out` (all or nothing; `overwrite` replaces an ht2
-    folder there). With `evaluate`, accuracy is measured before and after, and the copied
-    report.json records the calibrated accuracy."""
+    images of `data` (see calibration_images) and write it to `out` (all or nothing;
+    `overwrite` replaces an ht2 folder there). With `evaluate`, accuracy is measured before
+    and after, and the copied report.json records the calibrated accuracy."""
     from ht2 import models
     from ht2.io import atomic_directory, check_output_dir, load
     from ht2.io.artefacts import read_report, write_model
