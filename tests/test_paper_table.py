@@ -217,9 +217,12 @@ def test_a_stopped_fine_tune_resumes_from_its_checkpoint(
 
 
 def test_rows_record_no_absolute_paths(table: ModuleType, tmp_path: Path) -> None:
-    shared = table.HERE.parents[1] / "shared" / "data" / "cifar.tar.gz"
+    root = Path(table.portable.__globals__["ROOT"])  # the repository paths.py writes against
+    shared = root.parent / "beside-the-repo" / "cifar.tar.gz"  # as ../shared is
     settings = table.Settings(data=str(shared), weights={"n": str(Path.home() / "w.th")})
     recorded = settings.to_dict()
-    assert recorded["data"] == "../shared/data/cifar.tar.gz"
+    assert recorded["data"] == "../beside-the-repo/cifar.tar.gz"
     assert recorded["weights"] == {"n": "~/w.th"}
-    assert table._command(["finetune", str(shared)]) == "ht2 finetune ../shared/data/cifar.tar.gz"
+    assert (
+        table._command(["finetune", str(shared)]) == "ht2 finetune ../beside-the-repo/cifar.tar.gz"
+    )
