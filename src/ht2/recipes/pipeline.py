@@ -141,7 +141,6 @@ def compress_with_recipe(
     start = time.perf_counter()
     steps: list[dict[str, Any]] = []
     allocation = None
-    factors_start = time.perf_counter()
     if plan is None:
         plan, allocation = _decide(
             model,
@@ -160,7 +159,7 @@ def compress_with_recipe(
     report = _apply(model, plan, recipe, energy, example_input, images, progress)
     # the decomposition happens while planning: report.seconds covers it, not the allocation
     allocated = allocation.seconds if allocation is not None else 0.0
-    report.seconds = time.perf_counter() - factors_start - allocated
+    report.seconds = time.perf_counter() - start - allocated
     if allocation is not None:
         allocation.annotate(report)
         steps.append(_allocation_step(allocation, report, recipe))
@@ -361,8 +360,8 @@ def _factors_step(report: CompressionReport, recipe: Recipe) -> dict[str, Any]:
     step: dict[str, Any] = {
         "step": "factors",
         "method": report.method,
-        "refine_sweeps": recipe.refine_sweeps,
-        "data_aware": recipe.data_aware,
+        "refine_sweeps": report.refine_sweeps,  # the plan's: the recipe's unless a plan was given
+        "data_aware": recipe.data_aware if report.data_aware is not None else None,
         "seconds": report.seconds,
     }
     if recipe.data_aware and report.data_aware:
