@@ -164,19 +164,7 @@ def run(args: argparse.Namespace) -> int:
     recipe = recipe_from_args(args, target is not None or plan is not None)
     model = model_from_args(args)
     report = compress_with_recipe(
-        model,
-        recipe,
-        target=target,
-        data=args.data,
-        energy=args.energy,
-        method=args.method,
-        example_input=example_input(args.model),
-        include=args.include,
-        exclude=args.exclude,
-        keep_if_larger=args.keep_if_larger,
-        progress=not args.json,
-        plan=plan,
-        **options,
+        model, recipe, target=target, plan=plan, **recipe_settings(args), **options
     )
     apply_latency_aware(args, model, report, example_input(args.model))
     with atomic_directory(args.out, overwrite=args.force) as staging:
@@ -190,6 +178,20 @@ def run(args: argparse.Namespace) -> int:
     if not (recipe.calibrate or report.data_aware):
         print(recovery_hint(args.out), file=sys.stderr)
     return 0
+
+
+def recipe_settings(args: argparse.Namespace) -> dict:
+    """The keyword arguments compress_with_recipe and plan_with_recipe both take from flags."""
+    return {
+        "data": args.data,
+        "energy": args.energy,
+        "method": args.method,
+        "example_input": example_input(args.model),
+        "include": args.include,
+        "exclude": args.exclude,
+        "keep_if_larger": args.keep_if_larger,
+        "progress": not args.json,
+    }
 
 
 def read_given_plan(args: argparse.Namespace, target: object, options: dict) -> Plan | None:
@@ -232,20 +234,7 @@ def write_plan_only(args: argparse.Namespace) -> int:
     options.pop("refine_sweeps")
     recipe = recipe_from_args(args, target is not None)
     model = model_from_args(args)
-    plan = plan_with_recipe(
-        model,
-        recipe,
-        target=target,
-        data=args.data,
-        energy=args.energy,
-        method=args.method,
-        example_input=example_input(args.model),
-        include=args.include,
-        exclude=args.exclude,
-        keep_if_larger=args.keep_if_larger,
-        progress=not args.json,
-        **options,
-    )
+    plan = plan_with_recipe(model, recipe, target=target, **recipe_settings(args), **options)
     write_plan(plan, args.out, overwrite=args.force)
     if args.json:
         print(plan.to_json(), end="")

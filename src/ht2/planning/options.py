@@ -68,25 +68,12 @@ class CompressOptions:
             raise HT2Error(
                 f"unknown rank rule {self.rank_rule!r}; choose one of {', '.join(RANK_RULES)}"
             )
-        if isinstance(self.round_ranks, bool) or not isinstance(self.round_ranks, int):
-            raise HT2Error(
-                f"round_ranks must be a positive integer, got {self.round_ranks!r}",
-                params="round_ranks",
-            )
-        if self.round_ranks < 1:
-            raise HT2Error(
-                f"round_ranks must be a positive integer, got {self.round_ranks}",
-                params="round_ranks",
-            )
-        if isinstance(self.refine_sweeps, bool) or not isinstance(self.refine_sweeps, int):
-            raise HT2Error(
-                f"refine_sweeps must be 0 or more, got {self.refine_sweeps!r}",
-                params="refine_sweeps",
-            )
-        if self.refine_sweeps < 0:
-            raise HT2Error(
-                f"refine_sweeps must be 0 or more, got {self.refine_sweeps}",
-                params="refine_sweeps",
-            )
+        for name, low, wanted in (
+            ("round_ranks", 1, "a positive integer"),
+            ("refine_sweeps", 0, "0 or more"),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise HT2Error(f"{name} must be {wanted}, got {value!r}", params=name)
         if self.target is not None and self.target.kind == "macs" and not has_example_input:
             raise HT2Error("a MACs target needs an example input to count MACs")
