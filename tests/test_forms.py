@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 from pathlib import Path
@@ -384,3 +385,68 @@ def test_forms_timed_under_torch_compile_keep_the_outputs() -> None:
     assert chosen.treatment.runtime == "compile" and chosen.layers
     with torch.no_grad():
         assert _rel(model(x), expected) < 1e-5
+
+
+def _plain_conv_net() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1)
+    ).eval()
+
+
+QUICK = {"threads": 1, "repeats": 1, "warmup": 0}
+
+
+def test_forms_planner_writes_the_fastest_forms_and_apply_runs_them() -> None:
+    from ht2.planning import CompressOptions, plan_with
+    from ht2.surgery.latency_aware import FormTiming
+
+    model, x = _plain_conv_net(), torch.randn(1, 8, 12, 12)
+    before = copy.deepcopy(model.state_dict())
+    plan = plan_with("forms", model, x, CompressOptions(energy=0.8), timing=FormTiming(**QUICK))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert plan.provenance["forms"]["kept"] in ("per_layer", "as_decomposed")
+    assert plan.provenance["forms"]["batch_size"] == 1
+    forms = {layer.name: layer.form for layer in plan.layers}
+    assert all(form is not None and form != "dense" for form in forms.values()), forms
+    plain = copy.deepcopy(model)
+    ht2.compress(plain, energy=0.8)
+    report = ht2.apply(model, ht2.Plan.from_json(plan.to_json()), example_input=x)
+    assert {name: model.get_submodule(name).form for name in forms} == forms
+    assert {line.name: line.form for line in report.replaced} == forms
+    with torch.no_grad():
+        assert _rel(model(x), plain(x)) < 1e-5
+
+
+def test_a_data_aware_fit_runs_the_planned_forms() -> None:
+    from ht2.dataaware import DataAwareFit, DataAwareOptions
+
+    model, x = _plain_conv_net(), torch.randn(1, 8, 12, 12)
+    plan = ht2.plan(model, x, energy=0.8)
+    first = next(layer for layer in plan.layers if layer.method == "ht2")
+    for layer in plan.layers:
+        layer.fit = "data-aware"
+    first.form = "merged_core"
+    images = torch.randn(32, 8, 12, 12)
+    fit = DataAwareFit([images], 32, DataAwareOptions(iterations=2), energy=0.8)
+    report = ht2.apply(model, plan, fit=fit, example_input=x)
+    layer = model.get_submodule(first.name)
+    line = next(line for line in report.layers if line.name == first.name)
+    assert layer.form == "merged_core" and line.form == "merged_core"
+    assert line.params_after == sum(p.numel() for p in layer.parameters())
+
+
+@pytest.mark.slow
+def test_cli_plan_only_latency_aware_writes_forms_that_plan_replays(tmp_path: Path, cli) -> None:
+    plan_path, out = tmp_path / "plan.json", tmp_path / "r20"
+    head = ["compress", "cifar10_resnet20", "--random-init"]
+    timing = ["--latency-aware", "--threads", "1", "--batch-size", "2"]
+    code, _, err = cli([*head, "--energy", "0.6", *timing, "--plan-only", "--out", str(plan_path)])
+    assert code == 0, err
+    data = json.loads(plan_path.read_text())
+    assert data["provenance"]["forms"]["batch_size"] == 2
+    forms = {layer["name"]: layer["form"] for layer in data["layers"]}
+    assert all(forms.values())
+    code, _, err = cli([*head, "--plan", str(plan_path), "--out", str(out)])
+    assert code == 0, err
+    model = ht2.load(out)
+    assert {name: model.get_submodule(name).form for name in forms} == forms

@@ -204,6 +204,11 @@ def test_cli_without_data_runs_the_paper_recipe_and_says_so(tmp_path: Path, cli)
         ),
         (["--target-params", "2", "--data", "DATA", "--calibrate"], "--recipe best fits"),
         (
+            ["--recipe", "paper", "--data", "DATA", "--calibrate", "--calib-images", "40"],
+            "only 12 training images in DATA, fewer than the 40 asked for calibration; lower "
+            "--calib-images to 12 or fewer",
+        ),
+        (
             ["--target-params", "2", "--data", "DATA", "--rank-rule", "vbmf"],
             "--recipe best (--allocate sensitivity) chooses every layer's ranks",
         ),

@@ -261,7 +261,7 @@ def test_data_aware_fit_is_a_step_of_apply() -> None:
     from ht2.dataaware import DataAwareFit, DataAwareOptions, compress_data_aware
 
     model = _resnet20()
-    images = torch.randn(64, 3, 32, 32)
+    images = torch.randn(64, 3, 8, 8)  # small images: the same steps, a fraction of the time
     direct, planned = copy.deepcopy(model), copy.deepcopy(model)
     quick = DataAwareOptions(iterations=3)  # the same steps as the default, fewer L-BFGS rounds
     expected = compress_data_aware(direct, [images], energy=0.6, calib_images=64, options=quick)
@@ -274,13 +274,20 @@ def test_data_aware_fit_is_a_step_of_apply() -> None:
 
 def test_every_registered_planner_gives_a_plan_that_applies(tmp_path: Path) -> None:
     from ht2.planning import PLANNERS, CompressOptions, plan_with
+    from ht2.surgery.latency_aware import FormTiming
+    from ht2.surgery.sensitivity import SensitivityOptions
 
     ranks = tmp_path / "ranks.json"
     ranks.write_text(json.dumps({"layer1.0.conv1": {"r1": 4, "r13": 5, "r3": 6}}))
     options = CompressOptions(energy=0.6, target=None)
     inputs = {
+        "forms": {"timing": FormTiming(threads=1, repeats=1, warmup=0)},
         "ranks": {"path": str(ranks)},
-        "sensitivity": {"loader": [torch.randn(16, 3, 32, 32)], "images": 16},
+        "sensitivity": {
+            "loader": [torch.randn(8, 3, 8, 8)],  # small images: the allocation is what is tested
+            "images": 8,
+            "sensitivity": SensitivityOptions(candidates=(0.5, 0.8)),
+        },
     }
     sized = {"target", "spectrum", "sensitivity"}
     for name in sorted(PLANNERS):

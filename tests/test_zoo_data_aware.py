@@ -13,14 +13,9 @@ from ht2.surgery.allocate import compress_allocated
 from ht2.surgery.sensitivity import SensitivityOptions
 from ht2.surgery.targets import TOLERANCE, Target
 
-# SqueezeNet runs by default; the larger fits (tens of seconds to minutes each) with -m slow.
-ZOO = [
-    "squeezenet1_1",
-    *(
-        pytest.param(name, marks=pytest.mark.slow)
-        for name in ("cifar10_densenet40", "mobilenet_v3_small", "googlenet", "resnet18")
-    ),
-]
+# Zoo-wide fits take tens of seconds to minutes each: all of them run with -m slow.
+pytestmark = pytest.mark.slow
+ZOO = ["squeezenet1_1", "cifar10_densenet40", "mobilenet_v3_small", "googlenet", "resnet18"]
 
 
 def _model_and_images(name: str, count: int) -> tuple[torch.nn.Module, torch.Tensor]:

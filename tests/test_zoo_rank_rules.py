@@ -29,8 +29,32 @@ def _replay_ranks(report) -> dict[str, dict[str, int]]:
     return {layer.name: layer.ranks for layer in report.replaced}
 
 
-@pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("name", ZOO)
+# By default each small net with one method, so that every net and method runs once; the
+# other pairs (VBMF of MobileNet alone takes tens of seconds) with -m slow.
+DEFAULT_PAIRS = {
+    ("cifar10_resnet20", "ht2"),
+    ("squeezenet1_1", "tucker2"),
+    ("mobilenet_v3_small", "spatial-svd"),
+}
+
+
+def _rank_rule_cases() -> list:
+    cases = []
+    for zoo in ZOO:
+        for method in METHODS:
+            name = zoo if isinstance(zoo, str) else zoo.values[0]
+            kind = method if isinstance(method, str) else method.values[0]
+            marks = [
+                *([] if isinstance(zoo, str) else zoo.marks),
+                *([] if isinstance(method, str) else method.marks),
+            ]
+            if (name, kind) not in DEFAULT_PAIRS:
+                marks = [pytest.mark.slow]
+            cases.append(pytest.param(name, kind, marks=marks, id=f"{name}-{kind}"))
+    return cases
+
+
+@pytest.mark.parametrize(("name", "method"), _rank_rule_cases())
 def test_energy_vbmf_and_given_ranks_run_on_the_zoo(name: str, method: str) -> None:
     model, x = _model_and_input(name)
     with torch.no_grad():

@@ -25,7 +25,6 @@ from ht2.errors import HT2Error
 from ht2.surgery.targets import Target, parse_factor
 
 if TYPE_CHECKING:
-    from torch import nn
 
     from ht2.models import ModelEntry
 
@@ -166,19 +165,14 @@ def _check_counts(args: argparse.Namespace) -> None:
 
 
 def _calibrator(args: argparse.Namespace, entry: ModelEntry, progress: bool):
+    """BatchNorm calibration for each row (None with --calib-images 0)."""
     if args.calib_images == 0:
         return None
-    from ht2.data import make_loader
-    from ht2.train import recalibrate_batchnorm
-    from ht2.train.calibration import calibration_images
+    from ht2.train.calibration import train_image_calibrator
 
-    dataset = calibration_images(args.data, entry, args.calib_images)
-    loader = make_loader(dataset, args.batch_size, args.workers)
-
-    def calibrate(model: nn.Module) -> int:
-        return recalibrate_batchnorm(model, loader, len(dataset), progress=progress)
-
-    return calibrate
+    return train_image_calibrator(
+        args.data, entry, args.calib_images, args.batch_size, args.workers, progress
+    )
 
 
 def run(args: argparse.Namespace) -> int:

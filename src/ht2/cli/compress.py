@@ -16,7 +16,7 @@ from ht2.cli.common import (
     model_from_args,
 )
 from ht2.cli.data_aware_args import add_data_aware_args, data_aware_choices
-from ht2.cli.latency_args import add_latency_args, apply_latency_aware, check_latency_args
+from ht2.cli.latency_args import add_latency_args, check_latency_args, form_timing, print_forms
 from ht2.cli.number_args import positive_int
 from ht2.cli.rank_args import add_rank_args, rank_options
 from ht2.cli.tables import report_table
@@ -166,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
     report = compress_with_recipe(
         model, recipe, target=target, plan=plan, **recipe_settings(args), **options
     )
-    apply_latency_aware(args, model, report, example_input(args.model))
+    print_forms(report)
     with atomic_directory(args.out, overwrite=args.force) as staging:
         write_model(model, staging, report)
         write_allocation_plot(args, staging, report)
@@ -191,6 +191,7 @@ def recipe_settings(args: argparse.Namespace) -> dict:
         "exclude": args.exclude,
         "keep_if_larger": args.keep_if_larger,
         "progress": not args.json,
+        "forms": form_timing(args),
     }
 
 
@@ -227,8 +228,6 @@ def write_plan_only(args: argparse.Namespace) -> int:
 
     if args.plan:
         raise HT2Error("--plan-only writes a plan; do not also give --plan")
-    if args.latency_aware:
-        raise HT2Error("--latency-aware times the compressed layers; drop it with --plan-only")
     options = rank_options(args)
     target = options.pop("target")
     options.pop("refine_sweeps")

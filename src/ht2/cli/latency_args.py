@@ -13,11 +13,8 @@ from ht2.cli.tables import render
 from ht2.errors import HT2Error
 
 if TYPE_CHECKING:
-    import torch
-    from torch import nn
-
     from ht2.surgery import CompressionReport
-    from ht2.surgery.latency_aware import FormChoices
+    from ht2.surgery.latency_aware import FormTiming
 
 
 def add_latency_args(parser: argparse.ArgumentParser) -> None:
@@ -98,54 +95,57 @@ def check_latency_args(args: argparse.Namespace) -> None:
     warn_if_emulated(args.dtype or "float32", resolve_device(args.device))
 
 
-def apply_latency_aware(
-    args: argparse.Namespace,
-    model: nn.Module,
-    report: CompressionReport,
-    example_input: torch.Tensor,
-) -> None:
-    """With --latency-aware, put each factorized layer in its fastest form and record it."""
+def form_timing(args: argparse.Namespace) -> FormTiming | None:
+    """How --latency-aware times forms (None without it)."""
     from ht2.metrics.treatment import Treatment
-    from ht2.surgery.latency_aware import choose_forms, record_forms
+    from ht2.surgery.latency_aware import FormTiming
 
     if not args.latency_aware:
-        return
-    treatment = Treatment(args.dtype or "float32", args.channels_last, args.runtime or "eager")
-    choices = choose_forms(
-        model,
-        example_input,
+        return None
+    return FormTiming(
         device=args.device,
         batch_size=args.batch_size,
         threads=args.threads,
         allow_dense=args.allow_dense,
-        treatment=treatment,
+        treatment=Treatment(args.dtype or "float32", args.channels_last, args.runtime or "eager"),
     )
-    record_forms(report, choices, model, example_input)
-    where = f"{args.device}, batch {args.batch_size}, {', '.join(treatment.cells()[:3])}"
+
+
+def print_forms(report: CompressionReport) -> None:
+    """The forms --latency-aware kept and timed, on stderr (nothing when it did not run)."""
+    summary = report.latency_aware
+    if not summary:
+        return
+    layout = "NHWC" if summary.get("memory_format") == "channels_last" else "NCHW"
+    where = (
+        f"{summary['device']}, batch {summary['batch_size']}, {summary['dtype']}, {layout}, "
+        f"{summary['runtime']}"
+    )
     print(f"forms timed on {where} (median ms per call):", file=sys.stderr)
-    print(forms_table(choices), file=sys.stderr)
+    print(forms_table(report), file=sys.stderr)
 
 
-def forms_table(choices: FormChoices) -> str:
+def forms_table(report: CompressionReport) -> str:
     """One line per layer (the form kept, median ms of every form timed) and the model check."""
-    layers = choices.layers
-    forms = list(
-        dict.fromkeys(f for choice in layers for f in (*choice.times_ms, *choice.over_budget))
-    )
+    summary = report.latency_aware or {}
+    layers = [line for line in report.layers if line.form_times_ms is not None]
+    forms = list(dict.fromkeys(form for line in layers for form in line.form_times_ms))
     rows = [
         [
-            choice.name,
-            choice.form,
-            *(f"{choice.times_ms[f]:.3f}" if f in choice.times_ms else "-" for f in forms),
+            line.name,
+            line.form,
+            *(f"{line.form_times_ms[f]:.3f}" if f in line.form_times_ms else "-" for f in forms),
         ]
-        for choice in layers
+        for line in layers
     ]
     lines = [render(["layer", "form kept", *(f"{f} ms" for f in forms)], rows)]
-    if any(choice.over_budget for choice in layers):
+    if any(row.count("-") for row in rows) and not summary.get("allow_dense"):
         lines.append(
             "-: not timed, larger than the layer as decomposed or dense (--allow-dense times them)"
         )
-    if choices.model_ms:
-        times = ", ".join(f"{key} {ms:.3f}" for key, ms in choices.model_ms.items())
-        lines.append(f"whole model, ms: {times} (dense: the original's cost); kept: {choices.kept}")
+    model_ms = summary.get("model_ms") or {}
+    if model_ms:
+        times = ", ".join(f"{key} {ms:.3f}" for key, ms in model_ms.items())
+        kept = summary["kept"]
+        lines.append(f"whole model, ms: {times} (dense: the original's cost); kept: {kept}")
     return "\n".join(lines)

@@ -38,7 +38,7 @@ from ht2.layers import FactorizedLayer
 from ht2.metrics import count_params, layer_macs, macs_under
 from ht2.planning.planner import plan
 from ht2.surgery import CompressionReport, LayerReport
-from ht2.surgery.apply import apply
+from ht2.surgery.apply import apply, in_planned_form
 from ht2.surgery.plan_model import Plan
 from ht2.surgery.policy import matches
 
@@ -240,6 +240,8 @@ class DataAwareFit:
         self.options.check()
         start = time.perf_counter()
         report = self.run(model, plan, self.images(), example_input, progress)
+        if any(layer.form is not None for layer in plan.layers):
+            _put_in_planned_forms(model, plan, report, example_input)
         report.seconds = time.perf_counter() - start
         return report
 
@@ -426,6 +428,23 @@ def _held_out_checks(
         summary["warnings"].append(warning)
         warnings.warn(warning, HT2Warning, stacklevel=2)  # the CLI prints it once it succeeds
     return summary
+
+
+def _put_in_planned_forms(
+    model: nn.Module, plan: Plan, report: CompressionReport, example_input: torch.Tensor | None
+) -> None:
+    """Fitted factors come in the handler's default form: run each in the form the plan
+    gives it, and count the sizes again (a merged form has other sizes)."""
+    entries = {entry.name: entry for entry in report.layers}
+    for layer in plan.layers:
+        if layer.form is None:
+            continue
+        module = in_planned_form(model.get_submodule(layer.name), layer)
+        model.set_submodule(layer.name, module)
+        if layer.name in entries:
+            entries[layer.name].params_after = count_params(module)
+            entries[layer.name].form = getattr(module, "form", None)
+    _retotal(report, model, example_input)
 
 
 def _retotal(report: CompressionReport, model: nn.Module, example_input: torch.Tensor | None):

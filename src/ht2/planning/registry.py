@@ -3,7 +3,8 @@
 A planner is a function `(model, example_input, options, **inputs) -> Plan`; adding one is a
 module with that function and one `register_planner` line. Rank rules (energy, VBMF) and ranks
 given per layer are options of the base planner; size targets, spectrum and sensitivity
-allocation decide per-layer energies or ranks first, then plan with them.
+allocation decide per-layer energies or ranks first, then plan with them; "forms" plans, then
+times each layer's equivalent forms and records the fastest.
 """
 
 from __future__ import annotations
@@ -73,6 +74,14 @@ def _target(model: nn.Module, example_input, options: CompressOptions) -> Plan:
     return plan(model, example_input, options)
 
 
+def _forms(model: nn.Module, example_input, options: CompressOptions, timing: Any = None) -> Plan:
+    """The plan the options make, each layer in its fastest form timed by `timing` (a
+    FormTiming; default: CPU, batch 1, float32 eager, the size kept)."""
+    from ht2.planning.forms import plan_forms
+
+    return plan_forms(model, plan(model, example_input, options), example_input, timing)
+
+
 def _allocation(name: str) -> Planner:
     def planner(
         model: nn.Module,
@@ -80,6 +89,7 @@ def _allocation(name: str) -> Planner:
         options: CompressOptions,
         loader: Iterable | None = None,
         images: int = 256,
+        sensitivity: Any = None,
     ) -> Plan:
         from ht2.surgery.allocate import allocate
 
@@ -97,6 +107,7 @@ def _allocation(name: str) -> Planner:
             exclude=list(options.exclude) if options.exclude else None,
             keep_if_larger=options.keep_if_larger,
             round_ranks=options.round_ranks,
+            options=sensitivity,
             progress=options.progress,
         )
         chosen = replace(options, target=None, **allocation.compress_kwargs())
@@ -104,7 +115,10 @@ def _allocation(name: str) -> Planner:
         result.provenance.update(allocation=name, target=_target_record(allocation))
         return result
 
-    planner.__doc__ = f"Per-layer ranks that meet a size target, allocated by {name}."
+    planner.__doc__ = (
+        f"Per-layer ranks that meet a size target, allocated by {name} (`sensitivity`: "
+        "a SensitivityOptions, how the sensitivity allocation measures)."
+    )
     return planner
 
 
@@ -116,5 +130,6 @@ register_planner("energy", _energy)
 register_planner("vbmf", _vbmf)
 register_planner("ranks", _ranks_file)
 register_planner("target", _target)
+register_planner("forms", _forms)
 register_planner("spectrum", _allocation("spectrum"))
 register_planner("sensitivity", _allocation("sensitivity"))

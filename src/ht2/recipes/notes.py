@@ -65,6 +65,8 @@ def _describe(step: dict[str, Any]) -> str:
         return _factors(step)
     if kind == "batchnorm":
         return _batchnorm(step)
+    if kind == "forms":
+        return _forms(step)
     return str(kind)
 
 
@@ -101,3 +103,9 @@ def _batchnorm(step: dict[str, Any]) -> str:
     if how == "always":
         return "BatchNorm re-estimated"
     return "BatchNorm statistics left as they were"
+
+
+def _forms(step: dict[str, Any]) -> str:
+    layout = {"per_layer": "each layer's fastest", "as_decomposed": "as decomposed"}
+    kept = layout.get(step.get("kept"), step.get("kept"))
+    return f"forms timed on {step.get('device')} at batch {step.get('batch_size')}: {kept} kept"

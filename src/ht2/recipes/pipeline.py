@@ -23,10 +23,12 @@ from ht2.planning.planner import plan as make_plan
 from ht2.recipes.recipe import Recipe, get_recipe
 from ht2.surgery.allocate import Allocation, allocate
 from ht2.surgery.apply import apply
+from ht2.surgery.latency_aware import FormTiming, fastest_forms
 from ht2.surgery.plan_model import Plan
 from ht2.surgery.report import CompressionReport
 from ht2.surgery.sensitivity import SensitivityOptions
 from ht2.surgery.targets import Target
+from ht2.train.calibration import DEFAULT_IMAGES
 
 LOADER_BATCH = 256
 STRICT_STEPS = ("sensitivity allocation", "data-aware")  # these refuse to run on fewer images
@@ -120,6 +122,7 @@ def compress_with_recipe(
     workers: int = 2,
     progress: bool = False,
     plan: Plan | None = None,
+    forms: FormTiming | None = None,
     **compress_options: Any,
 ) -> CompressionReport:
     """Compress `model` in place by `recipe` ("paper", "best" or a Recipe) and return the
@@ -131,12 +134,15 @@ def compress_with_recipe(
     `entry`) or batches of images, for the steps that need them. `compress_options` go to
     `ht2.plan` (rank_rule, layer_ranks, round_ranks); the recipe gives refine_sweeps.
     A given `plan` (see plan_with_recipe) replaces the deciding steps: its layers are applied
-    as they are, fitted as each entry says, then the recipe's BatchNorm step runs.
+    as they are, fitted as each entry says, then the recipe's BatchNorm step runs. With
+    `forms`, each factorized layer is then put in its fastest form timed that way
+    (ht2.surgery.latency_aware), recorded in `report.latency_aware`.
     """
     recipe = resolve_recipe(recipe)
     _refuse_sweeps(compress_options)
     recipe.check(target is not None or plan is not None, data is not None)
     check_rank_choice(recipe, compress_options)
+    _check_forms(forms, example_input)
     images = _images(model, data, entry, workers, recipe)
     start = time.perf_counter()
     steps: list[dict[str, Any]] = []
@@ -167,7 +173,10 @@ def compress_with_recipe(
     if report.data_aware is not None:
         steps.append(_held_out_step(report, recipe))
     if recipe.calibrate:
-        steps.append(_calibrate(model, images, recipe.calibrate_images))
+        explicit = "calibrate_images" in recipe.overrides
+        steps.append(_calibrate(model, images, recipe.calibrate_images if explicit else None))
+    if forms is not None:
+        steps.append(_forms(model, report, example_input, forms))
     report.pipeline = {
         "recipe": recipe.name,
         "overrides": {name: _jsonable(getattr(recipe, name)) for name in recipe.overrides},
@@ -190,19 +199,52 @@ def plan_with_recipe(
     entry: ModelEntry | None = None,
     workers: int = 2,
     progress: bool = False,
+    forms: FormTiming | None = None,
     **plan_options: Any,
 ) -> Plan:
     """The deciding half of compress_with_recipe: the recipe's allocation (reading `data`
-    where it needs images) and every layer's ranks, as a Plan; `model` is left unchanged."""
+    where it needs images) and every layer's ranks, as a Plan, with each layer's fastest form
+    when `forms` says how to time them; `model` is left unchanged."""
     recipe = resolve_recipe(recipe)
     _refuse_sweeps(plan_options)
     recipe.check(target is not None, data is not None)
     check_rank_choice(recipe, plan_options)
+    _check_forms(forms, example_input)
     images = _images(model, data, entry, workers, recipe)
     decided, _ = _decide(
         model, recipe, target, energy, method, example_input, images, progress, **plan_options
     )
+    if forms is not None:
+        from ht2.planning.forms import plan_forms
+
+        plan_forms(model, decided, example_input, forms)
     return decided
+
+
+def _check_forms(forms: FormTiming | None, example_input: torch.Tensor | None) -> None:
+    if forms is not None and example_input is None:
+        raise HT2Error(
+            "timing forms needs an example input of the model's shape",
+            params=("forms", "example_input"),
+        )
+
+
+def _forms(
+    model: nn.Module,
+    report: CompressionReport,
+    example_input: torch.Tensor,
+    timing: FormTiming,
+) -> dict[str, Any]:
+    """Each factorized layer put in its fastest form, recorded in the report."""
+    start = time.perf_counter()
+    choices = fastest_forms(model, report, example_input, timing)
+    return {
+        "step": "forms",
+        "device": choices.device,
+        "batch_size": choices.batch_size,
+        "kept": choices.kept,
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def _refuse_sweeps(options: dict[str, Any]) -> None:
@@ -383,21 +425,25 @@ def _held_out_step(report: CompressionReport, recipe: Recipe) -> dict[str, Any]:
     return step
 
 
-def _calibrate(model: nn.Module, images: TrainImages, count: int) -> dict[str, Any]:
-    """BatchNorm re-estimation of the plain factors on `count` training images."""
+def _calibrate(model: nn.Module, images: TrainImages, count: int | None) -> dict[str, Any]:
+    """BatchNorm re-estimation of the plain factors on `count` training images (None: the
+    calibration default, or the whole split when smaller); an explicit count the split cannot
+    give is refused, as `ht2 calibrate` refuses it."""
     from ht2.train import recalibrate_batchnorm
 
     start = time.perf_counter()
     if images.is_path:
         from ht2.data import make_loader
         from ht2.data.datasets import check_classes
+        from ht2.train.calibration import calibration_images
 
-        dataset = images.dataset(count)
+        dataset = calibration_images(str(images.data), images.entry, count)
         check_classes(dataset, model, images.entry, images.entry.name)
-        count = len(dataset)  # fewer is fine for statistics; the step records how many
+        count = len(dataset)
         batches = make_loader(dataset, LOADER_BATCH, workers=images.workers)
     else:
         batches = images.data
+        count = count or DEFAULT_IMAGES
     used = recalibrate_batchnorm(model, batches, count)
     return {
         "step": "batchnorm",

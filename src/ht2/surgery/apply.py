@@ -76,12 +76,14 @@ def apply(
         layer = planned.get(name)
         if layer is not None:
             factors = plan.recall(layer, module) or _factorize(module, layer)
+            factors = in_planned_form(factors, layer)
             model.set_submodule(name, factors)
             report.method = layer.method
             report.ranks = dict(layer.ranks)
             report.params_after = count_params(factors)
             report.rel_error = getattr(factors, "rel_error", None)
             report.energy = layer.energy
+            report.form = layer.form
         reports.append(report)
     macs_after = layer_macs(model, example_input) if example_input is not None else None
     if macs_before is not None and macs_after is not None:
@@ -147,9 +149,14 @@ def _factorize(module: nn.Module, layer: LayerPlan) -> nn.Module:
     with decomposing(layer.name):
         factors = factorize(module, layer.method, ranks=layer.ranks, sweeps=layer.refine_sweeps)
     factors.energy = layer.energy
-    if layer.form is not None and layer.form != factors.form:
-        factors = factors.in_form(layer.form)
     return factors
+
+
+def in_planned_form(factors: nn.Module, layer: LayerPlan) -> nn.Module:
+    """`factors` running in the form `layer` plans (as they are when it plans none)."""
+    if layer.form is None or layer.form == getattr(factors, "form", layer.form):
+        return factors
+    return factors.in_form(layer.form)
 
 
 def rounding_cost(model: nn.Module, plan: Plan) -> int:

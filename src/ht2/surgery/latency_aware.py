@@ -278,3 +278,45 @@ def record_forms(
         "mac_reduction_factors": reductions["macs"],
     }
     return report
+
+
+@dataclass(frozen=True)
+class FormTiming:
+    """Where and how forms are timed: the device, batch size and CPU threads (None: as set),
+    the treatment (dtype, memory format, runtime), whether forms larger than the layer as
+    decomposed (dense included) may win, and the timed and warm-up runs per form."""
+
+    device: str = "cpu"
+    batch_size: int = 1
+    threads: int | None = None
+    allow_dense: bool = False
+    treatment: Treatment = field(default_factory=Treatment)
+    repeats: int = 15
+    warmup: int = 3
+
+    def choose(self, model: nn.Module, example_input: torch.Tensor) -> FormChoices:
+        """choose_forms on `model` (in place) with these settings."""
+        return choose_forms(
+            model,
+            example_input,
+            device=self.device,
+            batch_size=self.batch_size,
+            threads=self.threads,
+            allow_dense=self.allow_dense,
+            treatment=self.treatment,
+            repeats=self.repeats,
+            warmup=self.warmup,
+        )
+
+
+def fastest_forms(
+    model: nn.Module,
+    report: CompressionReport,
+    example_input: torch.Tensor,
+    timing: FormTiming | None = None,
+) -> FormChoices:
+    """Put each factorized layer of the compressed `model` in its fastest form under `timing`
+    and record the forms, their times and the sizes after them in `report`."""
+    choices = (timing or FormTiming()).choose(model, example_input)
+    record_forms(report, choices, model, example_input)
+    return choices

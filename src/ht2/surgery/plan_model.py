@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -142,8 +142,9 @@ class Plan:
         self._built[layer.name] = (copy.deepcopy(layer), _state_of(dense), factors)
 
     def recall(self, layer: LayerPlan, dense: nn.Module) -> nn.Module | None:
-        """A copy of the factors computed while planning, if `layer` and the tensors of `dense`
-        are still what they were; None otherwise (an edited plan, other weights)."""
+        """A copy of the plain factors computed while planning (in the handler's default form),
+        if `layer` (but for its fit and form) and the tensors of `dense` are still what they
+        were; None otherwise (an edited plan, other weights)."""
         built = self._built.get(layer.name)
         if built is None:
             return None
@@ -153,7 +154,7 @@ class Plan:
             a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b.to(a.device))
             for a, b in zip(state, now, strict=True)
         )
-        if planned != layer or not same:
+        if replace(planned, fit=layer.fit, form=layer.form) != layer or not same:
             return None
         device = next((t.device for t in dense.state_dict().values()), torch.device("cpu"))
         return copy.deepcopy(factors).to(device)

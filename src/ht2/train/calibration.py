@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from ht2.errors import HT2Error
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from torch import nn
 
     from ht2.models import ModelEntry
@@ -77,6 +79,29 @@ def calibrate_on_train_images(
     check_classes(dataset, model, entry, entry.name)
     loader = make_loader(dataset, batch_size, workers)
     return Calibration(recalibrate_batchnorm(model, loader, len(dataset), progress=progress))
+
+
+def train_image_calibrator(
+    data: str,
+    entry: ModelEntry,
+    images: int | None = None,
+    batch_size: int = 256,
+    workers: int = 2,
+    progress: bool = True,
+) -> Callable[[nn.Module], int]:
+    """A function that recalibrates a model's BatchNorms on calibration_images(data, entry,
+    images) and returns the images used; the images are chosen (and a short split refused)
+    now, before any model is made, and read again at each call."""
+    from ht2.data import make_loader
+    from ht2.train.calibrate import recalibrate_batchnorm
+
+    dataset = calibration_images(data, entry, images)
+    loader = make_loader(dataset, batch_size, workers)
+
+    def calibrate(model: nn.Module) -> int:
+        return recalibrate_batchnorm(model, loader, len(dataset), progress=progress)
+
+    return calibrate
 
 
 def eval_accuracy(
