@@ -73,12 +73,23 @@ def stale_sections(expected: str, actual: str) -> list[str]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results",
-                        help="folder of result JSON (default: benchmarks/results)")
-    parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md",
-                        help="report to write or check (default: BENCHMARKS.md)")
-    parser.add_argument("--check", action="store_true",
-                        help="write nothing; exit 1 if --out differs from the generated report")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=ROOT / "benchmarks" / "results",
+        help="folder of result JSON (default: benchmarks/results)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "BENCHMARKS.md",
+        help="report to write or check (default: BENCHMARKS.md)",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 if --out differs from the generated report",
+    )
     return parser.parse_args(argv)
 
 

@@ -264,9 +264,7 @@ def main() -> None:
     inputs.sampler.set_epoch(0)
     batches = list(itertools.islice(inputs.train, (args.rounds + 1) * args.steps))
     result = {
-        "command": " ".join(
-            ["python", "benchmarks/train_speed.py", *map(portable, sys.argv[1:])]
-        ),
+        "command": " ".join(["python", "benchmarks/train_speed.py", *map(portable, sys.argv[1:])]),
         "machine": {
             "cpu_count": os.cpu_count(),
             "processor": platform.processor() or platform.machine(),

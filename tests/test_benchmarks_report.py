@@ -13,21 +13,38 @@ SCRIPT = ROOT / "benchmarks" / "report.py"
 
 
 def _report(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True,
-                          text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def _synthetic(folder: Path, paper_rows: list[dict] | None = None) -> Path:
     """A results folder holding one compression size and, if given, paper-table rows."""
     folder.mkdir()
-    sizes = {"sizes": [{"model": "cifar10_resnet20", "energy": 0.75, "params_before": 1000,
-                        "params_after": 400, "param_reduction": 2.5, "macs_before": 9000,
-                        "macs_after": 2000, "mac_reduction": 4.5, "seconds": 0.125}],
-             "timings": [], "torch_threads": 1}
+    sizes = {
+        "sizes": [
+            {
+                "model": "cifar10_resnet20",
+                "energy": 0.75,
+                "params_before": 1000,
+                "params_after": 400,
+                "param_reduction": 2.5,
+                "macs_before": 9000,
+                "macs_after": 2000,
+                "mac_reduction": 4.5,
+                "seconds": 0.125,
+            }
+        ],
+        "timings": [],
+        "torch_threads": 1,
+    }
     (folder / "compression_sizes.json").write_text(json.dumps(sizes), encoding="utf-8")
     if paper_rows is not None:
-        (folder / "paper_table.json").write_text(json.dumps({"rows": paper_rows}),
-                                                 encoding="utf-8")
+        (folder / "paper_table.json").write_text(json.dumps({"rows": paper_rows}), encoding="utf-8")
     return folder
 
 
@@ -46,9 +63,19 @@ def test_synthetic_results_render_their_numbers(tmp_path: Path) -> None:
 
 
 def test_paper_table_rows_are_rendered_when_present(tmp_path: Path) -> None:
-    row = {"net": "cifar10_resnet20", "pipeline": "best", "method": "ht2", "target": 2.5,
-           "epochs": 3, "params_x": 2.51, "macs_x": 2.2, "top1_before": 70.125,
-           "top1_after": 85.5, "delta": -0.25, "minutes": 12.0}
+    row = {
+        "net": "cifar10_resnet20",
+        "pipeline": "best",
+        "method": "ht2",
+        "target": 2.5,
+        "epochs": 3,
+        "params_x": 2.51,
+        "macs_x": 2.2,
+        "top1_before": 70.125,
+        "top1_after": 85.5,
+        "delta": -0.25,
+        "minutes": 12.0,
+    }
     out = tmp_path / "report.md"
     results = _synthetic(tmp_path / "results", [row])
     assert _report("--results", results, "--out", out).returncode == 0

@@ -185,9 +185,7 @@ def test_timm_hf_pickle_linked_by_its_hash_is_refused_without_running(
     assert not marker.exists()
 
 
-def test_timm_hf_file_that_is_not_a_hashed_blob_is_refused(
-    hf_cache: Path, marker: Path
-) -> None:
+def test_timm_hf_file_that_is_not_a_hashed_blob_is_refused(hf_cache: Path, marker: Path) -> None:
     pointer, _ = _hf_snapshot(hf_cache, "pytorch_model.bin")
     _plant_pickle(pointer, marker)
     message = _refused(f"timm/{TIMM_HF_MODEL}")

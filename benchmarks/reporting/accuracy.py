@@ -28,8 +28,9 @@ def sweep_section(results: Results) -> Section | None:
     if not sweeps:
         return None
     commands = [
-        SWEEP_COMMAND.format(net=d["model"], weights=d["weights"].rsplit("/", 1)[-1],
-                             folder=name.split("/")[0])
+        SWEEP_COMMAND.format(
+            net=d["model"], weights=d["weights"].rsplit("/", 1)[-1], folder=name.split("/")[0]
+        )
         for name, d in sweeps
     ]
     parts = [
@@ -44,12 +45,17 @@ def sweep_section(results: Results) -> Section | None:
         parts += [
             f"{net_name(data['model'])} (original {num(data['original']['top1'])} %):",
             table(
-                ["e", "params x", "MACs x", "top-1 %", "delta", "latency x b1",
-                 "latency x b128"],
+                ["e", "params x", "MACs x", "top-1 %", "delta", "latency x b1", "latency x b128"],
                 [
-                    [f"{r['energy']:g}", times(r["param_reduction"]), times(r["mac_reduction"]),
-                     num(r["top1"]), num(r["delta_top1"]), times(r["speedup"].get("1")),
-                     times(r["speedup"].get("128"))]
+                    [
+                        f"{r['energy']:g}",
+                        times(r["param_reduction"]),
+                        times(r["mac_reduction"]),
+                        num(r["top1"]),
+                        num(r["delta_top1"]),
+                        times(r["speedup"].get("1")),
+                        times(r["speedup"].get("128")),
+                    ]
                     for r in data["rows"]
                 ],
                 "lrrrrrr",
@@ -85,8 +91,10 @@ def zeroshot_section(results: Results) -> Section | None:
         return None
     parts = [
         command(
-            *(f"python benchmarks/zeroshot.py --data DATA --nets {d['net']} --threads 1 --resume"
-              for _, d in files)
+            *(
+                f"python benchmarks/zeroshot.py --data DATA --nets {d['net']} --threads 1 --resume"
+                for _, d in files
+            )
         ),
         "HT-2 at one energy for every layer, shared weights; top-1 (%) on the 10,000 JPEG test "
         "images after compressing with N training images and no gradient step: plain factors, "
@@ -99,8 +107,17 @@ def zeroshot_section(results: Results) -> Section | None:
             f"{net_name(data['net'])} (base {num(data['runs']['original']['top1'])} %; "
             f"`benchmarks/results/{name}`):",
             table(
-                ["e", "params x", "N", "plain", "plain + BN", "whiten", "refit", "both",
-                 "s (both)"],
+                [
+                    "e",
+                    "params x",
+                    "N",
+                    "plain",
+                    "plain + BN",
+                    "whiten",
+                    "refit",
+                    "both",
+                    "s (both)",
+                ],
                 _zeroshot_rows(data["runs"]),
                 "lrrrrrrrr",
             ),
@@ -139,18 +156,20 @@ def calibration_section(results: Results) -> Section | None:
         return None
     runs = data["runs"]
     weights = "--weights ../shared/weights/resnet20-12fca82f.th"
-    body = "\n\n".join([
-        command(
-            f"ht2 evaluate cifar10_resnet20 {weights} --data DATA --json"
-            f"    # top1 {num(runs['original']['top1'])}",
-            f"ht2 compress cifar10_resnet20 {weights} --energy 0.9 --no-keep-if-larger --out R20",
-            f"ht2 evaluate R20 --data DATA --json    # top1 {num(runs['0.9/plain']['top1'])}",
-            "ht2 calibrate R20 --data DATA --images 2048 --evaluate --out R20-cal"
-            f"    # {num(runs['0.9/plain']['top1'])} % -> {num(runs['0.9/2048/bn']['top1'])} %",
-        ),
-        "The figures in the comments are the zero-shot JSON's (`original`, `0.9/plain`, "
-        "`0.9/2048/bn`), which runs the same steps.",
-    ])
+    body = "\n\n".join(
+        [
+            command(
+                f"ht2 evaluate cifar10_resnet20 {weights} --data DATA --json"
+                f"    # top1 {num(runs['original']['top1'])}",
+                f"ht2 compress cifar10_resnet20 {weights} --energy 0.9 --no-keep-if-larger --out R20",
+                f"ht2 evaluate R20 --data DATA --json    # top1 {num(runs['0.9/plain']['top1'])}",
+                "ht2 calibrate R20 --data DATA --images 2048 --evaluate --out R20-cal"
+                f"    # {num(runs['0.9/plain']['top1'])} % -> {num(runs['0.9/2048/bn']['top1'])} %",
+            ),
+            "The figures in the comments are the zero-shot JSON's (`original`, `0.9/plain`, "
+            "`0.9/2048/bn`), which runs the same steps.",
+        ]
+    )
     return Section("Evaluation and BatchNorm calibration", body)
 
 
@@ -160,8 +179,14 @@ def allocation_rows(results: Results, pattern: str) -> list[dict[str, Any]]:
     for name in results.names(pattern):
         data = results.json(name)
         for row in data["rows"]:
-            rows.append({**row, "file": name, "settings": data["settings"],
-                         "base": data["baseline"].get(row["net"])})
+            rows.append(
+                {
+                    **row,
+                    "file": name,
+                    "settings": data["settings"],
+                    "base": data["baseline"].get(row["net"]),
+                }
+            )
     return rows
 
 
@@ -177,10 +202,19 @@ def pipeline(row: dict[str, Any]) -> str:
 
 
 DEFAULTS = {
-    "nets": "['cifar10_resnet20']", "factors": "['2', '4', '8']", "methods": "['ht2', 'tucker2']",
-    "allocations": "['uniform', 'spectrum', 'sensitivity']", "finetune_factors": "[]",
-    "calib_images": "256", "data_aware": "None", "data_aware_images": "512",
-    "refine_sweeps": "0", "tag": "", "bn_images": "2048", "device": "cpu", "threads": "1",
+    "nets": "['cifar10_resnet20']",
+    "factors": "['2', '4', '8']",
+    "methods": "['ht2', 'tucker2']",
+    "allocations": "['uniform', 'spectrum', 'sensitivity']",
+    "finetune_factors": "[]",
+    "calib_images": "256",
+    "data_aware": "None",
+    "data_aware_images": "512",
+    "refine_sweeps": "0",
+    "tag": "",
+    "bn_images": "2048",
+    "device": "cpu",
+    "threads": "1",
     "workers": "2",
 }
 
@@ -218,8 +252,10 @@ def pivot(rows: list[dict[str, Any]], factors: list[float], cell) -> list[list[s
         if not any((method, allocation, f) in index for f in factors):
             continue
         line = [f"{method_name(method)} {allocation}"]
-        line += [cell(index[(method, allocation, f)]) if (method, allocation, f) in index
-                 else "-" for f in factors]
+        line += [
+            cell(index[(method, allocation, f)]) if (method, allocation, f) in index else "-"
+            for f in factors
+        ]
         lines.append(line)
     return lines
 
@@ -229,10 +265,13 @@ def _zero_and_calibrated(row: dict[str, Any]) -> str:
 
 
 def allocation_section(results: Results) -> Section | None:
-    cpu = [r for r in allocation_rows(results, "allocation-*.json")
-           if r["settings"].get("device") == "cpu"
-           and r["settings"].get("refine_sweeps", "0") in ("0", "None")
-           and r["settings"].get("calib_images") == "256"]
+    cpu = [
+        r
+        for r in allocation_rows(results, "allocation-*.json")
+        if r["settings"].get("device") == "cpu"
+        and r["settings"].get("refine_sweeps", "0") in ("0", "None")
+        and r["settings"].get("calib_images") == "256"
+    ]
     if not cpu:
         return None
     files = sorted({r["file"] for r in cpu})
@@ -250,32 +289,54 @@ def allocation_section(results: Results) -> Section | None:
         factors = sorted({r["factor"] for r in rows})
         parts += [
             f"{net_name(net)} (base {num(rows[0]['base'])} %):",
-            table(["method, allocation", *(f"{f:g}x" for f in factors)],
-                  pivot(rows, factors, _zero_and_calibrated)),
+            table(
+                ["method, allocation", *(f"{f:g}x" for f in factors)],
+                pivot(rows, factors, _zero_and_calibrated),
+            ),
         ]
     return Section("Rank allocation before training", "\n\n".join(parts))
 
 
 def dataaware_section(results: Results) -> Section | None:
-    rows = [r for r in allocation_rows(results, "allocation-*.json")
-            if r.get("data_aware") is not None]
+    rows = [
+        r for r in allocation_rows(results, "allocation-*.json") if r.get("data_aware") is not None
+    ]
     if not rows:
         return None
     lines = [
-        [net_name(r["net"]), f"{r['factor']:g}x", pipeline(r),
-         r["settings"].get("data_aware_images", "-"), num(r["bn_calibrated"]),
-         num(r["data_aware"]), f"{r['seconds']:.0f} + {r['data_aware_seconds']:.0f}"]
+        [
+            net_name(r["net"]),
+            f"{r['factor']:g}x",
+            pipeline(r),
+            r["settings"].get("data_aware_images", "-"),
+            num(r["bn_calibrated"]),
+            num(r["data_aware"]),
+            f"{r['seconds']:.0f} + {r['data_aware_seconds']:.0f}",
+        ]
         for r in rows
     ]
-    body = "\n\n".join([
-        allocation_commands(results, sorted({r["file"] for r in rows})),
-        "The allocations above with the data-aware refit on top (N training images, no "
-        "gradient step; the layers left dense after compressed ones, such as the classifier "
-        "under spectrum and sensitivity, are refitted too). Top-1 (%); seconds of the "
-        "allocation + the fit on one loaded CPU thread.",
-        table(["net", "size", "method, allocation", "N", "calibrated, no fit", "refit on top",
-               "s"], lines, "llllrrr"),
-    ])
+    body = "\n\n".join(
+        [
+            allocation_commands(results, sorted({r["file"] for r in rows})),
+            "The allocations above with the data-aware refit on top (N training images, no "
+            "gradient step; the layers left dense after compressed ones, such as the classifier "
+            "under spectrum and sensitivity, are refitted too). Top-1 (%); seconds of the "
+            "allocation + the fit on one loaded CPU thread.",
+            table(
+                [
+                    "net",
+                    "size",
+                    "method, allocation",
+                    "N",
+                    "calibrated, no fit",
+                    "refit on top",
+                    "s",
+                ],
+                lines,
+                "llllrrr",
+            ),
+        ]
+    )
     return Section("Same size, better ranks: allocation + data-aware refit", body)
 
 
@@ -292,9 +353,11 @@ def refine_section(results: Results) -> Section | None:
     refined = allocation_rows(results, "allocation-resnet20-refine10.json")
     if not refined:
         return None
-    plain = {(r["method"], r["allocation"], r["factor"]): r
-             for r in allocation_rows(results, "allocation-resnet20.json")
-             + allocation_rows(results, "allocation-resnet20-2.6x.json")}
+    plain = {
+        (r["method"], r["allocation"], r["factor"]): r
+        for r in allocation_rows(results, "allocation-resnet20.json")
+        + allocation_rows(results, "allocation-resnet20-2.6x.json")
+    }
     factors = sorted({r["factor"] for r in refined})
     parts = [
         allocation_commands(results, results.names("allocation-resnet20-refine10*.json")),
@@ -305,16 +368,28 @@ def refine_section(results: Results) -> Section | None:
         "(HOOI on Tucker-2) after the paper's one-pass truncation: same ranks, same size, lower "
         "weight error. BN-calibrated top-1 (%) on ResNet-20, without -> with the sweeps "
         "(the 'without' figures are the allocation table's):",
-        table(["method, allocation", *(f"{f:g}x" for f in factors)],
-              pivot(refined, factors, _refined(refined, plain))),
+        table(
+            ["method, allocation", *(f"{f:g}x" for f in factors)],
+            pivot(refined, factors, _refined(refined, plain)),
+        ),
     ]
     sens = allocation_rows(results, "allocation-resnet20-refine10-sens512.json")
     if sens:
         parts += [
             "Sensitivity measured on 512 images instead of 256 (second command):",
-            table(["size", "method, allocation", "calibrated", "s (allocation)"],
-                  [[f"{r['factor']:g}x", pipeline(r), num(r["bn_calibrated"]),
-                    num(r["seconds"], 0)] for r in sens], "llrr"),
+            table(
+                ["size", "method, allocation", "calibrated", "s (allocation)"],
+                [
+                    [
+                        f"{r['factor']:g}x",
+                        pipeline(r),
+                        num(r["bn_calibrated"]),
+                        num(r["seconds"], 0),
+                    ]
+                    for r in sens
+                ],
+                "llrr",
+            ),
         ]
     sweeps = results.json("refine_sweeps.json")
     if sweeps:
@@ -324,15 +399,28 @@ def refine_section(results: Results) -> Section | None:
             "layers of ResNet-20 at their spectrum ranks for 2.6x, mean relative error and the "
             "layer with the largest error; then the seconds to decompose a random 512 x 512 x "
             f"3 x 3 kernel at e = 0.8 ({sweeps['threads']} thread, best of 3):",
-            table(["sweeps", *(str(s) for s in sweeps["sweeps"])],
-                  [["mean error", *(num(m, 4) for m in sweeps["mean"])],
-                   [worst, *(num(e, 4) for e in sweeps["errors"][worst])]],
-                  "l" + "r" * len(sweeps["sweeps"])),
-            table(["sweeps", "seconds (512 x 512 x 3 x 3)"],
-                  [[k, num(v)] for k, v in sweeps["seconds_512"].items()], "rr"),
+            table(
+                ["sweeps", *(str(s) for s in sweeps["sweeps"])],
+                [
+                    ["mean error", *(num(m, 4) for m in sweeps["mean"])],
+                    [worst, *(num(e, 4) for e in sweeps["errors"][worst])],
+                ],
+                "l" + "r" * len(sweeps["sweeps"]),
+            ),
+            table(
+                ["sweeps", "seconds (512 x 512 x 3 x 3)"],
+                [[k, num(v)] for k, v in sweeps["seconds_512"].items()],
+                "rr",
+            ),
         ]
     return Section("Refined factors (`--refine-sweeps 10`)", "\n\n".join(parts))
 
 
-SECTIONS = [sweep_section, calibration_section, zeroshot_section, allocation_section,
-            dataaware_section, refine_section]
+SECTIONS = [
+    sweep_section,
+    calibration_section,
+    zeroshot_section,
+    allocation_section,
+    dataaware_section,
+    refine_section,
+]

@@ -7,10 +7,27 @@ from typing import Any
 
 from .base import Results, Section, command, grouped, load, net_name, num, table, times
 
-PRECISION = ["model", "threads", "setting", "images_per_second", "x_float32", "loss_after",
-             "loss_vs_float32", "steps", "load"]
-FINETUNE = ["setting", "threads", "steps", "top1_before", "loss_last_third", "top1_after",
-            "test_images", "load"]
+PRECISION = [
+    "model",
+    "threads",
+    "setting",
+    "images_per_second",
+    "x_float32",
+    "loss_after",
+    "loss_vs_float32",
+    "steps",
+    "load",
+]
+FINETUNE = [
+    "setting",
+    "threads",
+    "steps",
+    "top1_before",
+    "loss_last_third",
+    "top1_after",
+    "test_images",
+    "load",
+]
 DATA = ["measure", "threads", "path", "images_per_second", "x_jpeg", "load"]
 
 
@@ -23,9 +40,11 @@ def latency_section(results: Results) -> Section | None:
     if not files:
         return None
     parts = [
-        command("python benchmarks/latency_aware_speed.py --threads 1",
-                "python benchmarks/latency_aware_speed.py --threads 1 --models cifar10_resnet20"
-                "   # saved as latency_aware_speed-resnet20-quiet.json"),
+        command(
+            "python benchmarks/latency_aware_speed.py --threads 1",
+            "python benchmarks/latency_aware_speed.py --threads 1 --models cifar10_resnet20"
+            "   # saved as latency_aware_speed-resnet20-quiet.json",
+        ),
         "Shared weights, factors at the reference's sizes (`keep_if_larger=False`), "
         "`choose_forms` per batch size, then the original, the four-conv factors and the "
         "latency-aware model timed alternately; speed-up = original median / model median. "
@@ -42,12 +61,29 @@ def latency_section(results: Results) -> Section | None:
         parts += [
             notes.get(name, f"`{name}`:"),
             table(
-                ["model", "e", "batch", "fewer MACs", "original ms", "four-conv",
-                 "latency-aware", "forms kept"],
-                [[net_name(r["model"]), f"{r['energy']:g}", r["batch"],
-                  times(r["macs_original"] / r["macs_factors"]), num(r["ms_original"], 2),
-                  times(r["speedup_factors"]), times(r["speedup_latency_aware"]), _forms(r)]
-                 for r in sorted(data["rows"], key=lambda r: (r["batch"], r["model"]))],
+                [
+                    "model",
+                    "e",
+                    "batch",
+                    "fewer MACs",
+                    "original ms",
+                    "four-conv",
+                    "latency-aware",
+                    "forms kept",
+                ],
+                [
+                    [
+                        net_name(r["model"]),
+                        f"{r['energy']:g}",
+                        r["batch"],
+                        times(r["macs_original"] / r["macs_factors"]),
+                        num(r["ms_original"], 2),
+                        times(r["speedup_factors"]),
+                        times(r["speedup_latency_aware"]),
+                        _forms(r),
+                    ]
+                    for r in sorted(data["rows"], key=lambda r: (r["batch"], r["model"]))
+                ],
                 "lrrrrrrl",
             ),
         ]
@@ -58,22 +94,45 @@ def inference_section(results: Results) -> Section | None:
     data = results.json("inference_speed.json")
     if data is None:
         return None
-    body = "\n\n".join([
-        command(f"python benchmarks/inference_speed.py --threads {data['threads']} "
-                f"--repeats {data['repeats']}"),
-        f"The bundled ResNet-20 compressed by HT-2; median ms per batch over {data['repeats']} "
-        f"repeats, {data['threads']} thread, on a loaded machine. Max |diff| is the largest "
-        "output difference from the PyTorch model.",
-        table(
-            ["e", "batch", "fewer MACs", "original", "HT-2", "BN-folded", "ONNX Runtime",
-             "max diff folded", "max diff ONNX"],
-            [[f"{r['energy']:g}", r["batch_size"], times(r["mac_reduction"]),
-              num(r["original_ms"], 1), num(r["compressed_ms"], 1), num(r["folded_ms"], 1),
-              num(r["onnxruntime_ms"], 1), f"{r['fold_max_abs_diff']:.1e}",
-              f"{r['onnx_max_abs_diff']:.1e}"] for r in data["rows"]],
-            "rrrrrrrrr",
-        ),
-    ])
+    body = "\n\n".join(
+        [
+            command(
+                f"python benchmarks/inference_speed.py --threads {data['threads']} "
+                f"--repeats {data['repeats']}"
+            ),
+            f"The bundled ResNet-20 compressed by HT-2; median ms per batch over {data['repeats']} "
+            f"repeats, {data['threads']} thread, on a loaded machine. Max |diff| is the largest "
+            "output difference from the PyTorch model.",
+            table(
+                [
+                    "e",
+                    "batch",
+                    "fewer MACs",
+                    "original",
+                    "HT-2",
+                    "BN-folded",
+                    "ONNX Runtime",
+                    "max diff folded",
+                    "max diff ONNX",
+                ],
+                [
+                    [
+                        f"{r['energy']:g}",
+                        r["batch_size"],
+                        times(r["mac_reduction"]),
+                        num(r["original_ms"], 1),
+                        num(r["compressed_ms"], 1),
+                        num(r["folded_ms"], 1),
+                        num(r["onnxruntime_ms"], 1),
+                        f"{r['fold_max_abs_diff']:.1e}",
+                        f"{r['onnx_max_abs_diff']:.1e}",
+                    ]
+                    for r in data["rows"]
+                ],
+                "rrrrrrrrr",
+            ),
+        ]
+    )
     return Section("How fast: BN folding and ONNX Runtime", body)
 
 
@@ -82,33 +141,51 @@ def rounding_section(results: Results) -> Section | None:
     if data is None:
         return None
     index = {(r["energy"], r["round_ranks"], r["batch_size"]): r for r in data["rows"]}
-    keys = sorted({(r["energy"], r["round_ranks"]) for r in data["rows"]},
-                  key=lambda k: (-k[0], k[1]))
-    body = "\n\n".join([
-        command(f"python benchmarks/round_ranks.py --threads {data['threads']} "
-                f"--repeats {data['repeats']}"),
-        "Shared ResNet-20, HT-2, `--round-ranks N` (default keep-if-larger: a layer whose "
-        "rounded factors are not smaller stays dense), timed against the original alternately, "
-        "one thread, machine otherwise quiet; speed-up = original median / variant median.",
-        table(
-            ["e", "round", "params x", "MACs x", "batch 1", "batch 128"],
-            [[f"{e:g}", n, num(index[(e, n, 1)]["params_x"]), num(index[(e, n, 1)]["macs_x"]),
-              times(index[(e, n, 1)]["speedup"]), times(index[(e, n, 128)]["speedup"])]
-             for e, n in keys if (e, n, 1) in index and (e, n, 128) in index],
-            "rrrrrr",
-        ),
-        "Rounding the ranks to multiples of 8 is meant for GPUs' tensor cores; it was not "
-        "measured on one.",
-    ])
+    keys = sorted(
+        {(r["energy"], r["round_ranks"]) for r in data["rows"]}, key=lambda k: (-k[0], k[1])
+    )
+    body = "\n\n".join(
+        [
+            command(
+                f"python benchmarks/round_ranks.py --threads {data['threads']} "
+                f"--repeats {data['repeats']}"
+            ),
+            "Shared ResNet-20, HT-2, `--round-ranks N` (default keep-if-larger: a layer whose "
+            "rounded factors are not smaller stays dense), timed against the original alternately, "
+            "one thread, machine otherwise quiet; speed-up = original median / variant median.",
+            table(
+                ["e", "round", "params x", "MACs x", "batch 1", "batch 128"],
+                [
+                    [
+                        f"{e:g}",
+                        n,
+                        num(index[(e, n, 1)]["params_x"]),
+                        num(index[(e, n, 1)]["macs_x"]),
+                        times(index[(e, n, 1)]["speedup"]),
+                        times(index[(e, n, 128)]["speedup"]),
+                    ]
+                    for e, n in keys
+                    if (e, n, 1) in index and (e, n, 128) in index
+                ],
+                "rrrrrr",
+            ),
+            "Rounding the ranks to multiples of 8 is meant for GPUs' tensor cores; it was not "
+            "measured on one.",
+        ]
+    )
     return Section("How fast: rank rounding", body)
 
 
 DECOMPOSE = {
-    "decompose_speed.json": ("python benchmarks/decompose_speed.py --threads 1 --paths ours "
-                             "float64", "this CPU"),
+    "decompose_speed.json": (
+        "python benchmarks/decompose_speed.py --threads 1 --paths ours float64",
+        "this CPU",
+    ),
     "decompose_speed_h100host_cpu1.json": (
         "python benchmarks/decompose_speed.py --threads 1 --models resnet50 vgg16_bn --paths "
-        "ours float64", "a quiet 16-core host (the GPU machine's CPU)"),
+        "ours float64",
+        "a quiet 16-core host (the GPU machine's CPU)",
+    ),
 }
 
 
@@ -116,8 +193,14 @@ def decompose_rows(data: dict[str, Any], where: str) -> list[list[str]]:
     gpu = any("peak_gpu_mib" in r for r in data["rows"])
     rows = []
     for r in data["rows"]:
-        line = [r["model"], where, r["path"], num(r["seconds"], 1 if r["seconds"] >= 10 else 2),
-                grouped(r["peak_rss_mib"]), grouped(r["peak_rss_mib"] - r["rss_before_mib"])]
+        line = [
+            r["model"],
+            where,
+            r["path"],
+            num(r["seconds"], 1 if r["seconds"] >= 10 else 2),
+            grouped(r["peak_rss_mib"]),
+            grouped(r["peak_rss_mib"] - r["rss_before_mib"]),
+        ]
         if gpu:
             line.append(grouped(r["peak_gpu_mib"]))
         rows.append(line + [r["ranks_match"]])
@@ -125,8 +208,16 @@ def decompose_rows(data: dict[str, Any], where: str) -> list[list[str]]:
 
 
 def decompose_header(gpu: bool) -> list[str]:
-    return ["model", "where", "path", "seconds", "peak RSS MiB", "added MiB",
-            *(["peak GPU MiB"] if gpu else []), "ranks"]
+    return [
+        "model",
+        "where",
+        "path",
+        "seconds",
+        "peak RSS MiB",
+        "added MiB",
+        *(["peak GPU MiB"] if gpu else []),
+        "ranks",
+    ]
 
 
 def decompose_section(results: Results) -> Section | None:
@@ -136,17 +227,20 @@ def decompose_section(results: Results) -> Section | None:
     rows = []
     for name, data in found:
         load_text = "-".join(f"{v:.1f}" for v in data["load_average"][:1])
-        rows += decompose_rows(data, f"{DECOMPOSE[name][1]}, {data['threads']} thread, "
-                                     f"load {load_text}")
-    body = "\n\n".join([
-        command(*(f"{DECOMPOSE[n][0]}   # {n}" for n, _ in found)),
-        "e = 0.9, random init. Each (model, path) runs in its own subprocess; `ours` is the "
-        "default path, `float64` the same algorithm all in float64 (ht2 before the float32 "
-        "change), `full_svd` a plain `torch.linalg.svd` in float64. 'added MiB' is the peak "
-        "resident memory above the process's before compressing; 'ranks' says whether the path "
-        "kept the same ranks as ours. The GPU rows are under *On a GPU*.",
-        table(decompose_header(False), rows, "lllrrrl"),
-    ])
+        rows += decompose_rows(
+            data, f"{DECOMPOSE[name][1]}, {data['threads']} thread, load {load_text}"
+        )
+    body = "\n\n".join(
+        [
+            command(*(f"{DECOMPOSE[n][0]}   # {n}" for n, _ in found)),
+            "e = 0.9, random init. Each (model, path) runs in its own subprocess; `ours` is the "
+            "default path, `float64` the same algorithm all in float64 (ht2 before the float32 "
+            "change), `full_svd` a plain `torch.linalg.svd` in float64. 'added MiB' is the peak "
+            "resident memory above the process's before compressing; 'ranks' says whether the path "
+            "kept the same ranks as ours. The GPU rows are under *On a GPU*.",
+            table(decompose_header(False), rows, "lllrrrl"),
+        ]
+    )
     return Section("How fast: decomposition speed", body)
 
 
@@ -186,23 +280,31 @@ def train_speed_section(results: Results) -> Section | None:
             _records(data["data"], DATA),
         ]
     for name, note in (
-        ("train_speed-2threads/train_speed.json", "A rerun of the precision part at 2 threads "
-         "under heavy load from other jobs: the ranking is not stable there."),
-        ("train_speed-loaded/train_speed.json", "The first full run, with other jobs loading "
-         "both cores (moved to its folder by hand):"),
+        (
+            "train_speed-2threads/train_speed.json",
+            "A rerun of the precision part at 2 threads "
+            "under heavy load from other jobs: the ranking is not stable there.",
+        ),
+        (
+            "train_speed-loaded/train_speed.json",
+            "The first full run, with other jobs loading both cores (moved to its folder by hand):",
+        ),
     ):
         other = results.json(name)
         if other is None:
             continue
         parts += [f"`{other['command']}` ({name}). {note}"]
-        parts += [_records(other[k], cols) for k, cols in
-                  (("precision", PRECISION), ("finetune", FINETUNE), ("data", DATA))
-                  if other.get(k)]
+        parts += [
+            _records(other[k], cols)
+            for k, cols in (("precision", PRECISION), ("finetune", FINETUNE), ("data", DATA))
+            if other.get(k)
+        ]
     return Section("How fast: training speed on this CPU", "\n\n".join(parts))
 
 
 def _records(rows: list[dict[str, Any]], columns: list[str]) -> str:
     """The JSON's records as they are, one column per key (load as a range)."""
+
     def cell(row: dict[str, Any], key: str) -> str:
         value = row.get(key)
         return load(value) if key == "load" else "-" if value is None else str(value)
@@ -210,5 +312,10 @@ def _records(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return table(columns, [[cell(r, k) for k in columns] for r in rows])
 
 
-SECTIONS = [latency_section, inference_section, rounding_section, decompose_section,
-            train_speed_section]
+SECTIONS = [
+    latency_section,
+    inference_section,
+    rounding_section,
+    decompose_section,
+    train_speed_section,
+]

@@ -17,26 +17,35 @@ def finetune_section(results: Results) -> Section | None:
     epochs = max(r["epochs"] for r in runs.values())
     lines = [
         [f"{key} ({run['kind']}, {run['epochs']} epoch{'s' if run['epochs'] > 1 else ''})"]
-        + [num(run["top1_by_epoch"].get(str(e))) if str(e) in run["top1_by_epoch"] else ""
-           for e in range(epochs + 1)]
+        + [
+            num(run["top1_by_epoch"].get(str(e))) if str(e) in run["top1_by_epoch"] else ""
+            for e in range(epochs + 1)
+        ]
         for key, run in runs.items()
     ]
     seconds = [s for run in runs.values() for s in run["seconds_per_epoch"]]
-    body = "\n\n".join([
-        command(f"python benchmarks/finetune.py --data DATA --runs {','.join(runs)}"
-                f"    # writes benchmarks/results/finetune-{data['net']}-e{data['energy']:g}.json"),
-        f"{net_name(data['net'])}, shared weights, HT-2 at e = {data['energy']:g} "
-        f"({times(data['param_reduction'])} fewer parameters). Each run is `ht2 finetune` of its "
-        f"own ({data['recipe']}, {data['torch_threads']} threads), after BatchNorm calibration "
-        "on 2,048 training images (epoch 0: calibrated, before any step). compressed + distill "
-        "uses the uncompressed model as teacher; uncompressed is the original fine-tuned with "
-        "the same recipe (training on the JPEG train/ folder lifts it on the JPEG test/ folder "
-        "too, so it is the like-for-like baseline).",
-        table(["run", *(f"epoch {e}" if e == 0 else str(e) for e in range(epochs + 1))],
-              lines, "l" + "r" * (epochs + 1)),
-        f"Seconds per epoch (50,000 images) ranged {span(seconds, 0)} s, depending on what "
-        "else loaded the machine; the JSON has every epoch's time.",
-    ])
+    body = "\n\n".join(
+        [
+            command(
+                f"python benchmarks/finetune.py --data DATA --runs {','.join(runs)}"
+                f"    # writes benchmarks/results/finetune-{data['net']}-e{data['energy']:g}.json"
+            ),
+            f"{net_name(data['net'])}, shared weights, HT-2 at e = {data['energy']:g} "
+            f"({times(data['param_reduction'])} fewer parameters). Each run is `ht2 finetune` of its "
+            f"own ({data['recipe']}, {data['torch_threads']} threads), after BatchNorm calibration "
+            "on 2,048 training images (epoch 0: calibrated, before any step). compressed + distill "
+            "uses the uncompressed model as teacher; uncompressed is the original fine-tuned with "
+            "the same recipe (training on the JPEG train/ folder lifts it on the JPEG test/ folder "
+            "too, so it is the like-for-like baseline).",
+            table(
+                ["run", *(f"epoch {e}" if e == 0 else str(e) for e in range(epochs + 1))],
+                lines,
+                "l" + "r" * (epochs + 1),
+            ),
+            f"Seconds per epoch (50,000 images) ranged {span(seconds, 0)} s, depending on what "
+            "else loaded the machine; the JSON has every epoch's time.",
+        ]
+    )
     return Section("After fine-tuning: CPU runs", body)
 
 
@@ -46,8 +55,11 @@ def _epoch(row: dict[str, Any]) -> str:
 
 
 def one_epoch_section(results: Results) -> Section | None:
-    rows = [r for r in allocation_rows(results, "allocation-*.json")
-            if r.get("finetuned_1") is not None and r["settings"].get("device") == "cpu"]
+    rows = [
+        r
+        for r in allocation_rows(results, "allocation-*.json")
+        if r.get("finetuned_1") is not None and r["settings"].get("device") == "cpu"
+    ]
     if not rows:
         return None
     parts = [
@@ -61,8 +73,11 @@ def one_epoch_section(results: Results) -> Section | None:
         factors = sorted({r["factor"] for r in mine})
         parts += [
             f"{net_name(net)} (base {num(mine[0]['base'])} %):",
-            table(["method, allocation", *(f"{f:g}x, 1 epoch" for f in factors)],
-                  pivot(mine, factors, _epoch), "l" + "r" * len(factors)),
+            table(
+                ["method, allocation", *(f"{f:g}x, 1 epoch" for f in factors)],
+                pivot(mine, factors, _epoch),
+                "l" + "r" * len(factors),
+            ),
         ]
     return Section("After fine-tuning: one epoch per allocation", "\n\n".join(parts))
 
@@ -76,8 +91,9 @@ def paper_section(results: Results) -> Section:
         f" --workers {n}" for n in workers[:1]
     )
     parts = [
-        command(f"nohup python benchmarks/paper_table.py --data DATA{flags} "
-                "> paper_table.log 2>&1 &"),
+        command(
+            f"nohup python benchmarks/paper_table.py --data DATA{flags} > paper_table.log 2>&1 &"
+        ),
         "Each size compressed by the paper's pipeline (one energy, no data) and by the best one "
         "(`--recipe best`), rivals beside them, every model fine-tuned for the same number of "
         "epochs, against the base model fine-tuned the same way. A background job fills "
@@ -89,19 +105,43 @@ def paper_section(results: Results) -> Section:
         parts.append("No rows yet.")
         return Section("After fine-tuning: the paper's table", "\n\n".join(parts))
     for net, epochs in sorted({(r["net"], r["epochs"]) for r in rows}):
-        mine = sorted((r for r in rows if r["net"] == net and r["epochs"] == epochs),
-                      key=lambda r: (r["target"], r["pipeline"] != "base",
-                                     r["pipeline"] != "paper", r["method"]))
+        mine = sorted(
+            (r for r in rows if r["net"] == net and r["epochs"] == epochs),
+            key=lambda r: (
+                r["target"],
+                r["pipeline"] != "base",
+                r["pipeline"] != "paper",
+                r["method"],
+            ),
+        )
         parts += [
             f"{net_name(net)}, {epochs} epochs of fine-tuning:",
             table(
-                ["pipeline", "method", "target", "params x", "MACs x", "top-1 before",
-                 f"top-1 after {epochs} ep", "delta vs base", "minutes"],
-                [[r["pipeline"], method_name(r["method"]),
-                  "-" if r["pipeline"] == "base" else f"{r['target']:g}x",
-                  times(r["params_x"]), times(r["macs_x"]), num(r["top1_before"]),
-                  num(r["top1_after"]), num(r.get("delta"), sign=True),
-                  num(r["minutes"], 1)] for r in mine],
+                [
+                    "pipeline",
+                    "method",
+                    "target",
+                    "params x",
+                    "MACs x",
+                    "top-1 before",
+                    f"top-1 after {epochs} ep",
+                    "delta vs base",
+                    "minutes",
+                ],
+                [
+                    [
+                        r["pipeline"],
+                        method_name(r["method"]),
+                        "-" if r["pipeline"] == "base" else f"{r['target']:g}x",
+                        times(r["params_x"]),
+                        times(r["macs_x"]),
+                        num(r["top1_before"]),
+                        num(r["top1_after"]),
+                        num(r.get("delta"), sign=True),
+                        num(r["minutes"], 1),
+                    ]
+                    for r in mine
+                ],
                 "llrrrrrrr",
             ),
         ]

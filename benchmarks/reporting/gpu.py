@@ -24,37 +24,49 @@ def logs_section(results: Results) -> Section | None:
     for name, lines in found:
         epochs = [line for line in lines if "images_per_second" in line]
         first = [line for line in lines if line["epoch"] == 0]
-        after = (f"{num(first[0]['top1'])} % calibrated -> {num(epochs[-1]['top1'])} %"
-                 if first else "- (synthetic data)")
-        rows.append([
-            LOGS[name], len(epochs),
-            ", ".join(grouped(line["images_per_second"]) for line in epochs),
-            ", ".join(num(line["seconds"], 1) for line in epochs),
-            after,
-        ])
-    body = "\n\n".join([
-        command(
-            "ht2 compress cifar10_resnet20 --weights resnet20-12fca82f.th --energy 0.7 "
-            "--out c07",
-            "ht2 finetune c07 --data cifar10-jpeg.tar.gz --epochs 1 --amp bf16 --device cuda "
-            "--workers 14 --out f07",
-            "# synthetic ImageFolder: 8 classes x 320 random 256x256 JPEGs (train), 16 (val)",
-            "ht2 train resnet18 --data synth --epochs 10 --max-steps 50 --batch-size 128 "
-            "--amp bf16 --device cuda --workers 14 [--channels-last] --out r18",
-        ),
-        "One prepared script (torch 2.11.0+cu130 there); each run's log.jsonl is in "
-        "`benchmarks/results/gpu/`. The resnet18 runs are bound by JPEG decoding in the loader "
-        "processes, not by the GPU, so they say nothing about channels_last itself; the "
-        "fine-tune is loader-bound too.",
-        table(["run", "epochs", "images/s per epoch", "seconds per epoch", "top-1"], rows,
-              "lrrrr"),
-    ])
+        after = (
+            f"{num(first[0]['top1'])} % calibrated -> {num(epochs[-1]['top1'])} %"
+            if first
+            else "- (synthetic data)"
+        )
+        rows.append(
+            [
+                LOGS[name],
+                len(epochs),
+                ", ".join(grouped(line["images_per_second"]) for line in epochs),
+                ", ".join(num(line["seconds"], 1) for line in epochs),
+                after,
+            ]
+        )
+    body = "\n\n".join(
+        [
+            command(
+                "ht2 compress cifar10_resnet20 --weights resnet20-12fca82f.th --energy 0.7 "
+                "--out c07",
+                "ht2 finetune c07 --data cifar10-jpeg.tar.gz --epochs 1 --amp bf16 --device cuda "
+                "--workers 14 --out f07",
+                "# synthetic ImageFolder: 8 classes x 320 random 256x256 JPEGs (train), 16 (val)",
+                "ht2 train resnet18 --data synth --epochs 10 --max-steps 50 --batch-size 128 "
+                "--amp bf16 --device cuda --workers 14 [--channels-last] --out r18",
+            ),
+            "One prepared script (torch 2.11.0+cu130 there); each run's log.jsonl is in "
+            "`benchmarks/results/gpu/`. The resnet18 runs are bound by JPEG decoding in the loader "
+            "processes, not by the GPU, so they say nothing about channels_last itself; the "
+            "fine-tune is loader-bound too.",
+            table(
+                ["run", "epochs", "images/s per epoch", "seconds per epoch", "top-1"], rows, "lrrrr"
+            ),
+        ]
+    )
     return Section("On a GPU: training runs", body)
 
 
 def allocation_section(results: Results) -> Section | None:
-    rows = [r for r in allocation_rows(results, "allocation-*.json")
-            if r["settings"].get("device") != "cpu"]
+    rows = [
+        r
+        for r in allocation_rows(results, "allocation-*.json")
+        if r["settings"].get("device") != "cpu"
+    ]
     if not rows:
         return None
     names = sorted({r["file"] for r in rows})
@@ -68,15 +80,19 @@ def allocation_section(results: Results) -> Section | None:
         mine = [r for r in rows if r["net"] == net]
         factors = sorted({r["factor"] for r in mine})
         tuned = sorted({r["factor"] for r in mine if r.get("finetuned_1") is not None})
-        header = ["method, allocation", *(f"{f:g}x" for f in factors),
-                  *(f"{f:g}x, 1 epoch" for f in tuned)]
-        lines = pivot(mine, factors,
-                      lambda r: f"{num(r['zero_shot'])} / {num(r['bn_calibrated'])}")
+        header = [
+            "method, allocation",
+            *(f"{f:g}x" for f in factors),
+            *(f"{f:g}x, 1 epoch" for f in tuned),
+        ]
+        lines = pivot(mine, factors, lambda r: f"{num(r['zero_shot'])} / {num(r['bn_calibrated'])}")
         epochs = pivot(mine, tuned, lambda r: num(r.get("finetuned_1")))
         after = {line[0]: line[1:] for line in epochs}
         table_rows = [line + after.get(line[0], ["-"] * len(tuned)) for line in lines]
-        parts += [f"{net_name(net)} (base {num(mine[0]['base'])} %):",
-                  table(header, table_rows, "l" + "l" * len(factors) + "r" * len(tuned))]
+        parts += [
+            f"{net_name(net)} (base {num(mine[0]['base'])} %):",
+            table(header, table_rows, "l" + "l" * len(factors) + "r" * len(tuned)),
+        ]
     return Section("On a GPU: rank allocation and one epoch", "\n\n".join(parts))
 
 
@@ -84,13 +100,17 @@ def decompose_section(results: Results) -> Section | None:
     data = results.json("decompose_speed_h100_cuda.json")
     if data is None:
         return None
-    body = "\n\n".join([
-        command("python benchmarks/decompose_speed.py --device cuda"
-                "   # decompose_speed_h100_cuda.json"),
-        "The decomposition speed benchmark with the model on the H100 (e = 0.9, random init); "
-        "columns as in *Decomposition speed*.",
-        table(decompose_header(True), decompose_rows(data, "H100"), "lllrrrrl"),
-    ])
+    body = "\n\n".join(
+        [
+            command(
+                "python benchmarks/decompose_speed.py --device cuda"
+                "   # decompose_speed_h100_cuda.json"
+            ),
+            "The decomposition speed benchmark with the model on the H100 (e = 0.9, random init); "
+            "columns as in *Decomposition speed*.",
+            table(decompose_header(True), decompose_rows(data, "H100"), "lllrrrrl"),
+        ]
+    )
     return Section("On a GPU: decomposition speed", body)
 
 

@@ -28,10 +28,12 @@ def _allocation(results: Results) -> list[Figure]:
     found = []
     for r in allocation_rows(results, "allocation-*.json"):
         label = pipeline(r) + (" [GPU]" if r["settings"].get("device") != "cpu" else "")
-        for stage, key, extra in (("zero-shot", "zero_shot", ""),
-                                  ("calibrated", "bn_calibrated", ""),
-                                  ("data-aware", "data_aware", ", refit"),
-                                  ("fine-tuned", "finetuned_1", ", 1 epoch")):
+        for stage, key, extra in (
+            ("zero-shot", "zero_shot", ""),
+            ("calibrated", "bn_calibrated", ""),
+            ("data-aware", "data_aware", ", refit"),
+            ("fine-tuned", "finetuned_1", ", 1 epoch"),
+        ):
             if r.get(key) is not None:
                 found.append(Figure(r["net"], r["factor"], True, stage, r[key], label + extra))
     return found
@@ -43,28 +45,57 @@ def _compare(results: Results) -> list[Figure]:
         data = results.json(name)
         for r in data["rows"]:
             label = f"{method_name(r['method'])} uniform"
-            found.append(Figure(data["model"], r["target_factor"], True, "zero-shot", r["top1"],
-                                label))
-            found.append(Figure(data["model"], r["target_factor"], True, "calibrated",
-                                r["top1_calibrated"], label))
+            found.append(
+                Figure(data["model"], r["target_factor"], True, "zero-shot", r["top1"], label)
+            )
+            found.append(
+                Figure(
+                    data["model"],
+                    r["target_factor"],
+                    True,
+                    "calibrated",
+                    r["top1_calibrated"],
+                    label,
+                )
+            )
     return found
 
 
 def _zeroshot(results: Results) -> list[Figure]:
     found = []
-    stages = {"bn": "calibrated", "whiten": "data-aware", "refit": "data-aware",
-              "both": "data-aware"}
+    stages = {
+        "bn": "calibrated",
+        "whiten": "data-aware",
+        "refit": "data-aware",
+        "both": "data-aware",
+    }
     for name in results.names("zeroshot-*.json"):
         data = results.json(name)
         for key, run in data["runs"].items():
             parts = key.split("/")
             if len(parts) == 2:
-                found.append(Figure(data["net"], run["x"], False, "zero-shot", run["top1"],
-                                    f"HT-2 uniform e = {parts[0]}"))
+                found.append(
+                    Figure(
+                        data["net"],
+                        run["x"],
+                        False,
+                        "zero-shot",
+                        run["top1"],
+                        f"HT-2 uniform e = {parts[0]}",
+                    )
+                )
             elif len(parts) == 3:
                 extra = "" if parts[2] == "bn" else f", {parts[2]}"
-                found.append(Figure(data["net"], run["x"], False, stages[parts[2]], run["top1"],
-                                    f"HT-2 uniform e = {parts[0]}{extra}, {parts[1]} images"))
+                found.append(
+                    Figure(
+                        data["net"],
+                        run["x"],
+                        False,
+                        stages[parts[2]],
+                        run["top1"],
+                        f"HT-2 uniform e = {parts[0]}{extra}, {parts[1]} images",
+                    )
+                )
     return found
 
 
@@ -76,16 +107,30 @@ def _finetuned(results: Results) -> list[Figure]:
             if run["kind"] == "uncompressed":
                 continue
             last = str(run["epochs"])
-            found.append(Figure(data["net"], data["param_reduction"], False, "fine-tuned",
-                                run["top1_by_epoch"][last],
-                                f"HT-2 uniform e = {data['energy']:g}, {run['kind']}, "
-                                f"{last} epochs ({key})"))
+            found.append(
+                Figure(
+                    data["net"],
+                    data["param_reduction"],
+                    False,
+                    "fine-tuned",
+                    run["top1_by_epoch"][last],
+                    f"HT-2 uniform e = {data['energy']:g}, {run['kind']}, {last} epochs ({key})",
+                )
+            )
     table_data = results.json("paper_table.json") or {}
     for r in table_data.get("rows", []):
         if r["pipeline"] != "base":
-            found.append(Figure(r["net"], r["params_x"], False, "fine-tuned", r["top1_after"],
-                                f"{method_name(r['method'])} {r['pipeline']} pipeline, "
-                                f"{r['epochs']} epochs (paper table)"))
+            found.append(
+                Figure(
+                    r["net"],
+                    r["params_x"],
+                    False,
+                    "fine-tuned",
+                    r["top1_after"],
+                    f"{method_name(r['method'])} {r['pipeline']} pipeline, "
+                    f"{r['epochs']} epochs (paper table)",
+                )
+            )
     return found
 
 
@@ -103,25 +148,42 @@ def clusters(sizes: list[float]) -> list[list[float]]:
 def _latency(results: Results) -> list[tuple[str, float, str]]:
     """(net, size, 'b1 / b128 (how)') for HT-2, latency-aware runs first (quiet before loaded),
     then the compare runs' four-conv factors."""
-    sizes = {(r["model"], r["energy"]): r["param_reduction"]
-             for r in (results.json("compression_sizes.json") or {"sizes": []})["sizes"]}
+    sizes = {
+        (r["model"], r["energy"]): r["param_reduction"]
+        for r in (results.json("compression_sizes.json") or {"sizes": []})["sizes"]
+    }
     found = []
-    for name, how in (("latency_aware_speed-resnet20-quiet.json", "latency-aware, quiet"),
-                      ("latency_aware_speed.json", "latency-aware, loaded")):
+    for name, how in (
+        ("latency_aware_speed-resnet20-quiet.json", "latency-aware, quiet"),
+        ("latency_aware_speed.json", "latency-aware, loaded"),
+    ):
         rows = (results.json(name) or {"rows": []})["rows"]
         for model, energy in sorted({(r["model"], r["energy"]) for r in rows}):
-            speed = {r["batch"]: r["speedup_latency_aware"] for r in rows
-                     if (r["model"], r["energy"]) == (model, energy)}
+            speed = {
+                r["batch"]: r["speedup_latency_aware"]
+                for r in rows
+                if (r["model"], r["energy"]) == (model, energy)
+            }
             if (model, energy) in sizes:
-                found.append((model, sizes[(model, energy)],
-                              f"{times(speed.get(1))} / {times(speed.get(128))} ({how})"))
+                found.append(
+                    (
+                        model,
+                        sizes[(model, energy)],
+                        f"{times(speed.get(1))} / {times(speed.get(128))} ({how})",
+                    )
+                )
     for name in results.names("compare-*/compare.json"):
         data = results.json(name)
         for r in data["rows"]:
             if r["method"] == "ht2":
-                found.append((data["model"], r["target_factor"],
-                              f"{times(r['speedup'].get('1'))} / {times(r['speedup'].get('128'))}"
-                              " (four-conv, loaded)"))
+                found.append(
+                    (
+                        data["model"],
+                        r["target_factor"],
+                        f"{times(r['speedup'].get('1'))} / {times(r['speedup'].get('128'))}"
+                        " (four-conv, loaded)",
+                    )
+                )
     return found
 
 
@@ -133,8 +195,7 @@ def _cell(figures: list[Figure]) -> str:
 
 
 def headline_section(results: Results) -> Section | None:
-    figures = _allocation(results) + _compare(results) + _zeroshot(results) \
-        + _finetuned(results)
+    figures = _allocation(results) + _compare(results) + _zeroshot(results) + _finetuned(results)
     if not figures:
         return None
     latency = _latency(results)
@@ -146,21 +207,28 @@ def headline_section(results: Results) -> Section | None:
             here = [f for f in mine if low <= f.size <= high]
             named = sorted({f.size for f in here if f.nominal})
             label = f"{named[0]:g}x" if named else f"{low:.2f}x"
-            speed = [text for model, size, text in latency
-                     if model == net and low / TOLERANCE <= size <= high * TOLERANCE]
-            lines.append([net_name(net), label]
-                         + [_cell([f for f in here if f.stage == s]) for s in STAGES]
-                         + [speed[0] if speed else "-"])
-    body = "\n\n".join([
-        "For each model and size (parameter reduction; sizes within 3 % share a row), the best "
-        "top-1 (%) measured at each stage, with the method and pipeline that gave it: "
-        "zero-shot (no data), after BatchNorm calibration, after the data-aware fit (training "
-        "images, no gradient step), and after fine-tuning (epochs named). The last column is "
-        "HT-2's speed-up over the original at batch 1 / batch 128 at that size, timed "
-        "alternately on this CPU (one thread). Each figure comes from the sections below, "
-        "which name the command and the JSON; [GPU] marks a figure measured on the H100.",
-        table(["model", "size", *STAGES, "HT-2 latency x, b1 / b128"], lines, "lr"),
-    ])
+            speed = [
+                text
+                for model, size, text in latency
+                if model == net and low / TOLERANCE <= size <= high * TOLERANCE
+            ]
+            lines.append(
+                [net_name(net), label]
+                + [_cell([f for f in here if f.stage == s]) for s in STAGES]
+                + [speed[0] if speed else "-"]
+            )
+    body = "\n\n".join(
+        [
+            "For each model and size (parameter reduction; sizes within 3 % share a row), the best "
+            "top-1 (%) measured at each stage, with the method and pipeline that gave it: "
+            "zero-shot (no data), after BatchNorm calibration, after the data-aware fit (training "
+            "images, no gradient step), and after fine-tuning (epochs named). The last column is "
+            "HT-2's speed-up over the original at batch 1 / batch 128 at that size, timed "
+            "alternately on this CPU (one thread). Each figure comes from the sections below, "
+            "which name the command and the JSON; [GPU] marks a figure measured on the H100.",
+            table(["model", "size", *STAGES, "HT-2 latency x, b1 / b128"], lines, "lr"),
+        ]
+    )
     return Section("Headline: best figure per model and size", body)
 
 

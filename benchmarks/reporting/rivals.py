@@ -25,11 +25,16 @@ def compare_section(results: Results) -> Section | None:
     commands = []
     for name, data in files:
         rows = data["rows"]
-        commands.append(COMPARE_COMMAND.format(
-            net=data["model"], weights=data["settings"]["weights"],
-            targets=",".join(dict.fromkeys(f"{r['target_factor']:g}" for r in rows)),
-            methods=",".join(dict.fromkeys(r["method"] for r in rows)),
-            threads=data["settings"]["threads"], folder=name.split("/")[0]))
+        commands.append(
+            COMPARE_COMMAND.format(
+                net=data["model"],
+                weights=data["settings"]["weights"],
+                targets=",".join(dict.fromkeys(f"{r['target_factor']:g}" for r in rows)),
+                methods=",".join(dict.fromkeys(r["method"] for r in rows)),
+                threads=data["settings"]["threads"],
+                folder=name.split("/")[0],
+            )
+        )
     parts = [
         command(*commands),
         "Each target is met by bisection on one global energy (uniform allocation). Top-1 (%) "
@@ -41,18 +46,36 @@ def compare_section(results: Results) -> Section | None:
     ]
     for _, data in files:
         rows = data["rows"]
-        best = {t: [r["top1_calibrated"] for r in rows if r["target_factor"] == t]
-                for t in {r["target_factor"] for r in rows}}
+        best = {
+            t: [r["top1_calibrated"] for r in rows if r["target_factor"] == t]
+            for t in {r["target_factor"] for r in rows}
+        }
         parts += [
             f"{net_name(data['model'])} (original {num(data['original']['top1'])} %):",
             table(
-                ["target", "method", "params x", "MACs x", "weight err", "zero-shot",
-                 "calibrated", "latency x b128"],
-                [[f"{r['target_factor']:g}x", method_name(r["method"]),
-                  num(r["param_reduction"]), num(r["mac_reduction"]), num(r["weight_error"], 4),
-                  num(r["top1"]), _best(r["top1_calibrated"], best[r["target_factor"]]),
-                  num(r["speedup"].get("128"))]
-                 for r in rows],
+                [
+                    "target",
+                    "method",
+                    "params x",
+                    "MACs x",
+                    "weight err",
+                    "zero-shot",
+                    "calibrated",
+                    "latency x b128",
+                ],
+                [
+                    [
+                        f"{r['target_factor']:g}x",
+                        method_name(r["method"]),
+                        num(r["param_reduction"]),
+                        num(r["mac_reduction"]),
+                        num(r["weight_error"], 4),
+                        num(r["top1"]),
+                        _best(r["top1_calibrated"], best[r["target_factor"]]),
+                        num(r["speedup"].get("128")),
+                    ]
+                    for r in rows
+                ],
                 "llrrrrrr",
             ),
         ]
@@ -67,8 +90,11 @@ def _best_by(rows: list[dict[str, Any]], key: str) -> dict[tuple, dict[str, Any]
     """For each (net, factor, method, device), the best allocation's row by `key`. When two
     files hold the same (method, allocation, size), the later file by name counts, as in the
     allocation tables."""
-    latest = {(r["net"], r["factor"], r["method"], r["allocation"], r["settings"].get("device")): r
-              for r in rows if r.get(key) is not None}
+    latest = {
+        (r["net"], r["factor"], r["method"], r["allocation"], r["settings"].get("device")): r
+        for r in rows
+        if r.get(key) is not None
+    }
     best: dict[tuple, dict[str, Any]] = {}
     for (net, factor, method, _, device), row in latest.items():
         slot = (net, factor, method, device)
@@ -77,14 +103,16 @@ def _best_by(rows: list[dict[str, Any]], key: str) -> dict[tuple, dict[str, Any]
     return best
 
 
-STAGES = {"bn_calibrated": "calibrated", "data_aware": "data-aware refit",
-          "finetuned_1": "1 epoch"}
+STAGES = {"bn_calibrated": "calibrated", "data_aware": "data-aware refit", "finetuned_1": "1 epoch"}
 
 
 def tucker_section(results: Results) -> Section | None:
-    rows = [r for r in allocation_rows(results, "allocation-*.json")
-            if r["settings"].get("refine_sweeps", "0") in ("0", "None")
-            and r["settings"].get("calib_images") == "256"]
+    rows = [
+        r
+        for r in allocation_rows(results, "allocation-*.json")
+        if r["settings"].get("refine_sweeps", "0") in ("0", "None")
+        and r["settings"].get("calib_images") == "256"
+    ]
     if not rows:
         return None
     lines = []
@@ -94,23 +122,34 @@ def tucker_section(results: Results) -> Section | None:
         for net, factor, device in sorted(slots):
             if device != "cpu" and (net, factor, "cpu") in slots:
                 continue
-            ht2, tucker = best.get((net, factor, "ht2", device)), \
-                best.get((net, factor, "tucker2", device))
+            ht2, tucker = (
+                best.get((net, factor, "ht2", device)),
+                best.get((net, factor, "tucker2", device)),
+            )
             if ht2 is None or tucker is None:
                 continue
-            lines.append([
-                net_name(net), f"{factor:g}x", stage + (" (GPU)" if device != "cpu" else ""),
-                f"{num(ht2[key])} ({ht2['allocation']})",
-                f"{num(tucker[key])} ({tucker['allocation']})",
-                num(ht2[key] - tucker[key], sign=True),
-            ])
-    body = "\n\n".join([
-        "From the allocation runs above (paper's one-pass factors): at each size and stage, "
-        "the best allocation of HT-2 against the best of Tucker-2, top-1 (%). With "
-        "`--refine-sweeps 10` see *Refined factors*.",
-        table(["net", "size", "stage", "HT-2 best", "Tucker-2 best", "HT-2 ahead by"], lines,
-              "lllrrr"),
-    ])
+            lines.append(
+                [
+                    net_name(net),
+                    f"{factor:g}x",
+                    stage + (" (GPU)" if device != "cpu" else ""),
+                    f"{num(ht2[key])} ({ht2['allocation']})",
+                    f"{num(tucker[key])} ({tucker['allocation']})",
+                    num(ht2[key] - tucker[key], sign=True),
+                ]
+            )
+    body = "\n\n".join(
+        [
+            "From the allocation runs above (paper's one-pass factors): at each size and stage, "
+            "the best allocation of HT-2 against the best of Tucker-2, top-1 (%). With "
+            "`--refine-sweeps 10` see *Refined factors*.",
+            table(
+                ["net", "size", "stage", "HT-2 best", "Tucker-2 best", "HT-2 ahead by"],
+                lines,
+                "lllrrr",
+            ),
+        ]
+    )
     return Section("HT-2 against Tucker-2: best allocation each", body)
 
 

@@ -46,8 +46,12 @@ def sizes_section(results: Results) -> Section | None:
             table(
                 ["model", "e", "seconds", "of which decomposing"],
                 [
-                    [t["model"], f"{t['energy']:g}", num(t["seconds"], 1),
-                     num(t["decompose_seconds"], 1)]
+                    [
+                        t["model"],
+                        f"{t['energy']:g}",
+                        num(t["seconds"], 1),
+                        num(t["decompose_seconds"], 1),
+                    ]
                     for t in data["timings"]
                 ],
                 "lrrr",

@@ -25,7 +25,6 @@ from ht2.errors import HT2Error
 from ht2.surgery.targets import Target, parse_factor
 
 if TYPE_CHECKING:
-
     from ht2.models import ModelEntry
 
 EXAMPLES = """examples:
