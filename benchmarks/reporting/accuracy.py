@@ -161,7 +161,8 @@ def calibration_section(results: Results) -> Section | None:
             command(
                 f"ht2 evaluate cifar10_resnet20 {weights} --data DATA --json"
                 f"    # top1 {num(runs['original']['top1'])}",
-                f"ht2 compress cifar10_resnet20 {weights} --energy 0.9 --no-keep-if-larger --out R20",
+                f"ht2 compress cifar10_resnet20 {weights} --energy 0.9 --no-keep-if-larger "
+                "--out R20",
                 f"ht2 evaluate R20 --data DATA --json    # top1 {num(runs['0.9/plain']['top1'])}",
                 "ht2 calibrate R20 --data DATA --images 2048 --evaluate --out R20-cal"
                 f"    # {num(runs['0.9/plain']['top1'])} % -> {num(runs['0.9/2048/bn']['top1'])} %",

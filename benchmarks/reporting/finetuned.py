@@ -31,7 +31,8 @@ def finetune_section(results: Results) -> Section | None:
                 f"    # writes benchmarks/results/finetune-{data['net']}-e{data['energy']:g}.json"
             ),
             f"{net_name(data['net'])}, shared weights, HT-2 at e = {data['energy']:g} "
-            f"({times(data['param_reduction'])} fewer parameters). Each run is `ht2 finetune` of its "
+            f"({times(data['param_reduction'])} fewer parameters). Each run is `ht2 finetune` of "
+            "its "
             f"own ({data['recipe']}, {data['torch_threads']} threads), after BatchNorm calibration "
             "on 2,048 training images (epoch 0: calibrated, before any step). compressed + distill "
             "uses the uncompressed model as teacher; uncompressed is the original fine-tuned with "
