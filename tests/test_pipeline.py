@@ -12,6 +12,7 @@ from torch import nn
 
 import ht2
 from ht2.cli.finetune import choose_teacher
+from ht2.cli.flag_names import with_flags
 from ht2.cli.main import build_parser, main
 from ht2.errors import HT2Error
 from ht2.recipes import RECIPES, compress_with_recipe, default_recipe, pipeline_lines
@@ -245,8 +246,9 @@ def test_finetune_without_known_weights_says_so_in_one_line(tmp_path: Path, cli)
     assert teacher is None
     assert note.startswith("note: fine-tuning without distillation: ")
     assert "does not record the uncompressed model's weights" in note
-    with pytest.raises(HT2Error, match="--teacher-weights"):
+    with pytest.raises(HT2Error, match="pass teacher_weights=FILE") as refused:
         choose_teacher(source, True, None)
+    assert "pass --teacher-weights FILE" in with_flags(refused.value)
     data = write_image_tree(tmp_path / "data", classes=tuple("abcdefghij"), per_class=2)
     argv = _finetune(source, data, tmp_path / "ft", "--epochs", "1", "--max-steps", "1")
     code, _, err = cli(argv)

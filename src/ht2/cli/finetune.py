@@ -83,61 +83,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def teacher_for(source: Path, weights: str | None) -> nn.Module:
-    """The uncompressed model the folder was made from, for distillation."""
-    from ht2.io import read_manifest
-
-    arch = read_manifest(source).get("arch") or {}
-    chosen = weights or arch.get("weights")
-    if not arch or not chosen:
-        raise HT2Error(
-            f"--distill needs the uncompressed model's weights; {source}/ht2.json "
-            "does not name them: pass --teacher-weights FILE"
-        )
-    if weights and not Path(weights).is_file():
-        raise HT2Error(f"--teacher-weights {weights} is not a file")
-    if chosen != "pretrained" and not Path(chosen).is_file():
-        raise HT2Error(
-            f"--distill: the teacher weights {chosen} named in {source}/ht2.json do "
-            "not exist here; pass --teacher-weights FILE"
-        )
-    return models.create(arch["name"], weights=chosen, **arch.get("kwargs", {}))
-
-
-def unknown_teacher(source: Path, weights: str | None) -> str | None:
-    """Why no teacher can be rebuilt for `source` (None when one can)."""
-    from ht2.io import read_manifest
-
-    if weights:
-        return None
-    arch = read_manifest(source).get("arch") or {}
-    chosen = arch.get("weights")
-    if not arch or not chosen:
-        return (
-            f"{source}/ht2.json does not record the uncompressed model's weights "
-            "(pass --teacher-weights FILE to distil)"
-        )
-    if chosen != "pretrained" and not Path(chosen).is_file():
-        return (
-            f"the uncompressed weights {chosen} that {source}/ht2.json records are not here "
-            "(pass --teacher-weights FILE to distil)"
-        )
-    return None
-
-
 def choose_teacher(
     source: Path, distill: bool | None, weights: str | None
 ) -> tuple[nn.Module | None, str | None]:
-    """The teacher: asked for (--distill), refused (--no-distill), or by default whenever the
-    uncompressed weights are known; with a default that cannot have one, the one-line note
-    that says so (printed once nothing else can fail before training)."""
-    if distill is False:
-        return None, None
-    if distill is None:
-        why = unknown_teacher(source, weights)
-        if why is not None:
-            return None, f"note: fine-tuning without distillation: {why}"
-    return teacher_for(source, weights), None
+    """ht2.train.teacher.choose_teacher, its note written for the command line."""
+    from ht2.cli.flag_names import with_flags
+    from ht2.train.teacher import TEACHER_PARAMS
+    from ht2.train.teacher import choose_teacher as choose
+
+    teacher, why = choose(source, distill, weights)
+    if why is None:
+        return teacher, None
+    note = with_flags(HT2Error(why, params=TEACHER_PARAMS))
+    return None, f"note: fine-tuning without distillation: {note}"
 
 
 def check_budget_args(args: argparse.Namespace) -> None:

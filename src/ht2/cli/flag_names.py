@@ -24,6 +24,8 @@ FLAGS = {
     "data_aware_images": "--calib-images",
     "calibrate_images": "--calib-images",
     "layer_ranks": "--ranks",
+    "teacher_weights=FILE": "--teacher-weights FILE",
+    "distill=True": "--distill",
 }
 
 

@@ -14,6 +14,7 @@ _EXPORTS = {
     "train_one_epoch": "ht2.train.loop",
     "RunResult": "ht2.train.runner",
     "fit": "ht2.train.runner",
+    "choose_teacher": "ht2.train.teacher",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
@@ -24,6 +25,7 @@ __all__ = [
     "TrainConfig",
     "calibrate_folder",
     "calibrate_on_train_images",
+    "choose_teacher",
     "evaluate",
     "fit",
     "recalibrate_batchnorm",
