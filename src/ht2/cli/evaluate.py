@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from ht2.choices import DTYPES
-from ht2.cli.common import is_model_dir, load_model_or_dir
 from ht2.cli.number_args import non_negative_int, positive_int
 from ht2.errors import HT2Error
+from ht2.io.model_source import is_model_dir, load_model_or_dir
 
 DESCRIPTION = """\
 Measure the top-1 and top-5 accuracy and the throughput of a registry model (with
