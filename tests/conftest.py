@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -49,3 +50,22 @@ def cli(capsys: pytest.CaptureFixture[str]) -> CliRunner:
         return code, captured.out, captured.err
 
     return run
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> Path:
+    """Eight random images per class of three classes, in train/ and test/ (a file may
+    override it with data of its own)."""
+    from tests._shared import write_image_tree
+
+    return write_image_tree(tmp_path / "data", classes=("a", "b", "c"), per_class=8)
+
+
+@pytest.fixture
+def compressed(tmp_path: Path) -> Path:
+    """A three-class CIFAR ResNet-20 (random init) compressed at e=0.7, saved as a folder."""
+    import ht2
+
+    model = ht2.models.create("cifar10_resnet20", num_classes=3)
+    report = ht2.compress(model, energy=0.7, example_input=torch.zeros(1, 3, 32, 32))
+    return ht2.save(model, tmp_path / "compressed", report)

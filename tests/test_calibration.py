@@ -15,18 +15,6 @@ from ht2.train import calibrate_folder, calibrate_on_train_images
 from tests._shared import write_image_tree
 
 
-@pytest.fixture
-def tiny(tmp_path: Path) -> Path:
-    return write_image_tree(tmp_path / "data", classes=("a", "b", "c"), per_class=8)
-
-
-@pytest.fixture
-def compressed(tmp_path: Path) -> Path:
-    model = ht2.models.create("cifar10_resnet20", num_classes=3)
-    report = ht2.compress(model, energy=0.7, example_input=torch.zeros(1, 3, 32, 32))
-    return ht2.save(model, tmp_path / "compressed", report)
-
-
 def test_calibrate_folder_writes_what_the_cli_writes(
     tiny: Path, compressed: Path, tmp_path: Path
 ) -> None:

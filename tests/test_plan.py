@@ -168,73 +168,30 @@ def test_plan_with_other_shapes_names_the_entry() -> None:
         ht2.apply(_resnet20(), plan)
 
 
+R20 = ["compress", "cifar10_resnet20", "--random-init"]
+
+
 def test_cli_plan_only_then_plan(tmp_path: Path, cli) -> None:
     plan_path, out = tmp_path / "plan.json", tmp_path / "r20"
-    code, _, err = cli(
-        [
-            "compress",
-            "cifar10_resnet20",
-            "--random-init",
-            "--energy",
-            "0.6",
-            "--plan-only",
-            "--out",
-            str(plan_path),
-        ]
-    )
+    plan_only = [*R20, "--energy", "0.6", "--plan-only", "--out", str(plan_path)]
+    code, _, err = cli(plan_only)
     assert code == 0, err
     data = json.loads(plan_path.read_text())
-    data["layers"][1]["ranks"] = {"r1": 2, "r13": 3, "r3": 4}
+    edited = {"r1": 2, "r13": 3, "r3": 4}
+    data["layers"][1]["ranks"] = edited
     plan_path.write_text(json.dumps(data))
-    code, _, err = cli(
-        [
-            "compress",
-            "cifar10_resnet20",
-            "--random-init",
-            "--plan",
-            str(plan_path),
-            "--out",
-            str(out),
-        ]
-    )
+    code, _, err = cli([*R20, "--plan", str(plan_path), "--out", str(out)])
     assert code == 0, err
-    model = ht2.load(out)
-    assert dict(model.get_submodule(data["layers"][1]["name"]).ranks) == {
-        "r1": 2,
-        "r13": 3,
-        "r3": 4,
-    }
-    code, _, err = cli(
-        [
-            "compress",
-            "cifar10_resnet20",
-            "--random-init",
-            "--energy",
-            "0.6",
-            "--plan-only",
-            "--out",
-            str(plan_path),
-        ]
-    )
+    assert dict(ht2.load(out).get_submodule(data["layers"][1]["name"]).ranks) == edited
+    code, _, err = cli(plan_only)
     assert code == 2 and "exists; use --force" in err
 
 
 def test_cli_plan_refuses_deciding_flags(tmp_path: Path, cli) -> None:
     plan_path = tmp_path / "plan.json"
     write_plan(ht2.plan(_resnet20(), EXAMPLE, energy=0.5), plan_path)
-    code, _, err = cli(
-        [
-            "compress",
-            "cifar10_resnet20",
-            "--random-init",
-            "--plan",
-            str(plan_path),
-            "--target-params",
-            "3",
-            "--out",
-            str(tmp_path / "x"),
-        ]
-    )
+    argv = [*R20, "--plan", str(plan_path), "--target-params", "3", "--out", str(tmp_path / "x")]
+    code, _, err = cli(argv)
     assert code == 2 and "--plan gives every layer's method, ranks and sweeps" in err
     assert "Traceback" not in err and not (tmp_path / "x").exists()
 
@@ -242,17 +199,7 @@ def test_cli_plan_refuses_deciding_flags(tmp_path: Path, cli) -> None:
 def test_cli_bad_plan_file_is_one_line(tmp_path: Path, cli) -> None:
     plan_path = tmp_path / "plan.json"
     plan_path.write_text('{"format": "ht2-plan", "format_version": 7}')
-    code, _, err = cli(
-        [
-            "compress",
-            "cifar10_resnet20",
-            "--random-init",
-            "--plan",
-            str(plan_path),
-            "--out",
-            str(tmp_path / "x"),
-        ]
-    )
+    code, _, err = cli([*R20, "--plan", str(plan_path), "--out", str(tmp_path / "x")])
     assert code == 2 and "newer than this ht2 reads" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
 

@@ -14,22 +14,9 @@ import ht2
 from ht2.cli.main import main
 from ht2.train import TrainConfig, recalibrate_batchnorm, recipe_config
 from ht2.train.schedules import build_scheduler
-from tests._shared import write_image_tree
 from tests._training import assert_same_tensors, checkpoint_meta, kill_at_epoch, torchrun
 
 FAST = ["--batch-size", "8", "--workers", "0", "--lr", "0.05"]
-
-
-@pytest.fixture
-def tiny(tmp_path: Path) -> Path:
-    return write_image_tree(tmp_path / "data", classes=("a", "b", "c"), per_class=8)
-
-
-@pytest.fixture
-def compressed(tmp_path: Path) -> Path:
-    model = ht2.models.create("cifar10_resnet20", num_classes=3)
-    report = ht2.compress(model, energy=0.7, example_input=torch.zeros(1, 3, 32, 32))
-    return ht2.save(model, tmp_path / "compressed", report)
 
 
 def _train(tiny: Path, out: Path, *extra: str) -> int:
