@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
+from torch import nn
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 WEIGHTS = SHARED / "weights"
@@ -78,3 +80,19 @@ def write_image_tree(
                 pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(folder / f"{index:03d}{suffix}")
     return root
+
+
+def rel_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """||actual - expected|| / ||expected||, in float64 (the measure every exactness test uses)."""
+    actual, expected = actual.detach().double(), expected.detach().double()
+    return float(torch.linalg.norm(actual - expected) / torch.linalg.norm(expected))
+
+
+def grid_conv(geometry: tuple, mode: str, bias: bool) -> nn.Conv2d:
+    """A 6 -> 7 channel Conv2d of one CONV_GEOMETRIES geometry and padding mode, its bias
+    (when it has one) drawn from a normal distribution so that it matters."""
+    kernel, stride, padding, dilation = geometry
+    conv = nn.Conv2d(6, 7, kernel, stride, padding, dilation, padding_mode=mode, bias=bias)
+    if bias:
+        nn.init.normal_(conv.bias)
+    return conv

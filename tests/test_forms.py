@@ -21,22 +21,10 @@ from ht2.layers import ConvSpec, HT2Conv2d, build_factorized, factorize
 from ht2.metrics.treatment import Treatment
 from ht2.surgery import CompressionReport, LayerReport
 from ht2.surgery.latency_aware import choose_forms, record_forms
-from tests._shared import CONV_GEOMETRIES, PADDING_MODES
+from tests._shared import CONV_GEOMETRIES, PADDING_MODES, grid_conv, rel_error
 
 GRID = list(itertools.product(CONV_GEOMETRIES, PADDING_MODES, [True, False]))
 HT2_FORMS = ("merged_core", "merged_in", "two", "dense")
-
-
-def _conv(geometry, mode: str, bias: bool) -> nn.Conv2d:
-    kernel, stride, padding, dilation = geometry
-    conv = nn.Conv2d(6, 7, kernel, stride, padding, dilation, padding_mode=mode, bias=bias)
-    if bias:
-        nn.init.normal_(conv.bias)
-    return conv
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(torch.linalg.norm(a - b).detach() / torch.linalg.norm(b).detach())
 
 
 def _rebuilt(layer: nn.Module) -> nn.Module:
@@ -48,16 +36,16 @@ def _rebuilt(layer: nn.Module) -> nn.Module:
 
 @pytest.mark.parametrize(("geometry", "mode", "bias"), GRID)
 def test_every_ht2_form_computes_what_the_four_convolutions_do(geometry, mode, bias) -> None:
-    layer = factorize(_conv(geometry, mode, bias), "ht2", energy=0.8)
+    layer = factorize(grid_conv(geometry, mode, bias), "ht2", energy=0.8)
     x = torch.randn(2, 6, 13, 14)
     with torch.no_grad():
         expected = layer(x)
         for form in HT2_FORMS:
             other = layer.in_form(form)
-            assert _rel(other(x), expected) < 1e-5, form
+            assert rel_error(other(x), expected) < 1e-5, form
             if form != "dense":
                 assert other.form == form
-                assert _rel(_rebuilt(other)(x), expected) < 1e-5, form
+                assert rel_error(_rebuilt(other)(x), expected) < 1e-5, form
 
 
 def test_merged_forms_have_the_merged_kernels() -> None:
@@ -81,13 +69,13 @@ def test_merged_forms_have_the_merged_kernels() -> None:
 @pytest.mark.parametrize("method", ["tucker2", "spatial_svd", "cp", "svd"])
 def test_dense_form_of_every_method_computes_what_its_factors_do(method: str, mode: str) -> None:
     kernel, stride, padding, dilation = CONV_GEOMETRIES[2]
-    conv = _conv((kernel, stride, padding, dilation), mode, bias=True)
+    conv = grid_conv((kernel, stride, padding, dilation), mode, bias=True)
     layer = factorize(conv, method, ranks={"r": 3, "r_in": 3, "r_out": 4})
     assert layer.available_forms() == (layer.default_form, "dense")
     x = torch.randn(2, 6, 13, 14)
     with torch.no_grad():
         dense = layer.in_form("dense")
-        assert type(dense) is nn.Conv2d and _rel(dense(x), layer(x)) < 1e-5
+        assert type(dense) is nn.Conv2d and rel_error(dense(x), layer(x)) < 1e-5
     assert factorize(conv, "tucker2", energy=0.9).default_form == "three"
 
 
@@ -95,7 +83,7 @@ def test_dense_form_of_a_linear_layer() -> None:
     layer = factorize(nn.Linear(12, 5), "svd", energy=0.7)
     x = torch.randn(3, 12)
     dense = layer.in_form("dense")
-    assert type(dense) is nn.Linear and _rel(dense(x), layer(x)) < 1e-5
+    assert type(dense) is nn.Linear and rel_error(dense(x), layer(x)) < 1e-5
 
 
 def test_plan_records_the_form_only_when_it_is_not_the_default() -> None:
@@ -126,7 +114,7 @@ def test_a_bias_folded_into_expand_survives_every_form() -> None:
     x = torch.randn(1, 4, 8, 8)
     with torch.no_grad():
         for form in HT2_FORMS:
-            assert _rel(layer.in_form(form)(x), layer(x)) < 1e-5, form
+            assert rel_error(layer.in_form(form)(x), layer(x)) < 1e-5, form
 
 
 def _forms_from(before: str) -> tuple[str, ...]:
@@ -159,7 +147,7 @@ def test_save_and_load_rebuild_each_layers_form(tmp_path: Path) -> None:
     assert loaded.get_submodule("layer1.0.conv2").form == "four"
     assert type(loaded.get_submodule("conv1")) is nn.Conv2d
     with torch.no_grad():
-        assert _rel(loaded(x), expected) < 1e-6
+        assert rel_error(loaded(x), expected) < 1e-6
 
 
 @pytest.mark.slow
@@ -179,7 +167,7 @@ def test_choose_forms_with_allow_dense_keeps_the_fastest_form_and_the_outputs() 
         assert choice.form == layouts[chosen.kept] == _form(model.get_submodule(choice.name))
         assert choice.input_shape[0] == 2
     with torch.no_grad():
-        assert _rel(model(x), expected) < 1e-5
+        assert rel_error(model(x), expected) < 1e-5
     record_forms(report, chosen, model, x)
     line, choice = report.layers[1], chosen.layers[1]
     assert line.form == choice.form and line.form_times_ms == choice.times_ms
@@ -241,7 +229,7 @@ def test_forms_timed_in_a_treatment_compute_what_the_four_convolutions_do(treatm
     chosen = choose_forms(model, x, repeats=1, warmup=0, treatment=treatment, allow_dense=True)
     assert chosen.treatment == treatment
     with torch.no_grad():
-        assert _rel(model(x), expected) < 1e-5
+        assert rel_error(model(x), expected) < 1e-5
     assert all(p.dtype == torch.float32 for p in model.parameters())
 
 
@@ -384,7 +372,7 @@ def test_forms_timed_under_torch_compile_keep_the_outputs() -> None:
     )
     assert chosen.treatment.runtime == "compile" and chosen.layers
     with torch.no_grad():
-        assert _rel(model(x), expected) < 1e-5
+        assert rel_error(model(x), expected) < 1e-5
 
 
 def _plain_conv_net() -> nn.Module:
@@ -414,7 +402,7 @@ def test_forms_planner_writes_the_fastest_forms_and_apply_runs_them() -> None:
     assert {name: model.get_submodule(name).form for name in forms} == forms
     assert {line.name: line.form for line in report.replaced} == forms
     with torch.no_grad():
-        assert _rel(model(x), plain(x)) < 1e-5
+        assert rel_error(model(x), plain(x)) < 1e-5
 
 
 def test_a_data_aware_fit_runs_the_planned_forms() -> None:

@@ -18,33 +18,15 @@ from ht2.layers import (
     build_factorized,
     factorize,
 )
-from tests._shared import CONV_GEOMETRIES, PADDING_MODES
+from tests._shared import CONV_GEOMETRIES, PADDING_MODES, grid_conv, rel_error
 
 GRID = list(itertools.product(CONV_GEOMETRIES, PADDING_MODES, [True, False]))
-
-
-def _conv(geometry, mode: str, bias: bool) -> nn.Conv2d:
-    kernel, stride, padding, dilation = geometry
-    return nn.Conv2d(
-        6,
-        7,
-        kernel,
-        stride=stride,
-        padding=padding,
-        dilation=dilation,
-        padding_mode=mode,
-        bias=bias,
-    )
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(torch.linalg.norm(a - b).detach() / torch.linalg.norm(b).detach())
 
 
 @pytest.mark.parametrize("method", ["ht2", "svd"])
 @pytest.mark.parametrize(("geometry", "mode", "bias"), GRID)
 def test_full_rank_factorized_conv_equals_dense(method, geometry, mode, bias) -> None:
-    conv = _conv(geometry, mode, bias)
+    conv = grid_conv(geometry, mode, bias)
     if bias:
         nn.init.normal_(conv.bias)
     x = torch.randn(2, 6, 13, 14)
@@ -52,7 +34,7 @@ def test_full_rank_factorized_conv_equals_dense(method, geometry, mode, bias) ->
     expected = conv(x)
     actual = layer(x)
     assert actual.shape == expected.shape
-    assert _rel(actual, expected) < 1e-5
+    assert rel_error(actual, expected) < 1e-5
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -61,7 +43,7 @@ def test_full_rank_svd_linear_equals_dense(bias: bool) -> None:
     x = torch.randn(4, 3, 20)
     layer = SVDLinear.from_dense(linear, energy=1.0)
     assert layer.ranks == {"r": 9}
-    assert _rel(layer(x), linear(x)) < 1e-5
+    assert rel_error(layer(x), linear(x)) < 1e-5
 
 
 def test_ht2_module_has_the_four_convolutions_of_the_paper() -> None:
@@ -83,13 +65,13 @@ def test_to_dense_rebuilds_the_layer_the_chain_computes(method: str) -> None:
     dense = layer.to_dense()
     assert isinstance(dense, nn.Conv2d) and ConvSpec.of(dense) == ConvSpec.of(conv)
     x = torch.randn(1, 6, 9, 9)
-    assert _rel(dense(x), layer(x)) < 1e-5
+    assert rel_error(dense(x), layer(x)) < 1e-5
 
 
 def test_linear_to_dense_round_trip() -> None:
     layer = SVDLinear.from_dense(nn.Linear(12, 5), energy=0.6)
     x = torch.randn(3, 12)
-    assert _rel(layer.to_dense()(x), layer(x)) < 1e-5
+    assert rel_error(layer.to_dense()(x), layer(x)) < 1e-5
 
 
 @pytest.mark.parametrize(

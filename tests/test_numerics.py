@@ -31,6 +31,7 @@ from ht2.planning import compress
 from ht2.surgery.allocate import allocate
 from ht2.surgery.finite import decomposing
 from ht2.surgery.targets import Target
+from tests._shared import rel_error
 
 compress_module = importlib.import_module("ht2.planning.planner")
 
@@ -118,11 +119,6 @@ def _kernel(dtype: torch.dtype) -> torch.Tensor:
     return (base * decay).to(dtype)
 
 
-def _rel(approx: torch.Tensor, exact: torch.Tensor) -> float:
-    approx, exact = approx.to(torch.float64), exact.to(torch.float64)
-    return float(torch.linalg.norm(approx - exact) / torch.linalg.norm(exact))
-
-
 def _svd_rebuild(factors) -> torch.Tensor:
     return torch.einsum("tr,rchw->tchw", factors.second, factors.first)
 
@@ -151,8 +147,8 @@ def test_a_scaled_kernel_decomposes_as_the_unscaled_one(method, scale, dtype) ->
     rebuilt = rebuild(scaled)
     assert rebuilt.dtype == dtype and bool(torch.isfinite(rebuilt).all())
     tolerance = 1e-4 if dtype == torch.float32 else 1e-9
-    assert _rel(rebuilt, kernel * scale) == pytest.approx(
-        _rel(rebuild(plain), kernel), abs=tolerance
+    assert rel_error(rebuilt, kernel * scale) == pytest.approx(
+        rel_error(rebuild(plain), kernel), abs=tolerance
     )
     assert scaled.rel_error == pytest.approx(plain.rel_error, abs=tolerance)
     ranks = getattr(plain, "ranks", None) or plain.rank
@@ -164,7 +160,7 @@ def test_a_scaled_matrix_keeps_its_svd(scale: float) -> None:
     matrix = _kernel(torch.float32).reshape(12, -1).T.contiguous()  # tall: the other branch
     plain, scaled = truncated_svd(matrix, rank=5), truncated_svd(matrix * scale, rank=5)
     product = scaled.second @ scaled.first
-    assert _rel(product, matrix * scale) == pytest.approx(plain.rel_error, abs=1e-4)
+    assert rel_error(product, matrix * scale) == pytest.approx(plain.rel_error, abs=1e-4)
 
 
 def test_an_ill_conditioned_kernel_decomposes() -> None:
@@ -177,8 +173,8 @@ def test_an_ill_conditioned_kernel_decomposes() -> None:
     kernel = (u * values @ v.T).reshape(16, 8, 3, 3)
     for decompose, rebuild in DECOMPOSITIONS.values():
         exact, single = decompose(kernel), decompose(kernel.float())
-        assert _rel(rebuild(exact), kernel) == pytest.approx(exact.rel_error, abs=1e-9)
-        assert _rel(rebuild(single), kernel) == pytest.approx(exact.rel_error, abs=1e-4)
+        assert rel_error(rebuild(exact), kernel) == pytest.approx(exact.rel_error, abs=1e-9)
+        assert rel_error(rebuild(single), kernel) == pytest.approx(exact.rel_error, abs=1e-4)
 
 
 def test_an_all_zero_kernel_decomposes_to_zero() -> None:

@@ -23,10 +23,7 @@ from ht2.surgery import sensitivity
 from ht2.surgery.budget import make_budget
 from ht2.surgery.sensitivity import SensitivityOptions, measure
 from ht2.surgery.targets import Target
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(torch.linalg.norm(a - b) / torch.linalg.norm(b))
+from tests._shared import rel_error
 
 
 def _kernel(dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -51,7 +48,7 @@ def test_sweeps_never_raise_the_error_and_report_the_true_one() -> None:
     assert all(later <= earlier + 1e-12 for earlier, later in zip(errors, errors[1:], strict=False))
     assert errors[-1] < errors[0] - 1e-3  # a real gain on a kernel that is not low rank
     refined = ht2_decompose(kernel, ranks=ranks, sweeps=10)
-    assert refined.rel_error == pytest.approx(_rel(ht2_reconstruct(refined), kernel), rel=1e-9)
+    assert refined.rel_error == pytest.approx(rel_error(ht2_reconstruct(refined), kernel), rel=1e-9)
     assert refined.ranks == ranks
     assert refined.u1.shape == (12, 5) and refined.g1.shape == (5, 3, 7)
     assert refined.g2.shape == (7, 6, 3) and refined.u3.shape == (16, 6)
@@ -61,7 +58,7 @@ def test_sweeps_never_raise_the_error_and_report_the_true_one() -> None:
 def test_full_rank_factors_stay_exact_after_sweeps() -> None:
     kernel = _kernel()
     factors = ht2_decompose(kernel, ranks=HT2Ranks(12, 36, 16), sweeps=3)
-    assert _rel(ht2_reconstruct(factors), kernel) < 1e-10
+    assert rel_error(ht2_reconstruct(factors), kernel) < 1e-10
 
 
 def test_degenerate_kernels_stay_finite_and_exact() -> None:

@@ -30,31 +30,9 @@ from ht2.layers import (
 )
 from ht2.metrics.latency import num_threads
 from ht2.surgery import METHODS, paper_policy
-from tests._shared import CONV_GEOMETRIES, PADDING_MODES
+from tests._shared import CONV_GEOMETRIES, PADDING_MODES, grid_conv, rel_error
 
 GRID = list(itertools.product(CONV_GEOMETRIES, PADDING_MODES, [True, False]))
-
-
-def _conv(geometry, mode: str, bias: bool) -> nn.Conv2d:
-    kernel, stride, padding, dilation = geometry
-    conv = nn.Conv2d(
-        6,
-        7,
-        kernel,
-        stride=stride,
-        padding=padding,
-        dilation=dilation,
-        padding_mode=mode,
-        bias=bias,
-    )
-    if bias:
-        nn.init.normal_(conv.bias)
-    return conv
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.detach(), b.detach()
-    return float(torch.linalg.norm(a - b) / torch.linalg.norm(b))
 
 
 def _cp_kernel(shape: tuple[int, int, int, int], rank: int) -> torch.Tensor:
@@ -78,14 +56,14 @@ def test_tucker2_recovers_a_kernel_built_from_known_factors() -> None:
     assert tucker2_decompose(kernel, energy=0.999999).ranks == true
     factors = tucker2_decompose(kernel, ranks=true)
     assert factors.rel_error < 1e-5
-    assert _rel(tucker2_reconstruct(factors), kernel) < 1e-5
+    assert rel_error(tucker2_reconstruct(factors), kernel) < 1e-5
 
 
 def test_tucker2_error_is_true_and_hooi_never_raises_it() -> None:
     kernel = torch.randn(12, 10, 3, 3, dtype=torch.float64)
     ranks = Tucker2Ranks(r_in=4, r_out=5)
     hosvd = tucker2_decompose(kernel, ranks=ranks)
-    assert hosvd.rel_error == pytest.approx(_rel(tucker2_reconstruct(hosvd), kernel), rel=1e-9)
+    assert hosvd.rel_error == pytest.approx(rel_error(tucker2_reconstruct(hosvd), kernel), rel=1e-9)
     refined = tucker2_decompose(kernel, ranks=ranks, hooi_sweeps=3)
     assert refined.rel_error <= hosvd.rel_error + 1e-12
     assert refined.u_in.shape == (10, 4) and refined.core.shape == (5, 4, 3, 3)
@@ -104,7 +82,7 @@ def test_spatial_svd_is_the_best_rank_r_split_of_its_matrix() -> None:
     s = torch.linalg.svdvals(kernel.permute(1, 2, 0, 3).reshape(18, 35))
     best = float(s[4:].square().sum().sqrt() / s.square().sum().sqrt())
     rebuilt = torch.einsum("trw,rch->tchw", factors.second[:, :, 0], factors.first[..., 0])
-    assert _rel(rebuilt, kernel) == pytest.approx(best, rel=1e-9)
+    assert rel_error(rebuilt, kernel) == pytest.approx(best, rel=1e-9)
     assert factors.rel_error == pytest.approx(best, rel=1e-9)
 
 
@@ -112,7 +90,7 @@ def test_cp_recovers_a_kernel_built_from_known_rank_3_factors() -> None:
     kernel = _cp_kernel((9, 8, 3, 3), 3)
     factors = cp_decompose(kernel, rank=3)
     assert factors.rel_error < 1e-4
-    assert _rel(cp_reconstruct(factors), kernel) < 1e-4
+    assert rel_error(cp_reconstruct(factors), kernel) < 1e-4
 
 
 def test_cp_energy_rank_is_the_smallest_that_fits() -> None:
@@ -137,24 +115,24 @@ def test_exactly_one_of_energy_or_rank_is_required() -> None:
 @pytest.mark.parametrize("method", ["tucker2", "spatial_svd"])
 @pytest.mark.parametrize(("geometry", "mode", "bias"), GRID)
 def test_full_rank_rival_conv_equals_dense(method, geometry, mode, bias) -> None:
-    conv = _conv(geometry, mode, bias)
+    conv = grid_conv(geometry, mode, bias)
     x = torch.randn(2, 6, 13, 14)
     layer = factorize(conv, method, energy=1.0)
     expected = conv(x)
     actual = layer(x)
     assert actual.shape == expected.shape
-    assert _rel(actual, expected) < 1e-5
+    assert rel_error(actual, expected) < 1e-5
 
 
 @pytest.mark.parametrize(("geometry", "mode", "bias"), GRID)
 def test_cp_conv_of_an_exact_rank_3_kernel_equals_dense(geometry, mode, bias) -> None:
-    conv = _conv(geometry, mode, bias)
+    conv = grid_conv(geometry, mode, bias)
     with torch.no_grad():
         conv.weight.copy_(_cp_kernel(tuple(conv.weight.shape), 3))
     x = torch.randn(2, 6, 13, 14)
     layer = factorize(conv, "cp", ranks={"r": 3})
     assert layer.ranks == {"r": 3}
-    assert _rel(layer(x), conv(x)) < 1e-4
+    assert rel_error(layer(x), conv(x)) < 1e-4
 
 
 def test_module_structures_follow_the_papers() -> None:
@@ -179,7 +157,7 @@ def test_rival_to_dense_and_plan_entry_rebuild_the_layer(method: str) -> None:
     layer = factorize(conv, method, energy=0.7)
     dense = layer.to_dense()
     x = torch.randn(1, 6, 9, 9)
-    assert _rel(dense(x), layer(x)) < 1e-5
+    assert rel_error(dense(x), layer(x)) < 1e-5
     rebuilt = build_factorized(json.loads(json.dumps(layer.plan_entry())))
     assert type(rebuilt) is type(layer) and rebuilt.ranks == layer.ranks
     assert rebuilt.plan_entry()["method"] == method

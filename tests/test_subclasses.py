@@ -24,6 +24,7 @@ from ht2.layers import (
 from ht2.layers.base import DENSE_FORM
 from ht2.surgery import apply_plan, collect_plan
 from ht2.surgery.policy import paper_policy
+from tests._shared import rel_error
 
 REL_TOL = 1e-4
 
@@ -104,10 +105,6 @@ class Net(nn.Module):
         return self.head(x.mean(dim=(2, 3)))
 
 
-def _relative(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    return float(torch.linalg.norm(actual - expected) / torch.linalg.norm(expected))
-
-
 def _compress_and_round_trip(
     make: type[nn.Module] | object, tmp_path: Path, sizes=((15, 17),)
 ) -> ht2.CompressionReport:
@@ -121,7 +118,7 @@ def _compress_and_round_trip(
     report = ht2.compress(model, energy=1.0, keep_if_larger=False, example_input=inputs[0][:1])
     with torch.no_grad():
         for x, before in zip(inputs, expected, strict=True):
-            assert _relative(model(x), before) < REL_TOL
+            assert rel_error(model(x), before) < REL_TOL
     ht2.save(model, tmp_path / "out", report)
     torch.manual_seed(1)
     loaded = ht2.load(tmp_path / "out", model=make())
@@ -219,7 +216,7 @@ def test_weight_norm_parametrization_is_read_as_computed() -> None:
     x = torch.randn(2, 4, 7, 7)
     layer = factorize(conv, "ht2", energy=1.0)
     with torch.no_grad():
-        assert _relative(layer(x), conv(x)) < REL_TOL
+        assert rel_error(layer(x), conv(x)) < REL_TOL
     assert layer.spec.derived_weight
 
 
@@ -310,7 +307,7 @@ def test_code_reading_attributes_of_a_replaced_layer_keeps_working() -> None:
     report = ht2.compress(model, energy=1.0, keep_if_larger=False)
     assert [layer.method for layer in report.layers] == ["svd", "svd"]
     with torch.no_grad():
-        assert _relative(model(x), expected) < REL_TOL
+        assert rel_error(model(x), expected) < REL_TOL
 
 
 def test_data_aware_fit_keeps_plain_factors_for_a_subclass_it_cannot_model() -> None:
