@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from reporting import accuracy, fast, finetuned, gpu, headline, rivals, small
+from reporting import accuracy, fast, finetuned, gpu, headline, realized, rivals, small
 from reporting.base import Results, Section
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ most runs: compare ratios measured inside one run, never absolute times across r
 on PNG CIFAR-10, see `../shared/data/README.md`). Weights: `../shared/weights/`. Top-1 is on the
 10,000 JPEG test images. Sizes ("2x", "params x") are parameter reductions of the whole network.
 """
-MODULES = (headline, small, accuracy, finetuned, fast, rivals, gpu)
+MODULES = (headline, small, accuracy, finetuned, fast, realized, rivals, gpu)
 
 
 def sections(results: Results) -> list[Section]:

@@ -105,3 +105,74 @@ def test_missing_results_folder_is_one_line(tmp_path: Path) -> None:
     checked = _report("--results", tmp_path / "absent", "--out", tmp_path / "r.md")
     assert checked.returncode == 2
     assert checked.stderr.strip().count("\n") == 0 and "is not a folder" in checked.stderr
+
+
+def _realized(folder: Path) -> None:
+    """A realized_speed.json of one ResNet-56 batch size, as benchmarks/realized_speed.py writes."""
+    onnx = {"dtype": "float32", "memory_format": "contiguous", "runtime": "onnxruntime"}
+    eager = {"dtype": "bfloat16", "memory_format": "channels_last", "runtime": "eager"}
+    onnx, eager = {**onnx, "fold_bn": True}, {**eager, "fold_bn": True}
+    best = {
+        "batch_size": 128,
+        "fastest_like_for_like": {"treatment": onnx, "speedup": 1.25},
+        "best_against_best": {
+            "treatment": onnx,
+            "baseline_treatment": eager,
+            "latency_ms": 40.0,
+            "baseline_latency_ms": 64.0,
+            "speedup": 1.6,
+            "realized_over_mac": 0.34,
+        },
+    }
+    model = {
+        "model": "cifar10_resnet56",
+        "compression": "e=0.7",
+        "weights": "../shared/weights/resnet56-4bfd9763.th",
+        "mac_reduction": 4.71,
+        "best": [best],
+    }
+    target = {
+        "model": "cifar10_resnet56",
+        "compression": "e=0.7",
+        "batch_size": 128,
+        "target_speedup": 1.5,
+        "reached": 1.6,
+        "met": True,
+    }
+    data = {
+        "command": "python benchmarks/realized_speed.py --models cifar10_resnet56",
+        "runtimes": ["eager", "onnxruntime"],
+        "repeats": 20,
+        "warmup": 3,
+        "device": "cpu",
+        "threads": 2,
+        "torch": "2.14.1",
+        "load_average": {"start": [1.5, 1.0, 1.0], "end": [2.25, 1.0, 1.0]},
+        "notes": ["compile left out"],
+        "targets": [target],
+        "models": [model],
+    }
+    (folder / "realized_speed.json").write_text(json.dumps(data), encoding="utf-8")
+
+
+def test_realized_speed_section_renders_best_against_best_and_targets(tmp_path: Path) -> None:
+    results, out = _synthetic(tmp_path / "results"), tmp_path / "report.md"
+    _realized(results)
+    assert _report("--results", results, "--out", out).returncode == 0
+    text = out.read_text(encoding="utf-8")
+    assert "## How fast: realized speed, best against best" in text
+    assert "python benchmarks/realized_speed.py --models cifar10_resnet56\n```" in text
+    assert (
+        "| ResNet-56 | e=0.7 | 128 | float32 NCHW onnxruntime | 40.00 | bfloat16 NHWC eager | "
+        "64.00 | 1.60x | 4.71x | 0.34 | 1.25x (float32 NCHW onnxruntime) |"
+    ) in text
+    assert "| ResNet-56 | e=0.7 | 128 | >= 1.50x | 1.60x | met |" in text
+    prose = " ".join(text.split())  # paragraphs are wrapped at 100 columns
+    assert "load average 1.50 at the start and 2.25 at the end" in prose
+    assert "- compile left out" in text
+
+
+def test_realized_speed_section_is_absent_without_its_json(tmp_path: Path) -> None:
+    results, out = _synthetic(tmp_path / "results"), tmp_path / "report.md"
+    assert _report("--results", results, "--out", out).returncode == 0
+    assert "realized speed" not in out.read_text(encoding="utf-8")

@@ -1,0 +1,113 @@
+"""Realized speed: compressed models against their originals, best against best and like for
+like over every treatment (benchmarks/realized_speed.py), and the issue's targets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import Results, Section, command, net_name, num, table, times
+
+BEST = [
+    "model",
+    "compression",
+    "batch",
+    "compressed as",
+    "ms",
+    "original as",
+    "original ms",
+    "best vs best",
+    "fewer MACs",
+    "realized/MAC",
+    "fastest like-for-like",
+]
+
+
+def how(treatment: dict[str, Any]) -> str:
+    """'float32 NHWC onnxruntime', with '(BN unfolded)' when the BatchNorms were not folded."""
+    layout = "NHWC" if treatment["memory_format"] == "channels_last" else "NCHW"
+    text = f"{treatment['dtype']} {layout} {treatment['runtime']}"
+    return text if treatment["fold_bn"] else text + " (BN unfolded)"
+
+
+def best_rows(data: dict[str, Any]) -> list[list[str]]:
+    """One line per model and batch size: each side in its own fastest treatment."""
+    rows = []
+    for model in data["models"]:
+        for entry in model["best"]:
+            pair, fastest = entry["best_against_best"], entry["fastest_like_for_like"]
+            rows.append(
+                [
+                    net_name(model["model"]),
+                    model["compression"],
+                    entry["batch_size"],
+                    how(pair["treatment"]),
+                    num(pair["latency_ms"], 2),
+                    how(pair["baseline_treatment"]),
+                    num(pair["baseline_latency_ms"], 2),
+                    times(pair["speedup"]),
+                    times(model["mac_reduction"]),
+                    num(pair["realized_over_mac"]),
+                    f"{times(fastest['speedup'])} ({how(fastest['treatment'])})",
+                ]
+            )
+    return rows
+
+
+def target_rows(data: dict[str, Any]) -> list[list[str]]:
+    """Each target: the speedup asked for and the one reached."""
+    verdicts = {None: "not measured", True: "met", False: "not met"}
+    return [
+        [
+            net_name(row["model"]),
+            row["compression"],
+            row["batch_size"],
+            f">= {times(row['target_speedup'])}",
+            times(row["reached"]),
+            verdicts[row["met"]],
+        ]
+        for row in data["targets"]
+    ]
+
+
+def conditions(data: dict[str, Any]) -> str:
+    """How the figures were taken, from the JSON."""
+    start, end = data["load_average"]["start"][0], data["load_average"]["end"][0]
+    weights = ", ".join(f"{net_name(m['model'])}: `{m['weights']}`" for m in data["models"])
+    threads = f"{data['threads']} thread" + "s" * (data["threads"] != 1)
+    return (
+        f"Each compressed model and its original ran in every treatment (dtype x memory format "
+        f"x runtime: {', '.join(data['runtimes'])}), BatchNorms folded on both sides, run by "
+        f"run in turn; medians of {data['repeats']} timed runs after {data['warmup']} warm-up "
+        f"runs, {data['device']}, {threads}, PyTorch {data['torch']}, load "
+        f"average {num(start)} at the start and {num(end)} at the end. Best against best: "
+        "each model in its own fastest treatment; fastest like-for-like: the treatment the "
+        "compressed model runs fastest in, the original in the same one. realized/MAC: the "
+        f"best-against-best speedup over the MAC reduction. Weights: {weights}."
+    )
+
+
+def realized_section(results: Results) -> Section | None:
+    files = results.names("realized_speed*.json")
+    if not files:
+        return None
+    parts = []
+    for name in files:
+        data = results.json(name)
+        parts += [
+            f"`{name}`:",
+            command(data["command"]),
+            conditions(data),
+            table(BEST, best_rows(data), "llrlrlrrrrl"),
+            "Targets (best against best):",
+            table(
+                ["model", "compression", "batch", "target", "reached", "verdict"],
+                target_rows(data),
+                "llrrrl",
+            ),
+        ]
+        if data["notes"]:
+            parts.append("\n".join(f"- {note}" for note in data["notes"]))
+    return Section("How fast: realized speed, best against best", "\n\n".join(parts))
+
+
+SECTIONS = [realized_section]
