@@ -991,6 +991,16 @@ CASES = [
         ["benchmark", "cifar10_resnet20", "--batch-sizes", "1", "--warmup", "-1"],
         "--warmup",
     ),
+    Case(
+        "benchmark-runtime-unknown",
+        ["benchmark", "cifar10_resnet20", *BENCH, "--runtime", "tensorrt"],
+        "--runtime",
+    ),
+    Case(
+        "benchmark-openvino-channels-last",
+        ["benchmark", "cifar10_resnet20", *BENCH, "--runtime", "openvino", "--channels-last"],
+        "openvino",
+    ),
     Case("benchmark-unknown-model", ["benchmark", "resnt20", *BENCH], "resnt20"),
     Case(
         "benchmark-against-unknown",
@@ -1042,6 +1052,21 @@ CASES = [
         "export-opset-beyond-torch",
         ["export", "m", "--format", "onnx", "--opset", "99", "--out", "o"],
         "--opset",
+        (model_dir(),),
+    ),
+    *[
+        Case(
+            f"export-dtype-{dtype}",
+            ["export", "m", "--format", "onnx", "--dtype", dtype, "--out", "o"],
+            "--dtype",
+            (model_dir(),),
+        )
+        for dtype in ("int8", "bfloat16")
+    ],
+    Case(
+        "export-dtype-without-onnx",
+        ["export", "m", "--dtype", "float16", "--out", "o"],
+        "--dtype",
         (model_dir(),),
     ),
     Case("export-source-missing", ["export", "no-such-model", "--out", "o"], "no-such-model"),

@@ -425,6 +425,44 @@ def test_onnxruntime_missing_names_the_extra(
     _fails([*args, *FAST], cli, "pip install 'ht2[onnx]'")
 
 
+def test_openvino_runs_both_models_exported(compressed: Path, cli) -> None:
+    pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install 'ht2[openvino]'")
+    args = ["benchmark", str(compressed), "--against", "cifar10_resnet20", "--batch-sizes", "1,3"]
+    result = _json([*args, "--runtime", "openvino"], cli)
+    assert result["treatment"] == result["baseline_treatment"]
+    assert result["treatment"]["runtime"] == "openvino" and result["openvino_threads"] == 1
+    assert [row["batch_size"] for row in result["rows"]] == [1, 3]
+    for row in result["rows"]:
+        assert row["latency_ms"] > 0 and row["baseline_latency_ms"] > 0
+
+
+def test_openvino_missing_names_the_extra(
+    compressed: Path, monkeypatch: pytest.MonkeyPatch, cli
+) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    args = ["benchmark", str(compressed), "--runtime", "openvino", "--batch-sizes", "1"]
+    _fails([*args, *FAST], cli, "pip install 'ht2[openvino]'")
+
+
+def test_the_matrix_notes_a_runtime_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ht2.metrics.like_for_like import treatment_matrix
+
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    treatments, notes = treatment_matrix(torch.device("cpu"), dtype="float32")
+    assert treatments and all(t.runtime != "openvino" for t in treatments)
+    assert notes == ["openvino left out: not installed (pip install 'ht2[openvino]')"]
+
+
+def test_a_float16_onnx_file_is_refused(compressed: Path, tmp_path: Path, cli) -> None:
+    out = tmp_path / "fp16"
+    code, _, _ = cli(
+        ["export", str(compressed), "--format", "onnx", "--dtype", "float16", "--out", str(out)]
+    )
+    assert code == 0
+    args = ["benchmark", str(compressed), "--onnx", str(out / "model.onnx"), "--batch-sizes", "1"]
+    _fails([*args, *FAST], cli, "float16 graph")
+
+
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [
@@ -432,6 +470,9 @@ def test_onnxruntime_missing_names_the_extra(
         (["--dtype", "float16"], "invalid choice: 'float16'"),
         (["--runtime", "onnxruntime", "--dtype", "bfloat16"], "float32 graph"),
         (["--runtime", "onnxruntime", "--channels-last"], "memory layout"),
+        (["--runtime", "openvino", "--channels-last"], "memory layout"),
+        (["--runtime", "tensorrt"], "invalid choice: 'tensorrt'"),
+        (["--runtime", "openvino", "--onnx", "m.onnx"], "drop --runtime openvino"),
         (["--runtime", "eager", "--onnx", "m.onnx"], "drop --runtime eager"),
         (["--unmatched-baseline"], "--against"),
         (["--matrix", "--per-layer"], "drop --per-layer"),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from torch import nn
 
 import ht2
 from ht2.cli.main import main
-from ht2.export import OrtRunner, fold_batchnorms, fold_into_conv
+from ht2.export import OrtRunner, check_onnx, export_onnx, fold_batchnorms, fold_into_conv
 from ht2.io.artefacts import MANIFEST
 from ht2.layers import FactorizedLayer
 from ht2.metrics import num_threads
@@ -265,6 +267,7 @@ def test_cli_onnx_agrees_with_pytorch(resnet20_dir: Path, tmp_path: Path, cli) -
     assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "onnx_check.json"]
     check = json.loads((out / "onnx_check.json").read_text())
     assert check["onnx"]["relative_diff"] < 1e-4 and len(check["fold_bn"]["folded"]) == 19
+    assert check["dtype"] == check["onnx"]["dtype"] == "float32"
     runner = OrtRunner(out / "model.onnx", threads=1)
     x = torch.randn(5, 3, 32, 32)  # a batch size the export never saw
     assert _max_relative_diff(runner(x), _outputs(ht2.load(resnet20_dir), x)) < 1e-4
@@ -279,6 +282,96 @@ def test_missing_onnx_packages_name_the_extra(
     assert code == 2 and stdout == "" and len(stderr.strip().splitlines()) == 1
     assert "pip install 'ht2[onnx]'" in stderr
     assert not out.exists()
+
+
+def _two_convs() -> nn.Module:
+    """conv -> BatchNorm -> ReLU -> conv -> pool, BatchNorm statistics far from the identity."""
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 5, 3, padding=1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+    )
+    _randomize_batchnorms(model)
+    return model.eval()
+
+
+@pytest.mark.parametrize(("dtype", "tolerance"), [("float32", 1e-4), ("float16", 1e-2)])
+def test_onnx_export_runs_in_its_dtype_and_agrees_with_pytorch_in_it(
+    dtype: str, tolerance: float, tmp_path: Path
+) -> None:
+    model, size = _two_convs(), (3, 12, 12)
+    path = tmp_path / "model.onnx"
+    export_onnx(model, size, path, dtype=dtype)
+    check = check_onnx(model, path, size, dtype=dtype)
+    assert check.dtype == dtype and check.tolerance == tolerance
+    assert check.relative_diff < tolerance and next(model.parameters()).dtype == torch.float32
+    runner = OrtRunner(path, threads=1)
+    assert runner.dtype == getattr(torch, dtype)
+    x = torch.randn(3, *size)  # a batch size the check never used
+    found = runner(x)
+    assert found.dtype == getattr(torch, dtype)
+    expected = _outputs(copy.deepcopy(model).to(getattr(torch, dtype)), x.to(found.dtype))
+    assert _max_relative_diff(found.float(), expected.float()) < tolerance
+
+
+def test_onnx_export_refuses_a_dtype_onnxruntime_cannot_run(tmp_path: Path) -> None:
+    with pytest.raises(ht2.HT2Error, match="dtype must be one of float32, float16"):
+        export_onnx(_two_convs(), (3, 8, 8), tmp_path / "model.onnx", dtype="bfloat16")
+    assert not (tmp_path / "model.onnx").exists()
+
+
+def test_onnxruntime_cpu_has_no_bfloat16_conv(tmp_path: Path) -> None:
+    """Why --dtype bfloat16 is refused: a bfloat16 Conv graph (valid from opset 22) does not
+    load in ONNX Runtime's CPU provider. Should it ever load, ORT_CPU_DTYPES must grow."""
+    model = nn.Conv2d(3, 4, 3).eval().to(torch.bfloat16)
+    path = tmp_path / "bf16.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (torch.zeros(1, 3, 6, 6, dtype=torch.bfloat16),),
+            str(path),
+            dynamo=False,
+            input_names=["input"],
+            output_names=["output"],
+            opset_version=22,
+        )
+    with pytest.raises(ht2.HT2Error, match="cannot load.*Conv"):
+        OrtRunner(path, threads=1)
+
+
+def test_cli_onnx_float16_records_its_dtype(resnet20_dir: Path, tmp_path: Path, cli) -> None:
+    import onnx
+
+    out = tmp_path / "fp16"
+    args = ["export", str(resnet20_dir), "--fold-bn", "--format", "onnx", "--dtype", "float16"]
+    code, stdout, _ = cli([*args, "--out", str(out)])
+    assert code == 0 and "both in float16" in stdout and "tolerance 0.01 for float16" in stdout
+    check = json.loads((out / "onnx_check.json").read_text())
+    assert check["dtype"] == check["onnx"]["dtype"] == "float16"
+    assert check["onnx"]["relative_diff"] < 1e-2
+    graph = onnx.load(str(out / "model.onnx")).graph
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--format", "onnx", "--dtype", "bfloat16"], "runs only float32 and float16"),
+        (["--dtype", "float16"], "--dtype float16 applies to --format onnx"),
+        (["--format", "onnx", "--dtype", "int8"], "invalid choice: 'int8'"),
+    ],
+)
+def test_a_dtype_export_cannot_take_is_one_line(
+    resnet20_dir: Path, tmp_path: Path, cli, extra: list[str], needle: str
+) -> None:
+    out = tmp_path / "o"
+    code, stdout, stderr = cli(["export", str(resnet20_dir), *extra, "--out", str(out)])
+    assert code == 2 and stdout == "" and len(stderr.strip().splitlines()) == 1
+    assert needle in stderr and not out.exists()
 
 
 def test_export_needs_a_model_folder(tmp_path: Path, cli) -> None:

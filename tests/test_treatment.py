@@ -68,12 +68,42 @@ def test_onnxruntime_treatment_runs_the_exported_model(tmp_path) -> None:
         assert _rel(prepared(x), model(x)) < 1e-5
 
 
-def test_the_matrix_leaves_out_what_onnxruntime_cannot_run() -> None:
+@pytest.mark.parametrize("native", [False, True])
+def test_the_matrix_leaves_out_what_onnxruntime_and_openvino_cannot_run(
+    native: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ht2.metrics import treatment
+
+    monkeypatch.setattr(treatment, "native_bfloat16", lambda device: native)
     treatments = all_treatments(CPU)
-    assert len(treatments) == len(set(treatments)) == 2 * 2 * 2 * 2 + 2
+    assert len(treatments) == len(set(treatments)) == 2 * 2 * 2 * 2 + 2 + 2 * (1 + native)
     onnx = [t for t in treatments if t.runtime == "onnxruntime"]
     assert {(t.dtype, t.channels_last) for t in onnx} == {("float32", False)}
-    assert all(t.runtime != "onnxruntime" for t in all_treatments(torch.device("cuda")))
+    openvino = {(t.dtype, t.channels_last) for t in treatments if t.runtime == "openvino"}
+    assert openvino == {("float32", False), *([("bfloat16", False)] if native else [])}
+    on_cuda = all_treatments(torch.device("cuda"))
+    assert all(t.runtime not in ("onnxruntime", "openvino") for t in on_cuda)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_openvino_treatment_agrees_with_pytorch(dtype: str, tmp_path) -> None:
+    pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install 'ht2[openvino]'")
+    if dtype == "bfloat16" and not native_bfloat16(CPU):
+        pytest.skip("OpenVINO computes in bfloat16 only on CPUs with AVX-512 BF16 or AMX")
+    model = _tiny()
+    x = torch.randn(3, *INPUT)
+    how = Treatment(dtype=dtype, runtime="openvino", fold_bn=True)
+    prepared = treat(model, how, CPU, INPUT, tmp_path, threads=1)
+    assert prepared.module is None and prepared.folded == 1 and (tmp_path / "model.onnx").is_file()
+    assert prepared.run.dtype == dtype and prepared.run.threads == 1
+    found = prepared(x)
+    with torch.no_grad():
+        expected = model(x)
+    rtol, atol = (1e-5, 1e-5) if dtype == "float32" else (3e-2, 3e-2)
+    assert found.dtype == torch.float32 and torch.allclose(found, expected, rtol=rtol, atol=atol)
+    kept = found.clone()
+    prepared(2 * x)
+    assert torch.equal(found, kept)  # the next run leaves this output alone
 
 
 @pytest.mark.parametrize(

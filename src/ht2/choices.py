@@ -15,7 +15,12 @@ SCHEDULES = ("onecycle", "multistep", "step", "constant")
 AMP_NAMES = ("bf16", "fp16")
 DEFAULT_OPSET = 17
 DTYPES = ("float32", "bfloat16")  # bfloat16: run under autocast, weights kept in float32
-RUNTIMES = ("eager", "compile", "onnxruntime")
+RUNTIMES = ("eager", "compile", "onnxruntime", "openvino")
+EXPORTED_RUNTIMES = ("onnxruntime", "openvino")  # runtimes that run an ONNX export on the CPU
+ONNX_DTYPES = ("float32", "float16", "bfloat16")  # what `ht2 export --dtype` accepts
+# What ONNX Runtime's CPU provider executes: it has float16 kernels (or casts around them) but
+# no bfloat16 Conv kernel, so a bfloat16 graph (valid ONNX from opset 22) does not load.
+ORT_CPU_DTYPES = ("float32", "float16")
 FORM_RUNTIMES = ("eager", "compile")  # runtimes --latency-aware can time forms in
 
 

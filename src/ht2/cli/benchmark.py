@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ht2.choices import DTYPES, RUNTIMES
+from ht2.choices import DTYPES, EXPORTED_RUNTIMES, RUNTIMES
 from ht2.cli.common import first_given, load_model_or_dir, parse_batch_sizes
 from ht2.cli.number_args import non_negative_int, positive_int
 from ht2.cli.tables import render
@@ -28,6 +28,7 @@ EXAMPLES = """examples:
   ht2 benchmark out/r20-e0.8 --against cifar10_resnet20 --fold-bn --channels-last --threads 1
   ht2 benchmark out/r20-e0.8 --against cifar10_resnet20 --dtype bfloat16 --runtime compile
   ht2 benchmark out/r20-e0.8 --against cifar10_resnet20 --runtime onnxruntime --threads 1
+  ht2 benchmark out/r20-e0.8 --against cifar10_resnet20 --runtime openvino --dtype bfloat16
   ht2 benchmark out/r20-e0.8 --against cifar10_resnet20 --matrix --runtime eager --threads 1
   ht2 benchmark out/r20-e0.8 --per-layer --batch-sizes 32 --json
   ht2 benchmark resnet50 --device cuda --batch-sizes 1,64 --repeats 50
@@ -69,7 +70,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     treatment.add_argument(
         "--dtype",
         choices=DTYPES,
-        help="bfloat16 runs both models under autocast, weights kept in float32 (default: float32)",
+        help="bfloat16 runs both models under autocast, weights kept in float32; in OpenVINO "
+        "it is the inference precision (default: float32)",
     )
     treatment.add_argument(
         "--channels-last",
@@ -79,8 +81,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     treatment.add_argument(
         "--runtime",
         choices=RUNTIMES,
-        help="eager PyTorch, torch.compile, or ONNX Runtime on the CPU (both models exported "
-        "to a temporary folder; needs pip install 'ht2[onnx]') (default: eager)",
+        help="eager PyTorch, torch.compile, or ONNX Runtime or OpenVINO on the CPU (both "
+        "models exported to a temporary folder; need pip install 'ht2[onnx]' or "
+        "'ht2[openvino]') (default: eager)",
     )
     treatment.add_argument(
         "--fold-bn",
@@ -300,8 +303,9 @@ def summary(
             result["baseline_folded_bn"] = measured.baseline_folded
     if args.onnx:
         result["onnx"] = args.onnx
-    if any(t.runtime == "onnxruntime" for t in treatments):
-        result["onnxruntime_threads"] = result["threads"]
+    for runtime in EXPORTED_RUNTIMES:
+        if any(t.runtime == runtime for t in treatments):
+            result[f"{runtime}_threads"] = result["threads"]
     if emulated:
         result["bfloat16_emulated"] = True
     rows = measured.rows
@@ -468,6 +472,9 @@ def footnote(args: argparse.Namespace, result: dict[str, Any]) -> str:
     if "onnxruntime_threads" in result:
         count = result["onnxruntime_threads"]
         text += f"; ONNX Runtime on the CPU with {count} intra-op thread" + "s" * (count != 1)
+    if "openvino_threads" in result:
+        count = result["openvino_threads"]
+        text += f"; OpenVINO on the CPU with {count} inference thread" + "s" * (count != 1)
     if result.get("bfloat16_emulated"):
         text += "; bfloat16 emulated on this CPU"
     return text

@@ -1,7 +1,9 @@
-"""Write a model as ONNX (dynamic batch size), check the file, and compare it with PyTorch."""
+"""Write a model as ONNX (dynamic batch size, float32 or float16), check the file, and compare
+it with PyTorch in the same dtype."""
 
 from __future__ import annotations
 
+import copy
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -9,12 +11,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ht2.choices import DEFAULT_OPSET
+from ht2.choices import DEFAULT_OPSET, ORT_CPU_DTYPES
 from ht2.errors import HT2Error
-from ht2.export.ort import OrtRunner, require_onnx
+from ht2.export.ort import OrtRunner, require_onnx, require_onnx_writer
 
 CHECK_BATCH_SIZES = (1, 4)
-AGREEMENT = 1e-4  # max |ORT - PyTorch| over the largest |output|: float32 rounding is ~1e-6
+# Max |ORT - PyTorch| over the largest |output|, per dtype: float32 rounds at ~1e-7 per
+# operation (differences of ~1e-6 seen), float16 at ~5e-4 (its machine epsilon ~1e-3), and
+# the two sides sum in different orders, so float16 gets ten epsilons.
+AGREEMENT = {"float32": 1e-4, "float16": 1e-2}
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,7 @@ class OnnxCheck:
     max_abs_diff: float
     max_abs_output: float
     tolerance: float
+    dtype: str
     onnx_version: str
     onnxruntime_version: str
     opset: int
@@ -46,19 +52,43 @@ def supported_opsets() -> tuple[int, int]:
     return int(ONNX_MIN_OPSET), int(ONNX_MAX_OPSET)
 
 
+def check_onnx_dtype(dtype: str) -> torch.dtype:
+    """The torch dtype for `dtype`, or a one-line error unless ONNX Runtime's CPU provider
+    runs graphs in it (float32 and float16; it has no bfloat16 Conv kernel)."""
+    if dtype not in ORT_CPU_DTYPES:
+        raise HT2Error(
+            f"dtype must be one of {', '.join(ORT_CPU_DTYPES)} (what ONNX Runtime's CPU provider "
+            f"runs), got {dtype!r}",
+            params="dtype",
+        )
+    return getattr(torch, dtype)
+
+
+def in_dtype(model: nn.Module, dtype: str) -> nn.Module:
+    """`model` on the CPU in eval mode with weights in `dtype`: itself for float32, else a copy."""
+    model = model.cpu().eval()
+    torch_dtype = check_onnx_dtype(dtype)
+    return model if torch_dtype == torch.float32 else copy.deepcopy(model).to(torch_dtype)
+
+
 def export_onnx(
-    model: nn.Module, input_size: tuple[int, ...], path: Path, opset: int = DEFAULT_OPSET
+    model: nn.Module,
+    input_size: tuple[int, ...],
+    path: Path,
+    opset: int = DEFAULT_OPSET,
+    dtype: str = "float32",
 ) -> None:
-    """Write `model` (eval mode, on CPU) to `path` with input "input", output "output" and a
-    dynamic batch dimension; the TorchScript-based exporter, so no onnxscript is needed."""
-    require_onnx()
+    """Write `model` (eval mode, on CPU, weights and activations in `dtype`) to `path` with
+    input "input", output "output" and a dynamic batch dimension; the TorchScript-based
+    exporter, so no onnxscript is needed. `model` itself is left in its dtype."""
+    require_onnx_writer()
     low, high = supported_opsets()
     if not low <= opset <= high:
         raise HT2Error(
             f"opset must be between {low} and {high} for torch {torch.__version__}, got {opset}"
         )
-    model = model.cpu().eval()
-    example = torch.zeros(1, *input_size)
+    model = in_dtype(model, dtype)
+    example = torch.zeros(1, *input_size, dtype=check_onnx_dtype(dtype))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -84,10 +114,13 @@ def check_onnx(
     input_size: tuple[int, ...],
     opset: int = DEFAULT_OPSET,
     threads: int | None = None,
+    dtype: str = "float32",
 ) -> OnnxCheck:
-    """Run onnx.checker on `path`, then ONNX Runtime and `model` on the same random inputs;
-    an HT2Error when they disagree by more than AGREEMENT of the largest output."""
+    """Run onnx.checker on `path`, then ONNX Runtime and `model` in `dtype` on the same random
+    inputs; an HT2Error when they disagree by more than AGREEMENT[dtype] of the largest output."""
     onnx, ort = require_onnx()
+    model = in_dtype(model, dtype)
+    tolerance = AGREEMENT[dtype]
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as error:
@@ -95,14 +128,13 @@ def check_onnx(
     runner = OrtRunner(path, threads)
     generator = torch.Generator().manual_seed(0)
     max_diff, max_out = 0.0, 0.0
-    model = model.cpu().eval()
     for size in CHECK_BATCH_SIZES:
-        x = torch.randn(size, *input_size, generator=generator)
+        x = torch.randn(size, *input_size, generator=generator).to(check_onnx_dtype(dtype))
         with torch.no_grad():
             expected = model(x)
         if not isinstance(expected, torch.Tensor):
             raise HT2Error("the model returns more than one tensor; ONNX export takes one output")
-        found = runner(x)
+        found, expected = runner(x).float(), expected.float()
         if found.shape != expected.shape:
             raise HT2Error(
                 f"ONNX Runtime gave shape {tuple(found.shape)}, PyTorch {tuple(expected.shape)}"
@@ -110,11 +142,19 @@ def check_onnx(
         max_diff = max(max_diff, (found - expected).abs().max().item())
         max_out = max(max_out, expected.abs().max().item())
     check = OnnxCheck(
-        CHECK_BATCH_SIZES, max_diff, max_out, AGREEMENT, onnx.__version__, ort.__version__, opset
+        CHECK_BATCH_SIZES,
+        max_diff,
+        max_out,
+        tolerance,
+        dtype,
+        onnx.__version__,
+        ort.__version__,
+        opset,
     )
-    if check.relative_diff > AGREEMENT:
+    if check.relative_diff > tolerance:
         raise HT2Error(
-            f"ONNX Runtime disagrees with PyTorch by up to {max_diff:.3g} (largest output "
-            f"{max_out:.3g}, relative {check.relative_diff:.2g} > {AGREEMENT:g}); nothing written"
+            f"ONNX Runtime disagrees with PyTorch in {dtype} by up to {max_diff:.3g} (largest "
+            f"output {max_out:.3g}, relative {check.relative_diff:.2g} > {tolerance:g}); "
+            "nothing written"
         )
     return check

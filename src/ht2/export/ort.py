@@ -12,6 +12,7 @@ import torch
 from ht2.errors import HT2Error
 
 INSTALL_HINT = "pip install 'ht2[onnx]'"
+INPUT_DTYPES = {"tensor(float)": torch.float32, "tensor(float16)": torch.float16}
 
 
 def require_onnx() -> tuple[ModuleType, ModuleType]:
@@ -27,8 +28,19 @@ def require_onnx() -> tuple[ModuleType, ModuleType]:
     return onnx, onnxruntime
 
 
+def require_onnx_writer() -> ModuleType:
+    """The onnx module, all that writing a graph needs (OpenVINO reads it without
+    onnxruntime), or a one-line error saying how to install it."""
+    try:
+        import onnx
+    except ImportError:
+        raise HT2Error(f"ONNX export needs the onnx package: {INSTALL_HINT}") from None
+    return onnx
+
+
 class OrtRunner:
-    """An ONNX Runtime CPU session called like a model: a float tensor in, the first output out.
+    """An ONNX Runtime CPU session called like a model: a float tensor in (converted to the
+    graph's input dtype, float32 or float16, inside the call), the first output out.
 
     Intra-op threads are pinned to `threads` (PyTorch's count by default) and do not spin
     between runs, so timing it in turn with PyTorch models compares like with like.
@@ -54,7 +66,10 @@ class OrtRunner:
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             raise HT2Error(f"{path} takes {len(inputs)} inputs; give a model with one image input")
+        if inputs[0].type not in INPUT_DTYPES:
+            raise HT2Error(f"{path} takes {inputs[0].type} inputs; give a float32 or float16 graph")
         self.input_name = inputs[0].name
+        self.dtype: torch.dtype = INPUT_DTYPES[inputs[0].type]
         self.input_shape: list[Any] = list(inputs[0].shape)
         self.threads = options.intra_op_num_threads
 
@@ -72,5 +87,5 @@ class OrtRunner:
             )
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        array = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        array = x.detach().to("cpu", self.dtype).contiguous().numpy()
         return torch.from_numpy(self.session.run(None, {self.input_name: array})[0])

@@ -54,15 +54,23 @@ def onnx_file_folds(path: str | Path) -> int | None:
         return None
 
 
-def onnxruntime_installed() -> bool:
-    """Whether the ONNX extra (onnx, onnxruntime) imports here."""
-    from ht2.export import require_onnx
+def missing_runtime(runtime: str) -> str | None:
+    """Why `runtime` cannot run here for want of a package ("not installed (pip install
+    'ht2[EXTRA]')"), or None when its extra imports (or it needs none)."""
+    from ht2.export import openvino_runtime, ort
 
+    requires = {
+        "onnxruntime": (ort.require_onnx, ort.INSTALL_HINT),
+        "openvino": (openvino_runtime.require_openvino, openvino_runtime.INSTALL_HINT),
+    }
+    if runtime not in requires:
+        return None
+    require, hint = requires[runtime]
     try:
-        require_onnx()
+        require()
     except HT2Error:
-        return False
-    return True
+        return f"not installed ({hint})"
+    return None
 
 
 def treatment_matrix(
@@ -75,13 +83,16 @@ def treatment_matrix(
 ) -> tuple[list[Treatment], list[str]]:
     """Every treatment `device` runs that the fixed choices allow (a `dtype`, channels_last
     only, one `runtime`, folded only with `fold_bn` or when a model came `folded`), and notes
-    on what was left out. Without ONNX Runtime installed, its treatments are left out (with a
-    note) unless `runtime` asks for it. The list is empty when the choices leave none."""
+    on what was left out. Without ONNX Runtime or OpenVINO installed, its treatments are left
+    out (with a note) unless `runtime` asks for it. The list is empty when the choices leave
+    none."""
     notes = []
     runtimes = [runtime] if runtime else list(RUNTIMES)
-    if "onnxruntime" in runtimes and not runtime and not onnxruntime_installed():
-        runtimes.remove("onnxruntime")
-        notes.append("onnxruntime left out: not installed (pip install 'ht2[onnx]')")
+    for name in [] if runtime else list(runtimes):
+        why = missing_runtime(name)
+        if why is not None:
+            runtimes.remove(name)
+            notes.append(f"{name} left out: {why}")
     folds = (True,) if fold_bn or folded else (False, True)
     if folded and not fold_bn:
         notes.append("BatchNorms folded in every treatment: a model came folded")
@@ -113,6 +124,12 @@ def prepare_pair(
     options = {"input_size": input_size, "workdir": workdir, "threads": threads}
     if onnx:
         runner = OrtRunner(onnx, threads)
+        if runner.dtype != torch.float32:
+            raise HT2Error(
+                f"{onnx} is a {str(runner.dtype).removeprefix('torch.')} graph; ONNX Runtime "
+                "treatments time float32 graphs: export it with `ht2 export DIR --format onnx` "
+                "(float32 by default)"
+            )
         for size in sizes:
             runner.check_input(size, input_size, onnx)
         ours = Prepared(runner, treatment, None, onnx_file_folds(onnx) or 0)

@@ -20,20 +20,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from ht2.choices import DTYPES, RUNTIMES
+from ht2.choices import DTYPES, EXPORTED_RUNTIMES, RUNTIMES
 from ht2.errors import HT2Error
 from ht2.io.folds import folds_of
 from ht2.metrics.latency import Runnable
 
 X86 = ("x86_64", "amd64", "i386", "i686")
+RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
 
 
 @dataclass(frozen=True)
 class Treatment:
     """One way of running a model: `dtype` ("bfloat16" runs under autocast, weights stay
-    float32), channels_last memory format or not, the runtime ("eager" PyTorch, "compile":
-    torch.compile, "onnxruntime": exported to ONNX and run on the CPU) and whether the
-    BatchNorms that follow convs are folded into them first."""
+    float32; in OpenVINO it is the inference precision), channels_last memory format or not,
+    the runtime ("eager" PyTorch, "compile": torch.compile, "onnxruntime" or "openvino":
+    exported to ONNX and run on the CPU) and whether the BatchNorms that follow convs are
+    folded into them first."""
 
     dtype: str = "float32"
     channels_last: bool = False
@@ -70,14 +72,17 @@ class Treatment:
 
 def unsupported(treatment: Treatment, device: torch.device) -> str | None:
     """Why `treatment` cannot run on `device`, or None when it can."""
-    if treatment.runtime != "onnxruntime":
+    if treatment.runtime not in EXPORTED_RUNTIMES:
         return None
+    runtime = RUNTIME_NAMES[treatment.runtime]
     if device.type != "cpu":
-        return "ONNX Runtime runs on the CPU here"
-    if treatment.dtype != "float32":
+        return f"{runtime} runs on the CPU here"
+    if treatment.runtime == "onnxruntime" and treatment.dtype != "float32":
         return "ONNX Runtime runs the exported float32 graph"
+    if treatment.dtype == "bfloat16" and not native_bfloat16(device):
+        return f"{runtime} computes in bfloat16 only on CPUs with AVX-512 BF16 or AMX"
     if treatment.channels_last:
-        return "ONNX Runtime chooses its own memory layout"
+        return f"{runtime} chooses its own memory layout"
     return None
 
 
@@ -147,8 +152,8 @@ class Treated(nn.Module):
 class Prepared:
     """A model made ready under a treatment, called like a model on float32 NCHW batches.
 
-    `module` is the PyTorch module that runs (None in ONNX Runtime) and `folded` the number
-    of BatchNorms folded into convs, by the treatment or before it.
+    `module` is the PyTorch module that runs (None in ONNX Runtime and OpenVINO) and `folded`
+    the number of BatchNorms folded into convs, by the treatment or before it.
     """
 
     run: Runnable
@@ -174,7 +179,7 @@ def treat(
     `workdir` as NAME.onnx (a fresh temporary folder when None) and runs with `threads`."""
     device = torch.device(device)
     check_treatment(treatment, device)
-    if treatment.fold_bn or treatment.runtime == "onnxruntime":
+    if treatment.fold_bn or treatment.runtime in EXPORTED_RUNTIMES:
         if input_size is None:
             raise HT2Error("folding BatchNorms and ONNX export need the input size of a sample")
     if treatment.fold_bn:
@@ -184,8 +189,8 @@ def treat(
     else:
         prepared = copy.deepcopy(model).eval()
     folded = len(folds_of(prepared))
-    if treatment.runtime == "onnxruntime":
-        runner = _onnx_runner(prepared, input_size, workdir, threads, name)
+    if treatment.runtime in EXPORTED_RUNTIMES:
+        runner = _exported_runner(prepared, treatment, input_size, workdir, threads, name)
         return Prepared(runner, treatment, None, folded)
     prepared = prepared.to(device)
     if treatment.channels_last:
@@ -196,21 +201,28 @@ def treat(
     return Prepared(run, treatment, prepared, folded)
 
 
-def _onnx_runner(
+def _exported_runner(
     model: nn.Module,
+    treatment: Treatment,
     input_size: tuple[int, ...],
     workdir: Path | None,
     threads: int | None,
     name: str,
 ) -> Runnable:
-    """`model` exported (float32, dynamic batch) and loaded in an ONNX Runtime session."""
-    from ht2.export import OrtRunner, export_onnx, require_onnx
+    """`model` exported (float32, dynamic batch) and loaded in an ONNX Runtime session, or
+    compiled by OpenVINO with the treatment's dtype as its inference precision."""
+    from ht2.export import OpenVinoRunner, OrtRunner, export_onnx, require_onnx, require_openvino
 
-    require_onnx()
+    if treatment.runtime == "openvino":
+        require_openvino()
+    else:
+        require_onnx()
     if workdir is None:
         workdir = Path(tempfile.mkdtemp(prefix="ht2-onnx-"))
     path = Path(workdir) / f"{name}.onnx"
     export_onnx(model, input_size, path)
+    if treatment.runtime == "openvino":
+        return OpenVinoRunner(path, threads, treatment.dtype)
     return OrtRunner(path, threads)
 
 
