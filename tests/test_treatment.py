@@ -16,6 +16,7 @@ from ht2.metrics.treatment import (
     treat,
     warn_if_emulated,
 )
+from tests._shared import rel_error
 
 CPU = torch.device("cpu")
 INPUT = (3, 10, 10)
@@ -37,10 +38,6 @@ def _tiny() -> nn.Module:
     return model.eval()
 
 
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.float() - b).norm() / b.norm())
-
-
 @pytest.mark.parametrize("treatment", all_treatments(CPU, runtimes=("eager",)))
 def test_every_eager_treatment_computes_what_the_model_does(treatment: Treatment) -> None:
     model = _tiny()
@@ -51,7 +48,7 @@ def test_every_eager_treatment_computes_what_the_model_does(treatment: Treatment
     with torch.inference_mode():
         found = prepared(x)
     assert found.dtype == (torch.bfloat16 if treatment.dtype == "bfloat16" else torch.float32)
-    assert _rel(found, expected) < (3e-2 if treatment.dtype == "bfloat16" else 1e-5)
+    assert rel_error(found, expected) < (3e-2 if treatment.dtype == "bfloat16" else 1e-5)
     assert prepared.folded == (1 if treatment.fold_bn else 0)
     assert isinstance(model[1], nn.BatchNorm2d) and model[0].weight.is_contiguous()  # untouched
     conv = prepared.module[0]
@@ -65,7 +62,7 @@ def test_onnxruntime_treatment_runs_the_exported_model(tmp_path) -> None:
     prepared = treat(model, Treatment(runtime="onnxruntime"), CPU, INPUT, tmp_path, threads=1)
     assert prepared.module is None and (tmp_path / "model.onnx").is_file()
     with torch.no_grad():
-        assert _rel(prepared(x), model(x)) < 1e-5
+        assert rel_error(prepared(x), model(x)) < 1e-5
 
 
 @pytest.mark.parametrize("native", [False, True])
@@ -141,4 +138,4 @@ def test_compile_treatment_computes_what_the_model_does() -> None:
         with torch.inference_mode():
             found = prepared(x)
     with torch.no_grad():
-        assert _rel(found, model(x)) < 1e-5
+        assert rel_error(found, model(x)) < 1e-5
