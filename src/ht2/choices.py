@@ -3,11 +3,21 @@ that the command line can list them in `--help` without importing it."""
 
 from __future__ import annotations
 
-METHODS = ("ht2", "tucker2", "cp", "spatial-svd")  # what k x k convs get; see surgery.policy
+from ht2.layers.registry import kxk_methods
+
+# What k x k convs get (see surgery.policy): the methods ht2.layers.registry registers with a
+# k x k name, as the package ships them; kxk_methods() lists those registered since too.
+METHODS = kxk_methods()
 # Former names of a method, still accepted: each warns (RenamedWarning), then acts as the
 # method it maps to. Not the layer kinds of a plan: there "svd" is Tucker-1 / Linear SVD.
 METHOD_ALIASES = {"svd": "spatial-svd"}
-METHOD_NAMES = METHODS + tuple(METHOD_ALIASES)  # what --method accepts
+
+
+def method_names() -> tuple[str, ...]:
+    """What --method accepts: every registered k x k method, then the former names."""
+    return (*kxk_methods(), *METHOD_ALIASES)
+
+
 RANK_RULES = ("energy", "vbmf")
 ALLOCATIONS = ("uniform", "spectrum", "sensitivity")
 SENSITIVITY_ENERGIES = (0.2, 0.35, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)

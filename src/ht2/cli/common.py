@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ht2 import models
-from ht2.choices import METHOD_NAMES, METHODS
+from ht2.choices import method_names
 from ht2.cli.number_args import HIGHEST
 from ht2.errors import HT2Error
+from ht2.layers.registry import kxk_methods
 
 if TYPE_CHECKING:
     import torch
@@ -141,9 +142,10 @@ def method_list(text: str) -> list[str]:
     """argparse type: comma-separated decomposition methods, such as ht2,tucker2."""
 
     names = [part.strip() for part in text.split(",") if part.strip()]
-    unknown = [name for name in names if name not in METHOD_NAMES]
+    unknown = [name for name in names if name not in method_names()]
     if unknown or not names:
-        raise argparse.ArgumentTypeError(f"methods are among {', '.join(METHODS)}, got {text}")
+        known = ", ".join(kxk_methods())
+        raise argparse.ArgumentTypeError(f"methods are among {known}, got {text}")
     return names
 
 

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ht2 import models
-from ht2.choices import METHODS
 from ht2.cli.common import (
     add_model_source,
     add_output_folder,
@@ -22,6 +21,7 @@ from ht2.cli.compare_allocations import add_allocations_arg, compare_allocators
 from ht2.cli.number_args import non_negative_int, positive_int
 from ht2.cli.rank_args import sweep_count
 from ht2.errors import HT2Error
+from ht2.layers.registry import kxk_methods
 from ht2.surgery.targets import Target, parse_factor
 
 if TYPE_CHECKING:
@@ -87,9 +87,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--methods",
         type=method_list,
-        default=list(METHODS),
-        help=f"comma-separated methods among {', '.join(METHODS)} for kxk convs; one curve "
-        f"each (default: {','.join(METHODS)})",
+        default=list(kxk_methods()),
+        help=f"comma-separated methods among {', '.join(kxk_methods())} for kxk convs; one curve "
+        f"each (default: {','.join(kxk_methods())})",
     )
     parser.add_argument(
         "--eval-images",

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
-from ht2.choices import METHOD_NAMES
+from ht2.choices import method_names
 from ht2.cli.allocate_args import add_allocate_args, allocate_choices, write_allocation_plot
 from ht2.cli.common import (
     add_model_source,
@@ -60,7 +60,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--method",
-        choices=METHOD_NAMES,
+        choices=method_names(),
         default="ht2",
         help="decomposition of kxk convs: ht2, tucker2 (Kim et al.), cp (Lebedev et al.) or "
         "spatial-svd (a Dx1 then a 1xD conv); first and 1x1 convs always get SVD (Tucker-1) "

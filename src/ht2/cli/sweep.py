@@ -7,7 +7,6 @@ import json
 import sys
 
 from ht2 import models
-from ht2.choices import METHODS
 from ht2.cli.common import (
     add_model_source,
     add_output_folder,
@@ -18,6 +17,7 @@ from ht2.cli.common import (
 )
 from ht2.cli.number_args import non_negative_int, positive_int
 from ht2.errors import HT2Error
+from ht2.layers.registry import kxk_methods
 
 EXAMPLES = """examples:
   ht2 sweep cifar10_resnet20 --weights resnet20.th --data ~/data/cifar10 --out sweeps/r20
@@ -56,7 +56,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--methods",
         type=method_list,
         default=["ht2"],
-        help=f"comma-separated methods among {', '.join(METHODS)} for kxk convs (first, "
+        help=f"comma-separated methods among {', '.join(kxk_methods())} for kxk convs (first, "
         "1x1 convs and Linear layers always get SVD); one curve each (default: ht2)",
     )
     parser.add_argument(

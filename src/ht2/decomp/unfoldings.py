@@ -1,12 +1,24 @@
-"""The matrices each method's ranks come from, named by the rank they set."""
+"""The matrices each method's ranks come from, named by the rank they set.
+
+One function per method (CP has none: its rank comes from its fit error); the method
+registry (ht2.layers.registry) says which belongs to which method.
+"""
 
 from __future__ import annotations
 
 import torch
 
 
-def _ht2(kernel: torch.Tensor) -> dict[str, torch.Tensor]:
-    x = kernel.permute(1, 2, 0, 3)  # C x D1 x T x D2, the X of the paper
+def _kernel(kernel: torch.Tensor, method: str) -> torch.Tensor:
+    """`kernel` detached, once it is checked to be 4-D (T x C x D1 x D2)."""
+    if kernel.dim() != 4:
+        raise ValueError(f"{method} needs a 4-D kernel, got shape {tuple(kernel.shape)}")
+    return kernel.detach()
+
+
+def ht2_unfoldings(kernel: torch.Tensor) -> dict[str, torch.Tensor]:
+    """HT-2: the three matricizations of X (C x D1 x T x D2) that set r1, r13 and r3."""
+    x = _kernel(kernel, "ht2").permute(1, 2, 0, 3)  # C x D1 x T x D2, the X of the paper
     c, d1, t, d2 = x.shape
     return {
         "r1": x.reshape(c, -1),
@@ -15,39 +27,22 @@ def _ht2(kernel: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
-def _tucker2(kernel: torch.Tensor) -> dict[str, torch.Tensor]:
+def tucker2_unfoldings(kernel: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Tucker-2: the input- and output-channel unfoldings."""
+    kernel = _kernel(kernel, "tucker2")
     return {
         "r_in": kernel.transpose(0, 1).reshape(kernel.shape[1], -1),
         "r_out": kernel.reshape(kernel.shape[0], -1),
     }
 
 
-def _spatial_svd(kernel: torch.Tensor) -> dict[str, torch.Tensor]:
+def spatial_svd_unfoldings(kernel: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Spatial SVD: the (C D1) x (T D2) matrix."""
+    kernel = _kernel(kernel, "spatial_svd")
     t, c, d1, d2 = kernel.shape
     return {"r": kernel.permute(1, 2, 0, 3).reshape(c * d1, t * d2)}
 
 
-def _svd(weight: torch.Tensor) -> dict[str, torch.Tensor]:
-    return {"r": weight.reshape(weight.shape[0], -1)}
-
-
-_UNFOLDINGS = {"ht2": _ht2, "tucker2": _tucker2, "spatial_svd": _spatial_svd, "svd": _svd}
-
-
-def rank_unfoldings(method: str, weight: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Each rank's matrix for `method` (ht2, tucker2, spatial_svd, svd): its energy sets the rank.
-
-    CP has no such matrices (its rank comes from the fit error), so it raises ValueError.
-    """
-    try:
-        unfold = _UNFOLDINGS[method]
-    except KeyError:
-        raise ValueError(f"method {method!r} has no rank unfoldings") from None
-    if method != "svd" and weight.dim() != 4:
-        raise ValueError(f"{method} needs a 4-D kernel, got shape {tuple(weight.shape)}")
-    return unfold(weight.detach())
-
-
-def has_unfoldings(method: str) -> bool:
-    """Whether `method`'s ranks come from singular values of unfoldings (all but CP)."""
-    return method in _UNFOLDINGS
+def svd_unfoldings(weight: torch.Tensor) -> dict[str, torch.Tensor]:
+    """SVD (Tucker-1 of a conv, or a Linear weight): rows are the output channels."""
+    return {"r": weight.detach().reshape(weight.shape[0], -1)}

@@ -6,15 +6,9 @@ is built once on the meta device, which costs nothing), the architecture's count
 tensor file's header, then the plan against the built architecture. A bad folder costs one
 line of error and no memory beyond the architecture itself.
 
-Rank bounds for a conv of T out, C in channels and a D1 x D2 kernel (groups 1), each the
-largest rank the decomposition itself can produce (see the `_clipped` rules in ht2.decomp):
-  ht2:          r1 <= min(C, D1 T D2), r3 <= min(T, C D1 D2), r13 <= min(r1 D1, r3 D2)
-  tucker2:      r_in <= min(C, T D1 D2, r_out D1 D2), r_out <= min(T, C D1 D2, r_in D1 D2)
-  svd (conv):   r <= min(T, C D1 D2)          spatial_svd: r <= min(C D1, T D2)
-  svd (Linear): r <= min(in_features, out_features)
-  cp:           r <= T C D1 D2 / max(T, C, D1, D2): any tensor is the sum of that many rank-1
-                terms (one per fibre of its longest mode), so a larger rank is never needed;
-                the layer then holds at most 4 times the dense layer's weights.
+Each rank's bound is the largest rank the decomposition itself can produce, as the method's
+MethodSpec.bounds says (ht2.layers.registry; the rules sit beside each layer class: for a conv
+of T out, C in channels and a D1 x D2 kernel, HT-2's r1 <= min(C, D1 T D2), for instance).
 """
 
 from __future__ import annotations
@@ -30,9 +24,9 @@ from torch import nn
 
 from ht2.errors import HT2Error
 from ht2.io.names import layer_name_problem
-from ht2.layers import ConvSpec, LinearSpec, build_factorized, spec_from_dict
+from ht2.layers import ConvSpec, LinearSpec, build_factorized, layer_kind, spec_from_dict
+from ht2.layers.registry import method_names, method_spec
 from ht2.surgery.plan import _spec_of
-from ht2.surgery.ranking import RANK_KEYS
 
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 _COUNT_KWARGS = ("num_classes", "in_chans", "in_channels")
@@ -196,12 +190,14 @@ def check_entry(entry: Any, index: int, where: str) -> None:
             raise _entry_error(where, label, f'"{field}" is missing')
     spec = _spec(entry["layer"], where, label)
     method = entry["method"]
-    if not isinstance(method, str) or method not in RANK_KEYS:
+    if not isinstance(method, str) or method not in method_names():
         raise _entry_error(
-            where, label, f"method {method!r} is unknown; known: {', '.join(RANK_KEYS)}"
+            where, label, f"method {method!r} is unknown; known: {', '.join(method_names())}"
         )
-    if isinstance(spec, LinearSpec) and method != "svd":
-        raise _entry_error(where, label, f"method {method!r} does not apply to a Linear layer")
+    if layer_kind(spec) not in method_spec(method).layers:
+        raise _entry_error(
+            where, label, f"method {method!r} does not apply to a {layer_kind(spec)} layer"
+        )
     if isinstance(spec, ConvSpec) and spec.groups != 1:
         raise _entry_error(where, label, f"layer.groups is {spec.groups}; factorized convs need 1")
     _check_ranks(entry["ranks"], method, spec, where, label)
@@ -281,7 +277,7 @@ def _padding(value: Any) -> bool:
 def _check_ranks(
     ranks: Any, method: str, spec: ConvSpec | LinearSpec, where: str, label: str
 ) -> None:
-    keys = RANK_KEYS[method]
+    keys = method_spec(method).rank_keys
     if not isinstance(ranks, dict) or set(ranks) != set(keys):
         got = ", ".join(sorted(map(str, ranks))) if isinstance(ranks, dict) else json_type(ranks)
         raise _entry_error(where, label, f"ranks of {method} must be {', '.join(keys)}; got {got}")
@@ -302,31 +298,7 @@ def rank_bounds(
 ) -> dict[str, tuple[int, str]]:
     """The largest value of each rank of `method` on `spec` (given the other `ranks`), with
     the rule that sets it: what the decomposition can produce (module docstring)."""
-    if isinstance(spec, LinearSpec):
-        n_in, n_out = spec.in_features, spec.out_features
-        return {"r": (min(n_in, n_out), f"min(in_features {n_in}, out_features {n_out})")}
-    t, c = spec.out_channels, spec.in_channels
-    d1, d2 = spec.kernel_size
-    if method == "ht2":
-        r1, r3 = ranks["r1"], ranks["r3"]
-        return {
-            "r1": (min(c, d1 * t * d2), f"min(C, D1 T D2) with C={c}, T={t}, D={d1}x{d2}"),
-            "r3": (min(t, c * d1 * d2), f"min(T, C D1 D2) with C={c}, T={t}, D={d1}x{d2}"),
-            "r13": (min(r1 * d1, r3 * d2), f"min(r1 D1, r3 D2) with r1={r1}, r3={r3}"),
-        }
-    if method == "tucker2":
-        r_in, r_out, k = ranks["r_in"], ranks["r_out"], d1 * d2
-        return {
-            "r_in": (min(c, t * k, r_out * k), f"min(C, T D1 D2, r_out D1 D2), C={c}, T={t}"),
-            "r_out": (min(t, c * k, r_in * k), f"min(T, C D1 D2, r_in D1 D2), C={c}, T={t}"),
-        }
-    if method == "spatial_svd":
-        return {"r": (min(c * d1, t * d2), f"min(C D1, T D2) with C={c}, T={t}, D={d1}x{d2}")}
-    if method == "cp":
-        sizes = (t, c, d1, d2)
-        bound = math.prod(sizes) // max(sizes)
-        return {"r": (bound, "no tensor of this shape has a larger CP rank")}
-    return {"r": (min(t, c * d1 * d2), f"min(T, C D1 D2) with C={c}, T={t}, D={d1}x{d2}")}
+    return method_spec(method).bounds(spec, ranks)
 
 
 def check_plan_fits(model: nn.Module, plan: list[dict[str, Any]], where: str) -> None:

@@ -9,20 +9,19 @@ from typing import Any
 
 from ht2.errors import HT2Error
 from ht2.io.names import layer_name_problem
+from ht2.layers.registry import method_names
 
 
 def _from_layer_list(layers: list[Any], path: Path) -> dict[str, dict[str, int]]:
-    from ht2.surgery.ranking import RANK_KEYS  # torch: only once a file is read
-
     ranks: dict[str, dict[str, int]] = {}
     for layer in layers:
         if not isinstance(layer, dict) or "name" not in layer:
             raise HT2Error(f"{path}: every entry of its layer list needs a name")
         method = layer.get("method", "dense")
-        if method != "dense" and (not isinstance(method, str) or method not in RANK_KEYS):
+        if method != "dense" and (not isinstance(method, str) or method not in method_names()):
             raise HT2Error(
                 f"{path}: layer {layer['name']!r}: method {method!r} is unknown; known: "
-                f"dense, {', '.join(RANK_KEYS)}"
+                f"dense, {', '.join(method_names())}"
             )
         if method != "dense" and layer.get("ranks"):
             ranks[layer["name"]] = layer["ranks"]

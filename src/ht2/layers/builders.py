@@ -1,4 +1,5 @@
-"""Handlers keyed by (method, layer type): decompose a dense layer, or rebuild from a plan."""
+"""Build factorized layers by method (ht2.layers.registry): decompose a dense layer, or
+rebuild one from a plan entry."""
 
 from __future__ import annotations
 
@@ -6,43 +7,24 @@ from typing import Any
 
 from torch import nn
 
-from ht2.decomp import HT2Ranks, Tucker2Ranks
 from ht2.errors import HT2Error
 from ht2.layers.base import FactorizedLayer
-from ht2.layers.cp_conv import CPConv2d
 from ht2.layers.effective import effective_layer
-from ht2.layers.ht2_conv import HT2Conv2d
-from ht2.layers.spatial_svd_conv import SpatialSVDConv2d
+from ht2.layers.registry import MethodSpec, method_names, method_spec
 from ht2.layers.spec import ConvSpec, LinearSpec, spec_from_dict
-from ht2.layers.svd_conv import SVDConv2d
-from ht2.layers.svd_linear import SVDLinear
-from ht2.layers.tucker2_conv import Tucker2Conv2d
-
-_HANDLERS: dict[tuple[str, type], type[FactorizedLayer]] = {
-    ("ht2", nn.Conv2d): HT2Conv2d,
-    ("tucker2", nn.Conv2d): Tucker2Conv2d,
-    ("spatial_svd", nn.Conv2d): SpatialSVDConv2d,
-    ("cp", nn.Conv2d): CPConv2d,
-    ("svd", nn.Conv2d): SVDConv2d,
-    ("svd", nn.Linear): SVDLinear,
-}
-_SPEC_TYPES = {ConvSpec: nn.Conv2d, LinearSpec: nn.Linear}
-_REFINABLE = (HT2Conv2d, Tucker2Conv2d)  # the others are optimal already (SVD) or iterate (CP)
 
 
-def _handler(method: str, layer_type: type) -> type[FactorizedLayer]:
-    try:
-        return _HANDLERS[(method, layer_type)]
-    except KeyError:
-        raise ValueError(f"method {method!r} does not apply to {layer_type.__name__}") from None
+def layer_kind(spec: ConvSpec | LinearSpec) -> str:
+    """The layer type a spec describes, as plans and MethodSpec.layers name it."""
+    return "Linear" if isinstance(spec, LinearSpec) else "Conv2d"
 
 
-def _typed_ranks(handler: type[FactorizedLayer], ranks: dict[str, int]) -> dict[str, Any]:
-    if handler is HT2Conv2d:
-        return {"ranks": HT2Ranks(int(ranks["r1"]), int(ranks["r13"]), int(ranks["r3"]))}
-    if handler is Tucker2Conv2d:
-        return {"ranks": Tucker2Ranks(int(ranks["r_in"]), int(ranks["r_out"]))}
-    return {"rank": int(ranks["r"])}
+def _handler(method: str, kind: str) -> tuple[MethodSpec, type[FactorizedLayer]]:
+    """The method's spec and its layer class for layers of `kind`."""
+    facts = method_spec(method) if method in method_names() else None
+    if facts is None or kind not in facts.layers:
+        raise ValueError(f"method {method!r} does not apply to {kind}")
+    return facts, facts.layers[kind]
 
 
 def factorize(
@@ -55,15 +37,16 @@ def factorize(
     """Decompose a Conv2d/Linear (or a subclass: what its forward computes) by `method`,
     ranks from `energy` or given.
 
-    `sweeps` rounds of alternating least squares refine HT-2 and Tucker-2 factors at the same
-    ranks (lower weight error); SVD is optimal already and CP fits iteratively anyway.
-    UnsupportedLayer (an HT2Error) says why a subclass has no plain equivalent.
+    `sweeps` rounds of alternating least squares refine the factors of a refinable method
+    (HT-2, Tucker-2) at the same ranks (lower weight error); SVD is optimal already and CP
+    fits iteratively anyway. UnsupportedLayer (an HT2Error) says why a subclass has no plain
+    equivalent.
     """
     effective = effective_layer(layer)
-    handler = _handler(method, _SPEC_TYPES[type(effective.spec)])
-    extra = {"sweeps": sweeps} if sweeps and handler in _REFINABLE else {}
+    facts, handler = _handler(method, layer_kind(effective.spec))
+    extra = {"sweeps": sweeps} if sweeps and facts.refinable else {}
     if ranks is not None:
-        factorized = handler.from_dense(effective.dense, **_typed_ranks(handler, ranks), **extra)
+        factorized = handler.from_dense(effective.dense, **facts.typed_ranks(ranks), **extra)
     else:
         factorized = handler.from_dense(effective.dense, energy=energy, **extra)
     factorized.spec = effective.spec  # with the flags a plain layer's own spec lacks
@@ -76,8 +59,8 @@ def build_factorized(entry: dict[str, Any]) -> FactorizedLayer:
     The entry's "form" (absent in older plans: the method's default) picks how it runs.
     """
     spec = spec_from_dict(entry["layer"])
-    handler = _handler(entry["method"], _SPEC_TYPES[type(spec)])
-    typed = _typed_ranks(handler, entry["ranks"])
+    facts, handler = _handler(entry["method"], layer_kind(spec))
+    typed = facts.typed_ranks(entry["ranks"])
     energy = entry.get("energy")
     form = entry.get("form", handler.default_form)
     if form == handler.default_form:

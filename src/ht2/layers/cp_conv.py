@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
+
 import torch
 from torch import nn
 
-from ht2.decomp import cp_decompose
+from ht2.decomp import cp_decompose, cp_fit_error, cp_max_rank
 from ht2.layers.base import FactorizedLayer
 from ht2.layers.factor_convs import factor_conv
+from ht2.layers.registry import MethodSpec
 from ht2.layers.spec import ConvSpec
 
 
@@ -56,3 +60,27 @@ class CPConv2d(FactorizedLayer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pad_input(x)
         return self.expand(self.horizontal(self.vertical(self.reduce(x))))
+
+
+def _clip(ranks: Mapping[str, int], shape: Sequence[int]) -> dict[str, int]:
+    return {"r": max(1, int(ranks["r"]))}
+
+
+def _bounds(spec: ConvSpec, ranks: Mapping[str, int]) -> dict[str, tuple[int, str]]:
+    """r <= T C D1 D2 / max(T, C, D1, D2): any tensor is the sum of that many rank-1 terms (one
+    per fibre of its longest mode), so a larger rank is never needed; the layer then holds at
+    most 4 times the dense layer's weights."""
+    sizes = (spec.out_channels, spec.in_channels, *spec.kernel_size)
+    bound = math.prod(sizes) // max(sizes)
+    return {"r": (bound, "no tensor of this shape has a larger CP rank")}
+
+
+METHOD = MethodSpec(
+    title="CP",
+    layers={"Conv2d": CPConv2d},
+    rank_keys=("r",),
+    clip=_clip,
+    bounds=_bounds,
+    fit_error=cp_fit_error,
+    max_rank=cp_max_rank,
+)

@@ -7,14 +7,18 @@ convolutions are dominated by per-call overhead, so fewer kernels can win with m
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-from ht2.decomp import HT2Ranks, ht2_decompose
+from ht2.decomp import HT2Ranks, ht2_decompose, ht2_unfoldings
+from ht2.decomp.ht2 import _clipped
 from ht2.errors import HT2Error
 from ht2.layers.base import FactorizedLayer
 from ht2.layers.factor_convs import factor_conv
+from ht2.layers.registry import MethodSpec
 from ht2.layers.spec import ConvSpec
 
 # Children in the order they run, per form ("dense" is FactorizedLayer.in_form's).
@@ -154,3 +158,35 @@ class HT2Conv2d(FactorizedLayer):
         for name in HT2_FORMS[self.form]:
             x = self._modules[name](x)
         return x
+
+
+def _typed_ranks(ranks: Mapping[str, int]) -> dict[str, Any]:
+    return {"ranks": HT2Ranks(int(ranks["r1"]), int(ranks["r13"]), int(ranks["r3"]))}
+
+
+def _clip(ranks: Mapping[str, int], shape: Sequence[int]) -> dict[str, int]:
+    return _clipped(HT2Ranks(ranks["r1"], ranks["r13"], ranks["r3"]), shape).as_dict()
+
+
+def _bounds(spec: ConvSpec, ranks: Mapping[str, int]) -> dict[str, tuple[int, str]]:
+    """r1 <= min(C, D1 T D2), r3 <= min(T, C D1 D2), r13 <= min(r1 D1, r3 D2)."""
+    t, c = spec.out_channels, spec.in_channels
+    d1, d2 = spec.kernel_size
+    r1, r3 = ranks["r1"], ranks["r3"]
+    return {
+        "r1": (min(c, d1 * t * d2), f"min(C, D1 T D2) with C={c}, T={t}, D={d1}x{d2}"),
+        "r3": (min(t, c * d1 * d2), f"min(T, C D1 D2) with C={c}, T={t}, D={d1}x{d2}"),
+        "r13": (min(r1 * d1, r3 * d2), f"min(r1 D1, r3 D2) with r1={r1}, r3={r3}"),
+    }
+
+
+METHOD = MethodSpec(
+    title="HT-2",
+    layers={"Conv2d": HT2Conv2d},
+    rank_keys=("r1", "r13", "r3"),
+    clip=_clip,
+    bounds=_bounds,
+    typed_ranks=_typed_ranks,
+    unfoldings=ht2_unfoldings,
+    refinable=True,
+)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import torch
 from torch import nn
 
-from ht2.decomp import spatial_svd
+from ht2.decomp import spatial_svd, spatial_svd_unfoldings
 from ht2.layers.base import FactorizedLayer
 from ht2.layers.factor_convs import factor_conv
+from ht2.layers.registry import MethodSpec
 from ht2.layers.spec import ConvSpec
 
 
@@ -48,3 +51,25 @@ class SpatialSVDConv2d(FactorizedLayer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.expand(self.vertical(self.pad_input(x)))
+
+
+def _clip(ranks: Mapping[str, int], shape: Sequence[int]) -> dict[str, int]:
+    t, c, d1, d2 = shape
+    return {"r": min(max(1, int(ranks["r"])), c * d1, t * d2)}
+
+
+def _bounds(spec: ConvSpec, ranks: Mapping[str, int]) -> dict[str, tuple[int, str]]:
+    """r <= min(C D1, T D2)."""
+    t, c = spec.out_channels, spec.in_channels
+    d1, d2 = spec.kernel_size
+    return {"r": (min(c * d1, t * d2), f"min(C D1, T D2) with C={c}, T={t}, D={d1}x{d2}")}
+
+
+METHOD = MethodSpec(
+    title="spatial SVD",
+    layers={"Conv2d": SpatialSVDConv2d},
+    rank_keys=("r",),
+    clip=_clip,
+    bounds=_bounds,
+    unfoldings=spatial_svd_unfoldings,
+)

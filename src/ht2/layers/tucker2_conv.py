@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import torch
 from torch import nn
 
-from ht2.decomp import Tucker2Ranks, tucker2_decompose
+from ht2.decomp import Tucker2Ranks, tucker2_decompose, tucker2_unfoldings
+from ht2.decomp.tucker2 import _clipped
 from ht2.layers.base import FactorizedLayer
 from ht2.layers.factor_convs import factor_conv
+from ht2.layers.registry import MethodSpec
 from ht2.layers.spec import ConvSpec
 
 
@@ -55,3 +60,34 @@ class Tucker2Conv2d(FactorizedLayer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.expand(self.core(self.reduce(self.pad_input(x))))
+
+
+def _typed_ranks(ranks: Mapping[str, int]) -> dict[str, Any]:
+    return {"ranks": Tucker2Ranks(int(ranks["r_in"]), int(ranks["r_out"]))}
+
+
+def _clip(ranks: Mapping[str, int], shape: Sequence[int]) -> dict[str, int]:
+    return _clipped(Tucker2Ranks(ranks["r_in"], ranks["r_out"]), shape).as_dict()
+
+
+def _bounds(spec: ConvSpec, ranks: Mapping[str, int]) -> dict[str, tuple[int, str]]:
+    """r_in <= min(C, T D1 D2, r_out D1 D2), r_out <= min(T, C D1 D2, r_in D1 D2)."""
+    t, c = spec.out_channels, spec.in_channels
+    d1, d2 = spec.kernel_size
+    r_in, r_out, k = ranks["r_in"], ranks["r_out"], d1 * d2
+    return {
+        "r_in": (min(c, t * k, r_out * k), f"min(C, T D1 D2, r_out D1 D2), C={c}, T={t}"),
+        "r_out": (min(t, c * k, r_in * k), f"min(T, C D1 D2, r_in D1 D2), C={c}, T={t}"),
+    }
+
+
+METHOD = MethodSpec(
+    title="Tucker-2",
+    layers={"Conv2d": Tucker2Conv2d},
+    rank_keys=("r_in", "r_out"),
+    clip=_clip,
+    bounds=_bounds,
+    typed_ranks=_typed_ranks,
+    unfoldings=tucker2_unfoldings,
+    refinable=True,
+)

@@ -6,9 +6,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from ht2.choices import METHOD_ALIASES, METHODS, RANK_RULES
+from ht2.choices import METHOD_ALIASES, RANK_RULES
 from ht2.decomp import check_energy
 from ht2.errors import HT2Error
+from ht2.layers.registry import kxk_methods
 from ht2.surgery.targets import Target
 
 
@@ -62,8 +63,9 @@ class CompressOptions:
                 check_energy(value)
         except ValueError as error:
             raise HT2Error(str(error)) from None
-        if self.method not in METHODS and self.method not in METHOD_ALIASES:
-            raise HT2Error(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.method not in kxk_methods() and self.method not in METHOD_ALIASES:
+            known = ", ".join(kxk_methods())
+            raise HT2Error(f"unknown method {self.method!r}; choose one of {known}")
         if self.rank_rule not in RANK_RULES:
             raise HT2Error(
                 f"unknown rank rule {self.rank_rule!r}; choose one of {', '.join(RANK_RULES)}"

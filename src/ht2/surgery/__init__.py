@@ -8,7 +8,7 @@ _EXPORTS = {
     "LayerPlan": "ht2.surgery.plan_model",
     "apply_plan": "ht2.surgery.plan",
     "collect_plan": "ht2.surgery.plan",
-    "METHODS": "ht2.surgery.policy",
+    "METHODS": "ht2.choices",
     "Decision": "ht2.surgery.policy",
     "paper_policy": "ht2.surgery.policy",
     "resolve_method": "ht2.surgery.policy",

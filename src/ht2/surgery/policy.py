@@ -9,14 +9,14 @@ from fnmatch import fnmatchcase
 
 from torch import nn
 
-from ht2.choices import METHOD_ALIASES, METHODS, RenamedWarning
+from ht2.choices import METHOD_ALIASES, RenamedWarning
 from ht2.errors import HT2Error
 from ht2.layers import LinearSpec, UnsupportedLayer, effective_layer
+from ht2.layers.registry import kxk_method, kxk_methods
 
-# The handler (the layer kind a plan names) each method means for k x k convs. Tucker-1, whose
-# kind is "svd", stays the treatment of the first conv and 1x1 convs, SVD that of Linear
-# layers, whatever the method.
-KXK_HANDLERS = {"ht2": "ht2", "tucker2": "tucker2", "cp": "cp", "spatial-svd": "spatial_svd"}
+# For k x k convs each user-facing method name means the method (the layer kind a plan
+# names) it is registered for in ht2.layers.registry. Tucker-1, whose kind is "svd", stays the
+# treatment of the first conv and 1x1 convs, SVD that of Linear layers, whatever the method.
 
 
 def resolve_method(method: str) -> str:
@@ -35,8 +35,8 @@ def resolve_method(method: str) -> str:
             stacklevel=_outside_ht2(),
         )
         return new
-    if method not in METHODS:
-        raise HT2Error(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if method not in kxk_methods():
+        raise HT2Error(f"unknown method {method!r}; choose one of {', '.join(kxk_methods())}")
     return method
 
 
@@ -65,13 +65,13 @@ def is_candidate(module: nn.Module) -> bool:
 def paper_policy(module: nn.Module, is_first_conv: bool, method: str = "ht2") -> Decision:
     """The paper's rule: first and 1x1 convs by SVD, other kxk convs by `method`, Linear by SVD.
 
-    `method` is one of METHODS (or a former name, which warns); for k x k convs it names the
-    handler in KXK_HANDLERS. A subclass of Conv2d/Linear is judged by the plain layer its
+    `method` is one of kxk_methods() (or a former name, which warns); for k x k convs it names
+    the method registered under it. A subclass of Conv2d/Linear is judged by the plain layer its
     forward computes like (ht2.layers.effective), and stays dense, with the reason, where
     there is none.
     """
-    if method not in KXK_HANDLERS and method not in METHOD_ALIASES:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if method not in kxk_methods() and method not in METHOD_ALIASES:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(kxk_methods())}")
     method = resolve_method(method)
     name = type(module).__name__
     if isinstance(module, nn.modules.conv._ConvTransposeNd):
@@ -91,7 +91,7 @@ def paper_policy(module: nn.Module, is_first_conv: bool, method: str = "ht2") ->
         return Decision(None, f"{kind} convolution (groups={spec.groups}) is left dense")
     if is_first_conv or spec.kernel_size == (1, 1):
         return Decision("svd")
-    return Decision(KXK_HANDLERS[method])
+    return Decision(kxk_method(method))
 
 
 def matches(name: str, include: list[str] | None, exclude: list[str] | None) -> str:

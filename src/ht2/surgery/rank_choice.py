@@ -14,7 +14,7 @@ from ht2.metrics import count_params
 from ht2.surgery.budget import budget_of
 from ht2.surgery.costs import factorized_cost
 from ht2.surgery.policy import Decision
-from ht2.surgery.ranking import RANK_KEYS, LayerRanker, rank_limits, round_up
+from ht2.surgery.ranking import LayerRanker, rank_keys, rank_limits, round_up
 from ht2.surgery.targets import Target, TargetSolution, solve_energy
 
 Ranks = dict[str, int]
@@ -36,7 +36,7 @@ def check_layer_ranks(
         module, decision = by_name[name]
         if decision.method is None:
             raise HT2Error(f"ranks given for layer {name!r}, which stays dense: {decision.reason}")
-        keys = RANK_KEYS[decision.method]
+        keys = rank_keys(decision.method)
         if set(ranks) != set(keys):
             raise HT2Error(
                 f"layer {name!r} ({decision.method}) needs ranks {', '.join(keys)}; "

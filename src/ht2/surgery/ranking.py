@@ -2,58 +2,47 @@
 
 from __future__ import annotations
 
-import math
 from functools import cache
 
 import torch
 from torch import nn
 
-from ht2.decomp import (
-    HT2Ranks,
-    Tucker2Ranks,
-    cp_fit_error,
-    cp_max_rank,
-    energy_rank,
-    has_unfoldings,
-    rank_unfoldings,
-    squared_singular_values,
-)
-from ht2.decomp.ht2 import _clipped as _ht2_clipped
-from ht2.decomp.tucker2 import _clipped as _tucker2_clipped
+from ht2.decomp import energy_rank, squared_singular_values
+from ht2.layers.registry import method_names, method_spec
 
-RANK_KEYS = {
-    "ht2": ("r1", "r13", "r3"),
-    "tucker2": ("r_in", "r_out"),
-    "cp": ("r",),
-    "spatial_svd": ("r",),
-    "svd": ("r",),
-}
+
+def rank_keys(method: str) -> tuple[str, ...]:
+    """The names of `method`'s ranks (ht2: r1, r13, r3; tucker2: r_in, r_out; others: r)."""
+    return method_spec(method).rank_keys
+
+
+def has_unfoldings(method: str) -> bool:
+    """Whether `method`'s ranks come from singular values of unfoldings (all but CP)."""
+    return method in method_names() and method_spec(method).unfoldings is not None
+
+
+def rank_unfoldings(method: str, weight: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each rank's matrix for `method` (ht2, tucker2, spatial_svd, svd): its energy sets the rank.
+
+    CP has no such matrices (its rank comes from the fit error), so it raises ValueError.
+    """
+    if not has_unfoldings(method):
+        raise ValueError(f"method {method!r} has no rank unfoldings")
+    return method_spec(method).unfoldings(weight)
 
 
 def clip_ranks(method: str, ranks: dict[str, int], shape: torch.Size) -> dict[str, int]:
     """The ranks a decomposition of a weight of `shape` really uses (no larger than it allows)."""
-    if method == "ht2":
-        return _ht2_clipped(HT2Ranks(ranks["r1"], ranks["r13"], ranks["r3"]), shape).as_dict()
-    if method == "tucker2":
-        clipped = _tucker2_clipped(Tucker2Ranks(ranks["r_in"], ranks["r_out"]), shape)
-        return clipped.as_dict()
-    r = max(1, int(ranks["r"]))
-    if method == "svd":
-        rows = shape[0]
-        cols = math.prod(shape[1:])
-        return {"r": min(r, rows, cols)}
-    if method == "spatial_svd":
-        t, c, d1, d2 = shape
-        return {"r": min(r, c * d1, t * d2)}
-    return {"r": r}
+    return method_spec(method).clip(ranks, shape)
 
 
 def rank_limits(method: str, shape: torch.Size) -> dict[str, int]:
     """The largest rank each key may take for a weight of `shape` (CP: its break-even rank)."""
-    if method == "cp":
-        return {"r": cp_max_rank(shape)}
-    huge = {key: 1 << 40 for key in RANK_KEYS[method]}
-    return clip_ranks(method, huge, shape)
+    facts = method_spec(method)
+    if facts.unfoldings is None:
+        return {"r": facts.max_rank(shape)}
+    huge = {key: 1 << 40 for key in facts.rank_keys}
+    return facts.clip(huge, shape)
 
 
 def round_up(
@@ -71,34 +60,35 @@ class LayerRanker:
 
     def __init__(self, method: str, weight: torch.Tensor):
         self.method = method
+        self.facts = method_spec(method)
         self.weight = weight.detach()
         self.shape = weight.shape
         self.spectra: dict[str, torch.Tensor] = {}
         self.matrix_shapes: dict[str, tuple[int, int]] = {}
-        if has_unfoldings(method):
-            for key, matrix in rank_unfoldings(method, self.weight).items():
+        if self.facts.unfoldings is not None:
+            for key, matrix in self.facts.unfoldings(self.weight).items():
                 self.spectra[key] = squared_singular_values(matrix).cpu()
                 self.matrix_shapes[key] = (matrix.shape[0], matrix.shape[1])
-        self._cp_error = cache(self._cp_fit_error)
+        self._fit_error = cache(self._fit_error_at)
 
-    def _cp_fit_error(self, rank: int) -> float:
-        return cp_fit_error(self.weight, rank)
+    def _fit_error_at(self, rank: int) -> float:
+        return self.facts.fit_error(self.weight, rank)
 
     def at_energy(self, energy: float) -> dict[str, int]:
         """The energy rule on each unfolding (CP: the smallest rank whose fit keeps `energy`)."""
-        if self.method == "cp":
-            return {"r": self._cp_rank(energy)}
+        if self.facts.unfoldings is None:
+            return {"r": self._fit_rank(energy)}
         ranks = {key: energy_rank(s2, energy) for key, s2 in self.spectra.items()}
-        return clip_ranks(self.method, ranks, self.shape)
+        return self.facts.clip(ranks, self.shape)
 
-    def _cp_rank(self, energy: float) -> int:
+    def _fit_rank(self, energy: float) -> int:
         budget = 1.0 - energy
-        low, high = 1, cp_max_rank(self.shape)
-        if self._cp_error(high) ** 2 > budget:
+        low, high = 1, self.facts.max_rank(self.shape)
+        if self._fit_error(high) ** 2 > budget:
             return high
         while low < high:
             middle = (low + high) // 2
-            if self._cp_error(middle) ** 2 <= budget:
+            if self._fit_error(middle) ** 2 <= budget:
                 high = middle
             else:
                 low = middle + 1
@@ -108,10 +98,12 @@ class LayerRanker:
         """EVBMF's rank on each unfolding (not defined for CP)."""
         from ht2.decomp.vbmf import evbmf_rank
 
-        if self.method == "cp":
-            raise ValueError("the VBMF rank rule needs unfoldings; CP has none (use energy)")
+        if self.facts.unfoldings is None:
+            raise ValueError(
+                f"the VBMF rank rule needs unfoldings; {self.facts.title} has none (use energy)"
+            )
         ranks = {key: evbmf_rank(s2, self.matrix_shapes[key]) for key, s2 in self.spectra.items()}
-        return clip_ranks(self.method, ranks, self.shape)
+        return self.facts.clip(ranks, self.shape)
 
 
 def weight_of(module: nn.Module) -> torch.Tensor:

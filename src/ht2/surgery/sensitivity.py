@@ -26,7 +26,7 @@ from ht2.layers import factorize
 from ht2.layers.norms import NORMS
 from ht2.surgery.budget import AllocLayer, Budget
 from ht2.surgery.knapsack import Option, cheapest_total, choose
-from ht2.surgery.ranking import round_up
+from ht2.surgery.ranking import has_unfoldings, round_up
 from ht2.surgery.targets import TOLERANCE
 
 GRID_POINTS = 241  # energies per layer between the smallest candidate and 1 (CP: 41)
@@ -132,7 +132,7 @@ def _rounded(layer: AllocLayer, budget: Budget, energy: float) -> dict[str, int]
 
 def layer_options(layer: AllocLayer, budget: Budget, curve: Sequence[Option]) -> list[Option]:
     """Every distinct cost on a fine energy grid, its damage interpolated from `curve` by cost."""
-    points = GRID_POINTS if layer.method != "cp" else 41
+    points = GRID_POINTS if has_unfoldings(layer.method) else 41  # CP: each point is a fit
     low = min(o.energy for o in curve)
     grid = sorted({*np.linspace(low, 1.0, points).tolist(), *(o.energy for o in curve)})
     costs, damages = _monotone(curve)

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ht2.decomp import rank_unfoldings, squared_singular_values
+from ht2.decomp import spatial_svd_unfoldings, squared_singular_values
 from ht2.layers import effective_weight
 from ht2.surgery.budget import AllocLayer, Budget, Ranks
-from ht2.surgery.ranking import clip_ranks
+from ht2.surgery.ranking import clip_ranks, has_unfoldings
 from ht2.surgery.targets import TargetSolution, solve_energy
 
 LOG_RANGE = 12.0  # thresholds from 1 (rank one everywhere) down to 1e-12 (nearly full rank)
@@ -43,14 +43,14 @@ class SpectrumLayer:
 
     @classmethod
     def of(cls, layer: AllocLayer) -> SpectrumLayer:
-        if layer.method == "cp":  # no unfoldings: the spatial-SVD matrix stands in for it
-            matrix = rank_unfoldings("spatial_svd", effective_weight(layer.module))["r"]
+        if not has_unfoldings(layer.method):  # CP: the spatial-SVD matrix stands in for them
+            matrix = spatial_svd_unfoldings(effective_weight(layer.module))["r"]
             return cls(layer, {"r": shares(squared_singular_values(matrix).cpu())})
         return cls(layer, {k: shares(s2) for k, s2 in layer.ranker.spectra.items()})
 
     def ranks_at(self, threshold: float) -> Ranks:
         """Shares above `threshold` per unfolding (CP: the energy those shares hold, by its fit)."""
-        if self.layer.method == "cp":
+        if not has_unfoldings(self.layer.method):
             share = self.spectra["r"]
             kept = share[share > threshold].sum() if (share > threshold).any() else share[0]
             return self.layer.ranker.at_energy(float(min(max(kept, 1e-6), 1.0)))
