@@ -10,13 +10,12 @@ from ht2 import models
 from ht2.choices import method_names
 from ht2.cli.number_args import HIGHEST
 from ht2.errors import HT2Error
+from ht2.io.model_source import is_model_dir, load_model_or_dir  # noqa: F401 (the commands')
 from ht2.layers.registry import kxk_methods
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
-
-    from ht2.models import ModelEntry
 
 
 def energy_value(text: str) -> float:
@@ -84,35 +83,6 @@ def example_input(model_name: str) -> torch.Tensor:
     import torch
 
     return torch.zeros(1, *models.get_entry(model_name).input_size)
-
-
-def is_model_dir(spec: str) -> bool:
-    """True when `spec` names a compressed model folder (it holds ht2.json)."""
-    from ht2.io.artefacts import MANIFEST
-
-    return Path(spec).is_dir() and (Path(spec) / MANIFEST).is_file()
-
-
-def load_model_or_dir(spec: str, weights: str | None = None) -> tuple[nn.Module, ModelEntry]:
-    """A compressed model folder (DIR with ht2.json) or a registry name with optional weights.
-
-    Returns the model in eval mode and its registry entry (input size, normalisation). A
-    folder saved from a model outside the registry cannot be used here (no entry).
-    """
-    from ht2.io import load
-
-    if is_model_dir(spec):
-        if weights:
-            raise HT2Error(
-                f"{spec} is a compressed model folder; it carries its weights (drop --weights)"
-            )
-        model = load(spec)
-        return model, models.get_entry(model.ht2_arch["name"])
-    if Path(spec).exists():
-        raise HT2Error(
-            f"{spec} is not a model name nor a folder written by `ht2 compress` (no ht2.json)"
-        )
-    return models.create(spec, weights=weights), models.get_entry(spec)
 
 
 def parse_batch_sizes(text: str) -> list[int]:
