@@ -14,8 +14,9 @@ compressing with the same allocation and `--data-aware MODE` on --data-aware-ima
 images (no gradient step; its seconds in their own column). Sensitivity measures on
 --calib-images training images, once per network and method, reused across factors (its
 seconds are counted in the first factor's row). --refine-sweeps N refines every HT-2/Tucker-2
-layer's factors (ALS/HOOI) in all of these. Prints a Markdown table and writes
-allocation-<nets>.json after every row.
+layer's factors (ALS/HOOI) in all of these. Each compression is one compress_with_recipe call
+(the `paper` recipe with these choices laid over it), as `ht2 compress` makes it. Prints a
+Markdown table and writes allocation-<nets>.json after every row.
 """
 
 from __future__ import annotations
@@ -34,10 +35,8 @@ from shared_weights import WEIGHTS
 import ht2
 from ht2.cli.main import main as ht2_main
 from ht2.data import eval_dataset, make_loader, train_dataset
-from ht2.dataaware import DataAwareOptions, compress_data_aware
 from ht2.metrics.accuracy import evaluate_accuracy
-from ht2.surgery.allocate import allocate, compress_allocated
-from ht2.surgery.sensitivity import SensitivityOptions
+from ht2.recipes import Recipe, compress_with_recipe, get_recipe
 from ht2.surgery.targets import Target
 from ht2.train import recalibrate_batchnorm
 
@@ -61,35 +60,39 @@ def finetune_top1(model, report, data: str, device: str, workers: int) -> float:
     return [line["top1"] for line in lines if line.get("epoch") == 1][0]
 
 
+def row_recipe(
+    args, allocation: str, data_aware: str | None = None, images: int | None = None
+) -> Recipe:
+    """The `paper` recipe with this row's allocation, sweeps and image counts (and, for the
+    data-aware column, the fit on `images` images); its other choices are the library's."""
+    return get_recipe("paper").with_choices(
+        allocate=allocation,
+        refine_sweeps=args.refine_sweeps,
+        sensitivity_images=args.calib_images,
+        data_aware=data_aware,
+        data_aware_images=images,
+    )
+
+
 def data_aware_top1(args, method, allocation, factor, original, loaders, cache) -> tuple:
     """Top-1 and seconds after the allocation's ranks with --data-aware fitting on top."""
-    test, _, sense, pool = loaders
+    test, _, _, pool = loaders
     example = torch.zeros(1, *pool.shape[1:], device=args.device)
     model = copy.deepcopy(original)
+    measured = len(cache)
     start = time.perf_counter()
-    target = Target("params", float(factor))
-    chosen = allocate(
+    compress_with_recipe(
         model,
-        method,
-        target,
-        allocation,
-        example,
-        sense,
-        args.calib_images,
-        options=SensitivityOptions(sweeps=args.refine_sweeps),
-        cache=cache,
-    )
-    compress_data_aware(
-        model,
-        pool.split(256),
+        row_recipe(args, allocation, args.data_aware, len(pool)),
+        target=Target("params", float(factor)),
+        data=pool.split(256),
         method=method,
-        calib_images=len(pool),
-        options=DataAwareOptions(mode=args.data_aware),
         example_input=example,
-        refine_sweeps=args.refine_sweeps,
-        **chosen.compress_kwargs(),
+        allocation_cache=cache,
     )
     seconds = time.perf_counter() - start
+    if len(cache) != measured:  # sensitivity must come from the zero-shot row's images
+        raise SystemExit("the data-aware column measured sensitivity again, on other images")
     return evaluate_accuracy(model, test, args.device, False)["top1"], seconds
 
 
@@ -99,16 +102,14 @@ def measure_row(args, net, method, allocation, factor, original, loaders, cache)
     example = torch.zeros(1, *ht2.models.get_entry(net).input_size, device=args.device)
     model = copy.deepcopy(original)
     start = time.perf_counter()
-    report = compress_allocated(
+    report = compress_with_recipe(
         model,
-        method,
-        Target("params", float(factor)),
-        allocation,
-        example,
-        sense,
-        images=args.calib_images,
-        cache=cache,
-        refine_sweeps=args.refine_sweeps,
+        row_recipe(args, allocation),
+        target=Target("params", float(factor)),
+        data=sense,
+        method=method,
+        example_input=example,
+        allocation_cache=cache,
     )
     row = {
         "net": net,

@@ -3,6 +3,7 @@ one line; `ht2 finetune`'s default teacher and its time budget."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -132,6 +133,43 @@ def test_library_call_by_the_paper_recipe_reads_no_data() -> None:
     assert pipeline_lines(report.pipeline)[0].endswith(
         "-> no training images; " + f"{report.pipeline['seconds']:.1f} s in all"
     )
+
+
+def test_allocation_cache_measures_sensitivity_once_across_targets(monkeypatch) -> None:
+    import ht2.surgery.allocate as allocate_module
+
+    calls: list[int] = []
+    measure = allocate_module.measure
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return measure(*args, **kwargs)
+
+    monkeypatch.setattr(allocate_module, "measure", counted)
+    original = Small()
+    recipe = RECIPES["paper"].with_choices(
+        allocate="sensitivity", candidates=(0.5, 0.8, 0.95), sensitivity_images=32
+    )
+    cache: dict = {}
+
+    def run(factor: float, allocation_cache: dict | None):
+        return compress_with_recipe(
+            copy.deepcopy(original),
+            recipe,
+            target=Target("params", factor),
+            data=_batches(),
+            example_input=X,
+            allocation_cache=allocation_cache,
+        )
+
+    first = run(2, cache)
+    second = run(1.5, cache)
+    assert len(calls) == 1 and len(cache) == 1
+    assert second.target["damage"] == first.target["damage"]
+    fresh = run(1.5, None)  # without the cache it measures again, to the same figures
+    assert len(calls) == 2
+    assert fresh.target["damage"] == second.target["damage"]
+    assert [layer.ranks for layer in fresh.layers] == [layer.ranks for layer in second.layers]
 
 
 def test_library_refuses_the_best_recipe_without_a_target_or_data() -> None:

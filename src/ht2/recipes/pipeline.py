@@ -123,6 +123,7 @@ def compress_with_recipe(
     progress: bool = False,
     plan: Plan | None = None,
     forms: FormTiming | None = None,
+    allocation_cache: dict | None = None,
     **compress_options: Any,
 ) -> CompressionReport:
     """Compress `model` in place by `recipe` ("paper", "best" or a Recipe) and return the
@@ -136,7 +137,9 @@ def compress_with_recipe(
     A given `plan` (see plan_with_recipe) replaces the deciding steps: its layers are applied
     as they are, fitted as each entry says, then the recipe's BatchNorm step runs. With
     `forms`, each factorized layer is then put in its fastest form timed that way
-    (ht2.surgery.latency_aware), recorded in `report.latency_aware`.
+    (ht2.surgery.latency_aware), recorded in `report.latency_aware`. An `allocation_cache`
+    dict kept by the caller holds the sensitivity measurements, so that further targets on the
+    same model and images reuse them (ht2.surgery.allocate.allocate's `cache`).
     """
     recipe = resolve_recipe(recipe)
     _refuse_sweeps(compress_options)
@@ -157,6 +160,7 @@ def compress_with_recipe(
             example_input,
             images,
             progress,
+            allocation_cache,
             include=include,
             exclude=exclude,
             keep_if_larger=keep_if_larger,
@@ -200,11 +204,13 @@ def plan_with_recipe(
     workers: int = 2,
     progress: bool = False,
     forms: FormTiming | None = None,
+    allocation_cache: dict | None = None,
     **plan_options: Any,
 ) -> Plan:
     """The deciding half of compress_with_recipe: the recipe's allocation (reading `data`
-    where it needs images) and every layer's ranks, as a Plan, with each layer's fastest form
-    when `forms` says how to time them; `model` is left unchanged."""
+    where it needs images, reusing `allocation_cache`'s measurements) and every layer's ranks,
+    as a Plan, with each layer's fastest form when `forms` says how to time them; `model` is
+    left unchanged."""
     recipe = resolve_recipe(recipe)
     _refuse_sweeps(plan_options)
     recipe.check(target is not None, data is not None)
@@ -212,7 +218,16 @@ def plan_with_recipe(
     _check_forms(forms, example_input)
     images = _images(model, data, entry, workers, recipe)
     decided, _ = _decide(
-        model, recipe, target, energy, method, example_input, images, progress, **plan_options
+        model,
+        recipe,
+        target,
+        energy,
+        method,
+        example_input,
+        images,
+        progress,
+        allocation_cache,
+        **plan_options,
     )
     if forms is not None:
         from ht2.planning.forms import plan_forms
@@ -277,6 +292,7 @@ def _decide(
     example_input: torch.Tensor | None,
     images: TrainImages | None,
     progress: bool,
+    cache: dict | None,
     **plan_options: Any,
 ) -> tuple[Plan, Allocation | None]:
     """The recipe's allocation (for a target) and the plan it leads to, the fit the recipe
@@ -291,7 +307,7 @@ def _decide(
     }
     allocation = None
     if target is not None:
-        allocation = _allocate(model, recipe, method, target, example_input, images, options)
+        allocation = _allocate(model, recipe, method, target, example_input, images, options, cache)
         options.update(allocation.compress_kwargs())
     decided = make_plan(model, example_input, energy=energy, method=method, **options)
     if allocation is not None:
@@ -322,6 +338,7 @@ def _allocate(
     example_input: torch.Tensor | None,
     images: TrainImages | None,
     options: dict[str, Any],
+    cache: dict | None,
 ) -> Allocation:
     sensitivity = recipe.allocate == "sensitivity"
     return allocate(
@@ -342,6 +359,7 @@ def _allocate(
             sweeps=recipe.refine_sweeps,
         ),
         progress=options["progress"],
+        cache=cache,
     )
 
 
