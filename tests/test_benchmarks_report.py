@@ -176,3 +176,76 @@ def test_realized_speed_section_is_absent_without_its_json(tmp_path: Path) -> No
     results, out = _synthetic(tmp_path / "results"), tmp_path / "report.md"
     assert _report("--results", results, "--out", out).returncode == 0
     assert "realized speed" not in out.read_text(encoding="utf-8")
+
+
+def _rounding_row(energy: float, multiple: int, batch: int, ms: float, unrounded_ms: float) -> dict:
+    """One row of a round_ranks-*.json, as benchmarks/round_ranks.py writes it."""
+    treatment = {
+        "dtype": "bfloat16",
+        "memory_format": "channels_last",
+        "runtime": "eager",
+        "fold_bn": True,
+    }
+    original_ms = 2.0 if batch == 1 else 80.0
+    return {
+        "treatment": treatment,
+        "energy": energy,
+        "round_ranks": multiple,
+        "batch_size": batch,
+        "params_x": 3.94 if multiple == 1 else 3.19,
+        "macs_x": 4.15 if multiple == 1 else 3.02,
+        "rounding_params": 0 if multiple == 1 else 15965,
+        "folded": 19,
+        "original_ms": original_ms,
+        "original_spread": {"q1_ms": original_ms, "q3_ms": original_ms},
+        "ms": ms,
+        "spread": {"q1_ms": ms, "q3_ms": ms},
+        "speedup": original_ms / ms,
+        "vs_unrounded": unrounded_ms / ms,
+    }
+
+
+def test_rounding_run_with_a_treatment_renders_its_table_named(tmp_path: Path) -> None:
+    results, out = _synthetic(tmp_path / "results"), tmp_path / "report.md"
+    rows = [
+        _rounding_row(0.7, 1, 1, 1.6, 1.6),
+        _rounding_row(0.7, 8, 1, 1.25, 1.6),
+        _rounding_row(0.7, 1, 128, 64.0, 64.0),
+        _rounding_row(0.7, 8, 128, 80.0, 64.0),
+    ]
+    best = {"energy": 0.7, "round_ranks": 8, "batch_size": 1, "vs_unrounded": 1.28}
+    data = {
+        "benchmark": "round_ranks",
+        "command": "python benchmarks/round_ranks.py --dtype bfloat16 --channels-last --fold-bn",
+        "model": "cifar10_resnet20",
+        "cpu": {"model": "Test CPU", "count": 2, "avx512_bf16": True, "amx": True},
+        "bfloat16_native": True,
+        "threads": 1,
+        "repeats": 30,
+        "warmup": 3,
+        "matrix": False,
+        "treatments": [rows[0]["treatment"]],
+        "load_average": {"start": [0.5, 0.5, 0.5], "end": [0.75, 0.5, 0.5]},
+        "notes": [],
+        "verdicts": [
+            {"treatment": rows[0]["treatment"], "cells": 2, "rounded_faster": 1, "best": best}
+        ],
+        "rows": rows,
+    }
+    name = "round_ranks-bf16-nhwc-folded.json"
+    (results / name).write_text(json.dumps(data), encoding="utf-8")
+    assert _report("--results", results, "--out", out).returncode == 0
+    text = out.read_text(encoding="utf-8")
+    assert "## How fast: rank rounding" in text
+    assert f"--dtype bfloat16 --channels-last --fold-bn   # {name}\n```" in text
+    assert "| e | round | params x | MACs x | batch 1 | batch 128 | vs round 1, batch 1 | " in text
+    assert "| 0.7 | 1 | 3.94 | 4.15 | 1.25x | 1.25x | 1.00x | 1.00x |" in text
+    assert "| 0.7 | 8 | 3.19 | 3.02 | 1.60x | 1.00x | 1.28x | 0.80x |" in text
+    prose = " ".join(text.split())  # paragraphs are wrapped at 100 columns
+    assert (
+        "bfloat16, NHWC, eager, BatchNorms folded: the original takes 2.00 ms at batch 1, "
+        "80.0 ms at batch 128. Rounded ranks ran faster than round 1 in 1 of 2 cells; best "
+        "1.28x (e 0.7, round 8, batch 1)."
+    ) in prose
+    assert "Test CPU (2 cores, AVX-512 BF16 yes, AMX yes)" in prose
+    assert "--threads 1 --repeats 30\n```" not in text  # no float32 NCHW run was given

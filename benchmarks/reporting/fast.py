@@ -136,44 +136,119 @@ def inference_section(results: Results) -> Section | None:
     return Section("How fast: BN folding and ONNX Runtime", body)
 
 
-def rounding_section(results: Results) -> Section | None:
-    data = results.json("round_ranks.json")
-    if data is None:
-        return None
-    index = {(r["energy"], r["round_ranks"], r["batch_size"]): r for r in data["rows"]}
-    keys = sorted(
-        {(r["energy"], r["round_ranks"]) for r in data["rows"]}, key=lambda k: (-k[0], k[1])
-    )
-    body = "\n\n".join(
+ROUNDED_BEFORE = "round_ranks.json"  # float32 NCHW, BatchNorms unfolded; no treatment field
+
+
+def rounding_table(rows: list[dict[str, Any]]) -> str:
+    """e x rounding multiple, speed-up against the original per batch size and, when the rows
+    carry it, against the unrounded variant (round 1) too."""
+    index = {(r["energy"], r["round_ranks"], r["batch_size"]): r for r in rows}
+    sizes = sorted({r["batch_size"] for r in rows})
+    keys = sorted({(r["energy"], r["round_ranks"]) for r in rows}, key=lambda k: (-k[0], k[1]))
+    against = [("speedup", f"batch {b}", b) for b in sizes]
+    if any(r.get("vs_unrounded") is not None for r in rows):
+        against += [("vs_unrounded", f"vs round 1, batch {b}", b) for b in sizes]
+    header = ["e", "round", "params x", "MACs x", *(title for _, title, _ in against)]
+    lines = [
         [
-            command(
-                f"python benchmarks/round_ranks.py --threads {data['threads']} "
-                f"--repeats {data['repeats']}"
-            ),
-            "Shared ResNet-20, HT-2, `--round-ranks N` (default keep-if-larger: a layer whose "
-            "rounded factors are not smaller stays dense), timed against the original alternately, "
-            "one thread, machine otherwise quiet; speed-up = original median / variant median.",
-            table(
-                ["e", "round", "params x", "MACs x", "batch 1", "batch 128"],
-                [
-                    [
-                        f"{e:g}",
-                        n,
-                        num(index[(e, n, 1)]["params_x"]),
-                        num(index[(e, n, 1)]["macs_x"]),
-                        times(index[(e, n, 1)]["speedup"]),
-                        times(index[(e, n, 128)]["speedup"]),
-                    ]
-                    for e, n in keys
-                    if (e, n, 1) in index and (e, n, 128) in index
-                ],
-                "rrrrrr",
-            ),
-            "Rounding the ranks to multiples of 8 is meant for GPUs' tensor cores; it was not "
-            "measured on one.",
+            f"{e:g}",
+            n,
+            num(index[(e, n, sizes[0])]["params_x"]),
+            num(index[(e, n, sizes[0])]["macs_x"]),
+            *(times(index[(e, n, b)].get(key)) for key, _, b in against),
         ]
+        for e, n in keys
+        if all((e, n, b) in index for b in sizes)
+    ]
+    return table(header, lines, "r" * len(header))
+
+
+def treatment_name(treatment: dict[str, Any]) -> str:
+    """'bfloat16, NHWC, eager, BatchNorms folded', as ht2's Treatment.describe() says it."""
+    layout = "NHWC" if treatment["memory_format"] == "channels_last" else "NCHW"
+    folded = "folded" if treatment["fold_bn"] else "unfolded"
+    return f"{treatment['dtype']}, {layout}, {treatment['runtime']}, BatchNorms {folded}"
+
+
+def original_times(rows: list[dict[str, Any]]) -> str:
+    """'the original takes 1.90 ms at batch 1, 86.3 ms at batch 128' (medians)."""
+    medians = {r["batch_size"]: r["original_ms"] for r in rows}
+    spans = [f"{num(ms, 2 if ms < 10 else 1)} ms at batch {b}" for b, ms in sorted(medians.items())]
+    return "the original takes " + ", ".join(spans)
+
+
+def verdict_text(verdict: dict[str, Any]) -> str:
+    """How often rounding beat round 1 in one treatment, and its best case."""
+    best = verdict["best"]
+    if best is None:
+        return "No round-1 variant to compare with."
+    return (
+        f"Rounded ranks ran faster than round 1 in {verdict['rounded_faster']} of "
+        f"{verdict['cells']} cells; best {times(best['vs_unrounded'])} (e {best['energy']:g}, "
+        f"round {best['round_ranks']}, batch {best['batch_size']})."
     )
-    return Section("How fast: rank rounding", body)
+
+
+def rounding_before(data: dict[str, Any]) -> list[str]:
+    """The first measurement: float32 NCHW, unfolded."""
+    return [
+        command(
+            f"python benchmarks/round_ranks.py --threads {data['threads']} "
+            f"--repeats {data['repeats']}"
+        ),
+        "Shared ResNet-20, HT-2, `--round-ranks N` (default keep-if-larger: a layer whose "
+        "rounded factors are not smaller stays dense), timed against the original alternately, "
+        "one thread, machine otherwise quiet; speed-up = original median / variant median.",
+        rounding_table(data["rows"]),
+    ]
+
+
+def rounding_treated(name: str, data: dict[str, Any]) -> list[str]:
+    """A run with treatments (round_ranks-*.json): one table per treatment, named."""
+    cpu, load_average, threads = data["cpu"], data["load_average"], data["threads"]
+    flags = f"AVX-512 BF16 {_yes(cpu['avx512_bf16'])}, AMX {_yes(cpu['amx'])}"
+    parts = [
+        command(f"{data['command']}   # {name}"),
+        f"`{name}`: the shared ResNet-20 compressed by HT-2 at each e, ranks rounded up to "
+        "multiples of `round`; the original and every variant prepared under each treatment "
+        "below (eager PyTorch; bfloat16 under autocast with float32 weights) and all "
+        f"timed alternately in one process, {threads} thread{'s' if threads > 1 else ''}, "
+        f"{data['repeats']} repeats, on {cpu['model']} ({cpu['count']} cores, {flags}), load "
+        f"average {num(load_average['start'][0])} at the start and "
+        f"{num(load_average['end'][0])} at the end. Speed-up = original median / variant "
+        "median and 'vs round 1' = unrounded median / variant median, both in the same "
+        "treatment.",
+        *(f"- {note}" for note in data["notes"]),
+    ]
+    for treatment in data["treatments"]:
+        rows = [r for r in data["rows"] if r["treatment"] == treatment]
+        verdict = next((v for v in data["verdicts"] if v["treatment"] == treatment), None)
+        said = f" {verdict_text(verdict)}" if verdict else ""
+        parts += [
+            f"{treatment_name(treatment)}: {original_times(rows)}.{said}",
+            rounding_table(rows),
+        ]
+    return parts
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def rounding_section(results: Results) -> Section | None:
+    names = results.names("round_ranks*.json")
+    if not names:
+        return None
+    names = sorted(names, key=lambda n: (n != ROUNDED_BEFORE, n))
+    parts = []
+    for name in names:
+        data = results.json(name)
+        parts += rounding_before(data) if name == ROUNDED_BEFORE else rounding_treated(name, data)
+    parts.append(
+        "Rounding the ranks to multiples of 8 is meant for GPUs' tensor cores; it was not "
+        "measured on one."
+    )
+    return Section("How fast: rank rounding", "\n\n".join(parts))
 
 
 DECOMPOSE = {
