@@ -33,6 +33,7 @@ from ht2.dataaware.patches import flat_weight, layer_patches, output_columns
 from ht2.dataaware.refit import refit_all, refit_dense, refit_expand
 from ht2.dataaware.stats import LayerStats
 from ht2.dataaware.whiten import damped_root, whitened_factorize
+from ht2.decomp.threads import threads_for
 from ht2.errors import HT2Error
 from ht2.layers import FactorizedLayer
 from ht2.metrics import count_params, layer_macs, macs_under
@@ -322,11 +323,12 @@ def _fit_model(
             _replace(model, name, copy.deepcopy(plain.get_submodule(name)), entries[name], False)
             continue
         stats = _stats_for(original, model, name, fit, options.batch_size)
-        if name not in entries:
-            _refit_kept_dense(model.get_submodule(name), stats, report, name, options)
-            continue
-        plain_layer = copy.deepcopy(plain.get_submodule(name))
-        factors = _fit_layer(dense, plain_layer, entries[name], stats, energy, options, notes)
+        with threads_for(dense.weight.numel()):  # a small layer's fit runs on one thread
+            if name not in entries:
+                _refit_kept_dense(model.get_submodule(name), stats, report, name, options)
+                continue
+            plain_layer = copy.deepcopy(plain.get_submodule(name))
+            factors = _fit_layer(dense, plain_layer, entries[name], stats, energy, options, notes)
         with torch.no_grad():  # the weight error of the fitted factors, as the report shows it
             gap = torch.linalg.norm(factors.dense_weight() - dense.weight)
             factors.rel_error = float(gap / torch.linalg.norm(dense.weight))

@@ -16,11 +16,13 @@ from dataclasses import dataclass
 import torch
 
 from ht2.decomp.ranks import energy_rank
+from ht2.decomp.threads import sized_by_first
 
 _GRAM_BLOCK = 1024  # row block of gram(): only blocks on and above the diagonal are multiplied
 _SLACK = 8.0  # safety factor on the float32 error estimate of a cumulative energy fraction
 
 
+@sized_by_first
 def left_singular(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Left singular vectors and squared singular values of `matrix`, in float64, largest first.
 
@@ -31,6 +33,7 @@ def left_singular(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return _left_singular(matrix.detach().to(torch.float64))
 
 
+@sized_by_first
 def squared_singular_values(matrix: torch.Tensor) -> torch.Tensor:
     """Squared singular values of `matrix` in float64, largest first (no vectors)."""
     a = matrix.detach().to(torch.float64)
@@ -94,6 +97,7 @@ class Spectrum:
     rank: int | None
 
 
+@sized_by_first
 def spectrum(matrix: torch.Tensor, energy: float | None = None, vectors: bool = True) -> Spectrum:
     """Spectrum of `matrix` in its working dtype, with the rank of the exact float64 rule.
 

@@ -8,6 +8,7 @@ import torch
 
 from ht2.decomp.basis import left_singular, normalized, times_power_of_two
 from ht2.decomp.ranks import check_energy
+from ht2.decomp.threads import sized_by_first
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ def cp_max_rank(shape: torch.Size) -> int:
     return max(1, (t * c * d1 * d2) // (t + c + d1 + d2))
 
 
+@sized_by_first
 def cp_decompose(
     kernel: torch.Tensor,
     energy: float | None = None,
@@ -146,6 +148,7 @@ def cp_decompose(
     return CPFactors(u_out, u_in, vertical, horizontal, chosen, rel_error)
 
 
+@sized_by_first
 def cp_fit_error(
     kernel: torch.Tensor, rank: int, max_iter: int = 25, tol: float = 1e-7, ridge: float = 1e-9
 ) -> float:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from ht2.decomp.basis import normalized, spectrum, times_power_of_two, working_dtype
+from ht2.decomp.threads import sized_by_first
 
 _DIRECT_ERROR_BELOW = 0.05  # relative errors under this are measured on the rebuilt kernel
 
@@ -42,6 +43,7 @@ def _permuted(kernel: torch.Tensor) -> torch.Tensor:
     return kernel.permute(1, 2, 0, 3)
 
 
+@sized_by_first
 def ht2_ranks(kernel: torch.Tensor, energy: float) -> HT2Ranks:
     """The energy ranks (R1, R13, R3) of a kernel, each from one matricization of X."""
     x = _permuted(kernel.detach().to(working_dtype(kernel)))
@@ -62,6 +64,7 @@ def _clipped(ranks: HT2Ranks, shape: torch.Size) -> HT2Ranks:
     return HT2Ranks(r1, r13, r3)
 
 
+@sized_by_first
 def ht2_decompose(
     kernel: torch.Tensor,
     energy: float | None = None,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from ht2.decomp.basis import normalized, spectrum, times_power_of_two, working_dtype
+from ht2.decomp.threads import sized_by_first
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ def _check_choice(energy: float | None, rank: int | None) -> None:
         raise ValueError(f"rank must be >= 1, got {rank}")
 
 
+@sized_by_first
 def truncated_svd(
     matrix: torch.Tensor, energy: float | None = None, rank: int | None = None
 ) -> LowRankFactors:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from ht2.decomp.basis import normalized, spectrum, times_power_of_two, working_dtype
+from ht2.decomp.threads import sized_by_first
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ def tucker2_reconstruct(factors: Tucker2Factors) -> torch.Tensor:
     return torch.einsum("to,oihw,ci->tchw", factors.u_out, factors.core, factors.u_in)
 
 
+@sized_by_first
 def tucker2_decompose(
     kernel: torch.Tensor,
     energy: float | None = None,

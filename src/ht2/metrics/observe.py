@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
+from ht2.decomp.threads import threads_for
+
 Hook = Callable[..., None]
 
 
@@ -19,7 +21,8 @@ def observe(
     """One eval-mode, gradient-free forward of `model` with `hooks` attached, then detached.
 
     Each hook is `hook(module, inputs, output)`, or `hook(module, inputs)` with `before`.
-    The model's train/eval mode is restored afterwards.
+    The model's train/eval mode is restored afterwards. A small input (batch 1) runs on one
+    thread: such a pass is short layers that more threads only slow on a busy machine.
     """
     handles = [
         module.register_forward_pre_hook(hook) if before else module.register_forward_hook(hook)
@@ -28,7 +31,7 @@ def observe(
     was_training = model.training
     try:
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), threads_for(example_input.numel()):
             model(example_input)
     finally:
         model.train(was_training)

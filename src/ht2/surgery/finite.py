@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 import torch
 from torch import nn
 
+from ht2.decomp.threads import sized_by_first
 from ht2.errors import HT2Error
 
 _LARGEST = 1e150
@@ -34,6 +35,7 @@ def check_finite(chosen: Iterable[tuple[str, nn.Module, str]]) -> None:
                     )
 
 
+@sized_by_first
 def _problem(tensor: torch.Tensor) -> str | None:
     if tensor.numel() == 0 or tensor.is_meta:
         return None
