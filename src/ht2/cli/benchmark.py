@@ -11,6 +11,7 @@ from ht2.choices import DTYPES, EXPORTED_RUNTIMES, RUNTIMES
 from ht2.cli.common import first_given, load_model_or_dir, parse_batch_sizes
 from ht2.cli.number_args import non_negative_int, positive_int
 from ht2.cli.tables import render
+from ht2.cli.threads_arg import add_threads_arg
 from ht2.errors import HT2Error
 
 if TYPE_CHECKING:
@@ -119,12 +120,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default: cpu)"
     )
-    parser.add_argument(
-        "--threads",
-        type=positive_int,
-        metavar="N",
-        help="CPU threads for PyTorch and ONNX Runtime (default: PyTorch's choice)",
-    )
+    add_threads_arg(parser)
     parser.add_argument(
         "--repeats",
         type=positive_int,
@@ -152,13 +148,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def check_counts(args: argparse.Namespace) -> None:
-    """Repeats, warm-up runs and threads within their ranges, else a one-line error."""
+    """Repeats and warm-up runs within their ranges, else a one-line error."""
     if args.repeats < 1:
         raise HT2Error(f"--repeats must be at least 1, got {args.repeats}")
     if args.warmup < 0:
         raise HT2Error(f"--warmup must be 0 or more, got {args.warmup}")
-    if args.threads is not None and args.threads < 1:
-        raise HT2Error(f"--threads must be at least 1, got {args.threads}")
 
 
 def check_flags(args: argparse.Namespace) -> None:

@@ -8,6 +8,7 @@ import sys
 
 from ht2.cli.common import add_output_folder
 from ht2.cli.number_args import non_negative_int, positive_int
+from ht2.cli.threads_arg import add_threads_arg
 
 EXAMPLES = """examples:
   ht2 calibrate out/r20-e0.9 --data ~/data/cifar10 --out out/r20-e0.9-cal
@@ -51,6 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also measure top-1/top-5 on the eval split before and after (default: off)",
     )
+    add_threads_arg(parser)
     add_output_folder(parser)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(run=run)

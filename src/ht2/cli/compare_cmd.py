@@ -20,6 +20,7 @@ from ht2.cli.common import (
 from ht2.cli.compare_allocations import add_allocations_arg, compare_allocators
 from ht2.cli.number_args import non_negative_int, positive_int
 from ht2.cli.rank_args import sweep_count
+from ht2.cli.threads_arg import add_threads_arg
 from ht2.errors import HT2Error
 from ht2.layers.registry import kxk_methods
 from ht2.surgery.targets import Target, parse_factor
@@ -121,9 +122,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=10,
         help="timed runs per model and batch size (default: 10)",
     )
-    parser.add_argument(
-        "--threads", type=positive_int, default=1, help="torch threads (default: 1)"
-    )
+    add_threads_arg(parser, default=1)
     parser.add_argument(
         "--no-keep-if-larger",
         dest="keep_if_larger",
@@ -159,8 +158,6 @@ def _check_counts(args: argparse.Namespace) -> None:
         raise HT2Error(f"--calib-images must be 0 or more, got {args.calib_images}")
     if args.repeats < 1:
         raise HT2Error(f"--repeats must be at least 1, got {args.repeats}")
-    if args.threads < 1:
-        raise HT2Error(f"--threads must be at least 1, got {args.threads}")
 
 
 def _calibrator(args: argparse.Namespace, entry: ModelEntry, progress: bool):
@@ -184,7 +181,6 @@ def run(args: argparse.Namespace) -> int:
     )
     from ht2.experiments.scoring import top1_scorer
     from ht2.io import check_output_dir
-    from ht2.metrics.latency import num_threads
 
     check_output_dir(args.out, overwrite=args.force)
     targets = _targets(args)
@@ -195,21 +191,20 @@ def run(args: argparse.Namespace) -> int:
     allocations = compare_allocators(args, entry)
     score = top1_scorer(args.data, entry, args.eval_images, args.batch_size, args.workers, progress)
     original = model_from_args(args)  # built once: every row starts from the same weights
-    with num_threads(args.threads):
-        base, rows = run_compare(
-            fresh_copies(original),
-            entry.input_size,
-            targets,
-            args.methods,
-            score,
-            calibrate,
-            [] if args.no_latency else args.batch_sizes,
-            args.repeats,
-            allocations=allocations,
-            keep_if_larger=args.keep_if_larger,
-            progress=progress,
-            refine_sweeps=args.refine_sweeps,
-        )
+    base, rows = run_compare(
+        fresh_copies(original),
+        entry.input_size,
+        targets,
+        args.methods,
+        score,
+        calibrate,
+        [] if args.no_latency else args.batch_sizes,
+        args.repeats,
+        allocations=allocations,
+        keep_if_larger=args.keep_if_larger,
+        progress=progress,
+        refine_sweeps=args.refine_sweeps,
+    )
     settings = {
         "weights": args.weights or ("pretrained" if args.pretrained else "random-init"),
         "data": args.data,

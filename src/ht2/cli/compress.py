@@ -20,6 +20,7 @@ from ht2.cli.latency_args import add_latency_args, check_latency_args, form_timi
 from ht2.cli.number_args import positive_int
 from ht2.cli.rank_args import add_rank_args, rank_options
 from ht2.cli.tables import report_table
+from ht2.cli.threads_arg import add_threads_arg
 from ht2.errors import HT2Error
 from ht2.recipes.recipe import RECIPES, Recipe, default_recipe, get_recipe
 
@@ -88,6 +89,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="leave layers whose name matches dense (repeatable; default: none)",
     )
     add_output_folder(parser)
+    add_threads_arg(parser)
     add_latency_args(parser)
     parser.add_argument(
         "--calibrate",

@@ -9,6 +9,7 @@ from typing import Any
 
 from ht2.choices import DTYPES
 from ht2.cli.number_args import non_negative_int, positive_int
+from ht2.cli.threads_arg import add_threads_arg
 from ht2.errors import HT2Error
 from ht2.io.model_source import is_model_dir, load_model_or_dir
 
@@ -106,6 +107,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="bfloat16 runs the model under autocast, as `ht2 benchmark --dtype bfloat16` "
         "times it, so the accuracy belongs to that speed (default: float32)",
     )
+    add_threads_arg(parser)
     parser.add_argument(
         "--json",
         action="store_true",

@@ -12,6 +12,7 @@ from ht2 import models
 from ht2.choices import DEFAULT_OPSET, ONNX_DTYPES, ORT_CPU_DTYPES
 from ht2.cli.common import add_output_folder, is_model_dir
 from ht2.cli.number_args import positive_int
+from ht2.cli.threads_arg import add_threads_arg
 from ht2.errors import HT2Error
 
 if TYPE_CHECKING:
@@ -70,6 +71,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         f"in the same dtype; ONNX Runtime's CPU provider runs {' and '.join(ORT_CPU_DTYPES)} "
         "(default: float32)",
     )
+    add_threads_arg(parser)
     parser.add_argument(
         "--json", action="store_true", help="print the summary as JSON (default: text)"
     )

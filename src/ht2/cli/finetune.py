@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from ht2 import models
 from ht2.cli.number_args import fraction, positive_float, positive_int
+from ht2.cli.threads_arg import add_threads_arg
 from ht2.cli.training_args import add_training_args, config_from_args
 from ht2.errors import HT2Error
 
@@ -80,6 +81,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="instead of --epochs: time a few training steps and evaluation batches here, then "
         "train as many epochs as fit in M minutes (printed; default: off)",
     )
+    add_threads_arg(parser)
     parser.set_defaults(run=run)
 
 

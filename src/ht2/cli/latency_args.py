@@ -18,8 +18,8 @@ if TYPE_CHECKING:
 
 
 def add_latency_args(parser: argparse.ArgumentParser) -> None:
-    """--latency-aware and the device, batch size, threads, dtype, memory format and runtime
-    it times with; --allow-dense."""
+    """--latency-aware and the device, batch size, dtype, memory format and runtime it times
+    with; --allow-dense. It times on the command's --threads (add_threads_arg)."""
     group = parser.add_argument_group("latency-aware execution forms")
     group.add_argument(
         "--latency-aware",
@@ -67,12 +67,6 @@ def add_latency_args(parser: argparse.ArgumentParser) -> None:
         default=1,
         metavar="N",
         help="batch size to time the forms at, with --latency-aware (default: 1)",
-    )
-    group.add_argument(
-        "--threads",
-        type=positive_int,
-        metavar="N",
-        help="CPU threads while timing, with --latency-aware (default: PyTorch's choice)",
     )
 
 

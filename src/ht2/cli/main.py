@@ -24,6 +24,7 @@ from ht2.cli import (
 )
 from ht2.cli.flag_names import with_flags
 from ht2.cli.signals import install_interrupt_handlers, interrupted_exit_code
+from ht2.cli.threads_arg import threads_of
 from ht2.errors import HT2Error
 
 SUBCOMMANDS = (
@@ -76,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     with warnings.catch_warnings(record=True) as held:
         warnings.simplefilter("default")
         try:
-            code = args.run(args)
+            with threads_of(args):
+                code = args.run(args)
         except HT2Error as error:
             print(f"ht2: error: {with_flags(error)}", file=sys.stderr)
             return 2

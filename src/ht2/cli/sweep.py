@@ -16,6 +16,7 @@ from ht2.cli.common import (
     model_from_args,
 )
 from ht2.cli.number_args import non_negative_int, positive_int
+from ht2.cli.threads_arg import add_threads_arg
 from ht2.errors import HT2Error
 from ht2.layers.registry import kxk_methods
 
@@ -82,9 +83,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=10,
         help="timed runs per model and batch size (default: 10)",
     )
-    parser.add_argument(
-        "--threads", type=positive_int, help="torch threads (default: torch's choice)"
-    )
+    add_threads_arg(parser)
     parser.add_argument(
         "--no-keep-if-larger",
         dest="keep_if_larger",
@@ -101,7 +100,6 @@ def run(args: argparse.Namespace) -> int:
     from ht2.experiments.compare import fresh_copies
     from ht2.experiments.scoring import top1_scorer
     from ht2.io import atomic_directory, check_output_dir
-    from ht2.metrics.latency import num_threads
 
     check_output_dir(args.out, overwrite=args.force)
     if args.repeats < 1:
@@ -111,18 +109,17 @@ def run(args: argparse.Namespace) -> int:
     if args.data:
         score = top1_scorer(args.data, entry, args.limit, workers=args.workers, progress=False)
     original = model_from_args(args)  # built once: every row starts from the same weights
-    with num_threads(args.threads):
-        base, rows = sweep(
-            fresh_copies(original),
-            entry.input_size,
-            args.energies,
-            args.methods,
-            score,
-            args.batch_sizes,
-            args.repeats,
-            args.keep_if_larger,
-            progress=not args.json,
-        )
+    base, rows = sweep(
+        fresh_copies(original),
+        entry.input_size,
+        args.energies,
+        args.methods,
+        score,
+        args.batch_sizes,
+        args.repeats,
+        args.keep_if_larger,
+        progress=not args.json,
+    )
     result = {
         "model": entry.name,
         "weights": args.weights or ("pretrained" if args.pretrained else None),

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ht2 import models
+from ht2.cli.threads_arg import add_threads_arg
 from ht2.cli.training_args import add_training_args, config_from_args
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--weights", metavar="FILE", help="start from these weights (default: random init)"
     )
     add_training_args(parser, default_recipe=None)
+    add_threads_arg(parser)
     parser.set_defaults(run=run)
 
 
