@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
-from ht2.cli.common import add_output_folder
-from ht2.cli.number_args import non_negative_int, positive_int
+from ht2.cli.common import add_output_folder, add_workers_arg
+from ht2.cli.number_args import positive_int
 from ht2.cli.threads_arg import add_threads_arg
 
 EXAMPLES = """examples:
@@ -44,9 +44,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--batch-size", type=positive_int, default=256, help="batch size (default: 256)"
     )
-    parser.add_argument(
-        "--workers", type=non_negative_int, default=2, help="data workers (default: 2)"
-    )
+    add_workers_arg(parser)
     parser.add_argument(
         "--evaluate",
         action="store_true",

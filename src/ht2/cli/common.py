@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from ht2 import models
 from ht2.choices import method_names
-from ht2.cli.number_args import HIGHEST
+from ht2.cli.number_args import HIGHEST, non_negative_int, positive_int
 from ht2.errors import HT2Error
 from ht2.io.model_source import is_model_dir, load_model_or_dir  # noqa: F401 (the commands')
 from ht2.layers.registry import kxk_methods
@@ -122,3 +122,26 @@ def method_list(text: str) -> list[str]:
 def first_given(*flags: tuple[str, object]) -> str | None:
     """The first flag name among (name, value) pairs whose value was given (truthy), else None."""
     return next((name for name, value in flags if value), None)
+
+
+def add_workers_arg(parser: argparse.ArgumentParser) -> None:
+    """--workers: data-loading processes."""
+    parser.add_argument(
+        "--workers", type=non_negative_int, default=2, help="data workers (default: 2)"
+    )
+
+
+def add_timing_args(parser: argparse.ArgumentParser) -> None:
+    """--batch-sizes and --repeats, for the commands that time each model they build."""
+    parser.add_argument(
+        "--batch-sizes",
+        type=batch_size_list,
+        default=[1, 128],
+        help="batch sizes to time (default: 1,128)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=positive_int,
+        default=10,
+        help="timed runs per model and batch size (default: 10)",
+    )

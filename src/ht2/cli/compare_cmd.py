@@ -13,7 +13,8 @@ from ht2 import models
 from ht2.cli.common import (
     add_model_source,
     add_output_folder,
-    batch_size_list,
+    add_timing_args,
+    add_workers_arg,
     method_list,
     model_from_args,
 )
@@ -106,22 +107,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--batch-size", type=positive_int, default=256, help="batch size (default: 256)"
     )
-    parser.add_argument(
-        "--workers", type=non_negative_int, default=2, help="data workers (default: 2)"
-    )
+    add_workers_arg(parser)
     parser.add_argument("--no-latency", action="store_true", help="skip timing (default: time)")
-    parser.add_argument(
-        "--batch-sizes",
-        type=batch_size_list,
-        default=[1, 128],
-        help="batch sizes to time (default: 1,128)",
-    )
-    parser.add_argument(
-        "--repeats",
-        type=positive_int,
-        default=10,
-        help="timed runs per model and batch size (default: 10)",
-    )
+    add_timing_args(parser)
     add_threads_arg(parser, default=1)
     parser.add_argument(
         "--no-keep-if-larger",

@@ -10,12 +10,13 @@ from ht2 import models
 from ht2.cli.common import (
     add_model_source,
     add_output_folder,
-    batch_size_list,
+    add_timing_args,
+    add_workers_arg,
     energy_value,
     method_list,
     model_from_args,
 )
-from ht2.cli.number_args import non_negative_int, positive_int
+from ht2.cli.number_args import positive_int
 from ht2.cli.threads_arg import add_threads_arg
 from ht2.errors import HT2Error
 from ht2.layers.registry import kxk_methods
@@ -68,21 +69,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--limit", type=positive_int, help="evaluate on this many images (default: all)"
     )
-    parser.add_argument(
-        "--workers", type=non_negative_int, default=2, help="data workers (default: 2)"
-    )
-    parser.add_argument(
-        "--batch-sizes",
-        type=batch_size_list,
-        default=[1, 128],
-        help="batch sizes to time (default: 1,128)",
-    )
-    parser.add_argument(
-        "--repeats",
-        type=positive_int,
-        default=10,
-        help="timed runs per model and batch size (default: 10)",
-    )
+    add_workers_arg(parser)
+    add_timing_args(parser)
     add_threads_arg(parser)
     parser.add_argument(
         "--no-keep-if-larger",
