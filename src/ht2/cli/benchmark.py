@@ -8,11 +8,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ht2.choices import DTYPES, EXPORTED_RUNTIMES, RUNTIMES
-from ht2.cli.common import first_given, load_model_or_dir, parse_batch_sizes
+from ht2.cli.common import first_given, parse_batch_sizes
 from ht2.cli.number_args import non_negative_int, positive_int
 from ht2.cli.tables import render
 from ht2.cli.threads_arg import add_threads_arg
 from ht2.errors import HT2Error
+from ht2.io.model_source import load_model_or_dir
 
 if TYPE_CHECKING:
     import torch

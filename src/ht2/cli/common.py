@@ -10,7 +10,6 @@ from ht2 import models
 from ht2.choices import method_names
 from ht2.cli.number_args import HIGHEST, non_negative_int, positive_int
 from ht2.errors import HT2Error
-from ht2.io.model_source import is_model_dir, load_model_or_dir  # noqa: F401 (the commands')
 from ht2.layers.registry import kxk_methods
 
 if TYPE_CHECKING:

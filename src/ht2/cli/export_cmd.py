@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 from ht2 import models
 from ht2.choices import DEFAULT_OPSET, ONNX_DTYPES, ORT_CPU_DTYPES
-from ht2.cli.common import add_output_folder, is_model_dir
+from ht2.cli.common import add_output_folder
 from ht2.cli.number_args import positive_int
 from ht2.cli.threads_arg import add_threads_arg
 from ht2.errors import HT2Error
+from ht2.io.model_source import is_model_dir
 
 if TYPE_CHECKING:
     import torch
