@@ -1315,3 +1315,8 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(
     if left or changed:
         problems.append(f"left behind or changed: {left + [path for path, _ in changed][:6]}")
     assert not problems, f"{'; '.join(problems)}\nstderr: {err.strip()[-1500:]}"
+
+
+def test_the_readme_counts_these_cases() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert f"holds {len(CASES)} such cases" in readme
