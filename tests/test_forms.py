@@ -186,7 +186,10 @@ def test_without_allow_dense_no_layer_grows_and_none_becomes_dense() -> None:
     plain_reductions = (report.param_reduction, report.mac_reduction)
     chosen = choose_forms(model, x, batch_size=2, threads=1, repeats=1, warmup=0)
     record_forms(report, chosen, model, x)
-    assert set(chosen.model_ms) == {"per_layer", "as_decomposed"}
+    assert set(chosen.model_ms) == {"per_layer", "as_decomposed", "dense"}
+    assert chosen.kept == min(("per_layer", "as_decomposed"), key=chosen.model_ms.__getitem__)
+    speedup = chosen.model_ms["dense"] / chosen.model_ms[chosen.kept]
+    assert report.latency_aware["speedup_vs_dense"] == pytest.approx(speedup)
     for choice in chosen.layers:
         assert choice.form != "dense" and "dense" in choice.over_budget
         assert "dense" not in choice.times_ms

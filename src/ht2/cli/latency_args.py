@@ -142,4 +142,10 @@ def forms_table(report: CompressionReport) -> str:
         times = ", ".join(f"{key} {ms:.3f}" for key, ms in model_ms.items())
         kept = summary["kept"]
         lines.append(f"whole model, ms: {times} (dense: the original's cost); kept: {kept}")
+        speedup = summary.get("speedup_vs_dense")
+        if speedup is not None and speedup < 1:
+            lines.append(
+                f"the kept layout runs slower than the original's cost here ({speedup:.2f}x); "
+                "--allow-dense lets layers run dense, giving size back"
+            )
     return "\n".join(lines)

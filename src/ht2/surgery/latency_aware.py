@@ -100,8 +100,10 @@ class FormChoices:
 
     `model_ms` holds the whole-model medians of three layouts: "per_layer" (each layer's
     fastest form), "as_decomposed" (the forms the layers had) and "dense" (every layer dense,
-    which costs what the original model did); `kept` names the fastest, which `layers` show.
-    Empty `model_ms` and "per_layer" kept when the check was off.
+    which costs what the original model did). `kept` names the fastest that may be kept
+    ("dense" only with `allow_dense`; without it, "dense" is timed to say how the kept layout
+    compares with the original), which `layers` show. Empty `model_ms` and "per_layer" kept
+    when the check was off.
     """
 
     layers: list[FormChoice]
@@ -155,13 +157,13 @@ def _check_model(
     choices: list[FormChoice],
     x: torch.Tensor,
     timing: dict[str, Any],
-    allow_dense: bool,
 ) -> dict[str, float]:
-    """Whole-model medians (ms) of the layouts of FormChoices, run in turn on `x` ("dense"
-    only with `allow_dense`)."""
-    layouts = {"per_layer": {c.name: c.form for c in choices}, "as_decomposed": {}}
-    if allow_dense:
-        layouts["dense"] = {c.name: DENSE_FORM for c in choices}
+    """Whole-model medians (ms) of the layouts of FormChoices, run in turn on `x`."""
+    layouts = {
+        "per_layer": {c.name: c.form for c in choices},
+        "as_decomposed": {},
+        "dense": {c.name: DENSE_FORM for c in choices},
+    }
     treatment, threads = timing["treatment"], timing["threads"]
     runs = [
         treat(_with_forms(model, forms), treatment, x.device, threads=threads)
@@ -195,8 +197,8 @@ def choose_forms(
     more parameters or MACs); with `allow_dense` every form, "dense" included. `forms`
     limits them further (a layer that can take none stays as it is). A layer alone is not
     the layer in the model (caches, allocations), so with `check_model` the whole model is
-    then timed with those forms and as decomposed (and all dense, with `allow_dense`), and
-    the fastest layout is kept. Only copies visit `device`.
+    then timed with those forms, as decomposed and all dense (the original's cost), and the
+    fastest layout is kept, all dense only with `allow_dense`. Only copies visit `device`.
     """
     if batch_size < 1:
         raise HT2Error(f"the batch size must be at least 1, got {batch_size}")
@@ -217,8 +219,9 @@ def choose_forms(
         x = torch.randn(
             (batch_size, *example_input.shape[1:]), device=target, dtype=example_input.dtype
         )
-        model_ms = _check_model(model, choices, x, timing, allow_dense)
-        kept = min(model_ms, key=model_ms.__getitem__)
+        model_ms = _check_model(model, choices, x, timing)
+        allowed = [key for key in model_ms if allow_dense or key != "dense"]
+        kept = min(allowed, key=model_ms.__getitem__)
     if kept != "per_layer":
         choices = [replace(c, form=DENSE_FORM if kept == "dense" else c.before) for c in choices]
     for choice in choices:
@@ -269,6 +272,7 @@ def record_forms(
         **treatment,
         "kept": choices.kept,
         "model_ms": dict(choices.model_ms),
+        "speedup_vs_dense": _speedup_vs_dense(choices),
         "layers": len(choices.layers),
         "forms": dict(Counter(choice.form for choice in choices.layers)),
         "kept_dense": [c.name for c in choices.layers if c.form == DENSE_FORM],
@@ -278,6 +282,15 @@ def record_forms(
         "mac_reduction_factors": reductions["macs"],
     }
     return report
+
+
+def _speedup_vs_dense(choices: FormChoices) -> float | None:
+    """The original's cost (every layer dense) over the kept layout's, in the treatment timed;
+    below 1: the compressed model runs slower than the original would."""
+    times = choices.model_ms
+    if "dense" not in times or choices.kept not in times:
+        return None
+    return times["dense"] / times[choices.kept]
 
 
 @dataclass(frozen=True)
