@@ -17,18 +17,8 @@ def rank_keys(method: str) -> tuple[str, ...]:
 
 
 def has_unfoldings(method: str) -> bool:
-    """Whether `method`'s ranks come from singular values of unfoldings (all but CP)."""
+    """Whether `method`'s ranks come from singular values of unfoldings (not from a fit error)."""
     return method in method_names() and method_spec(method).unfoldings is not None
-
-
-def rank_unfoldings(method: str, weight: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Each rank's matrix for `method` (ht2, tucker2, spatial_svd, svd): its energy sets the rank.
-
-    CP has no such matrices (its rank comes from the fit error), so it raises ValueError.
-    """
-    if not has_unfoldings(method):
-        raise ValueError(f"method {method!r} has no rank unfoldings")
-    return method_spec(method).unfoldings(weight)
 
 
 def clip_ranks(method: str, ranks: dict[str, int], shape: torch.Size) -> dict[str, int]:
