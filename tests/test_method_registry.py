@@ -118,8 +118,7 @@ def test_the_command_line_compresses_with_a_registered_method(toy, tmp_path: Pat
     assert len(_toy_layers(ht2.load(out))) == 18
 
 
-def test_an_unregistered_method_is_unknown_again() -> None:
-    register_method("toy", TOY, kxk="toy-svd")
+def test_an_unregistered_method_is_unknown_again(toy) -> None:
     assert "toy" in method_names() and "toy-svd" in kxk_methods()
     unregister_method("toy")
     assert "toy" not in method_names() and "toy-svd" not in kxk_methods()
@@ -132,3 +131,24 @@ def test_a_method_name_is_registered_once(toy) -> None:
         register_method("toy", TOY)
     with pytest.raises(ValueError, match="the k x k method name 'ht2' is taken by 'ht2'"):
         register_method("toy2", TOY, kxk="ht2")
+
+
+def test_a_fit_error_method_may_not_replace_linear_layers() -> None:
+    def fit_spec(layers: Mapping[str, type[SVDConv2d]]) -> MethodSpec:
+        return MethodSpec(
+            title="toy",
+            layers=layers,
+            rank_keys=("r",),
+            clip=_clip,
+            bounds=_bounds,
+            fit_error=lambda weight, rank: 0.0,
+            max_rank=lambda shape: 1,
+        )
+
+    assert fit_spec({"Conv2d": ToyConv2d}).unfoldings is None
+    with pytest.raises(
+        ValueError,
+        match=r"toy: a method whose rank comes from its fit error "
+        r"\(no unfoldings\) replaces Conv2d layers only",
+    ):
+        fit_spec({"Conv2d": ToyConv2d, "Linear": ToyConv2d})

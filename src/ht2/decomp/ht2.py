@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -55,8 +55,9 @@ def ht2_ranks(kernel: torch.Tensor, energy: float) -> HT2Ranks:
     )
 
 
-def _clipped(ranks: HT2Ranks, shape: torch.Size) -> HT2Ranks:
-    """Ranks no larger than the matrices they truncate allow."""
+def ht2_clipped_ranks(ranks: HT2Ranks, shape: Sequence[int]) -> HT2Ranks:
+    """The ranks an HT-2 of a kernel of `shape` uses: no larger than the matrices they truncate
+    allow."""
     t, c, d1, d2 = shape
     r1 = max(1, min(ranks.r1, c, d1 * t * d2))
     r3 = max(1, min(ranks.r3, t, c * d1 * d2))
@@ -95,7 +96,7 @@ def ht2_decompose(
     if ranks is None:
         split = spectrum(x.reshape(c * d1, t * d2), energy, vectors=False)
         ranks = HT2Ranks(into.rank, split.rank, out.rank)
-    chosen = _clipped(ranks, kernel.shape)
+    chosen = ht2_clipped_ranks(ranks, kernel.shape)
     u1, u3 = into.vectors[:, : chosen.r1], out.vectors[:, : chosen.r3]
     g1, g2 = _best_core(x, u1, u3, chosen.r13)
     for _ in range(sweeps):

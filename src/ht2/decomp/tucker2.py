@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -42,8 +43,9 @@ def _in_unfolding(kernel: torch.Tensor) -> torch.Tensor:
     return kernel.transpose(0, 1).reshape(kernel.shape[1], -1)
 
 
-def _clipped(ranks: Tucker2Ranks, shape: torch.Size) -> Tucker2Ranks:
-    """Ranks no larger than the unfoldings (and each other's projections) allow."""
+def tucker2_clipped_ranks(ranks: Tucker2Ranks, shape: Sequence[int]) -> Tucker2Ranks:
+    """The ranks a Tucker-2 of a kernel of `shape` uses: no larger than its unfoldings (and each
+    other's projections) allow."""
     t, c, d1, d2 = shape
     r_in = max(1, min(ranks.r_in, c, t * d1 * d2))
     r_out = max(1, min(ranks.r_out, t, c * d1 * d2))
@@ -85,7 +87,7 @@ def tucker2_decompose(
     out = spectrum(_out_unfolding(k), energy)
     if ranks is None:
         ranks = Tucker2Ranks(into.rank, out.rank)
-    chosen = _clipped(ranks, kernel.shape)
+    chosen = tucker2_clipped_ranks(ranks, kernel.shape)
     u_in, u_out = into.vectors[:, : chosen.r_in], out.vectors[:, : chosen.r_out]
     for _ in range(hooi_sweeps):
         on_out = torch.einsum("to,tchw->ochw", u_out, k)

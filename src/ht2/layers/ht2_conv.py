@@ -13,8 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ht2.decomp import HT2Ranks, ht2_decompose, ht2_unfoldings
-from ht2.decomp.ht2 import _clipped
+from ht2.decomp import HT2Ranks, ht2_clipped_ranks, ht2_decompose, ht2_unfoldings
 from ht2.errors import HT2Error
 from ht2.layers.base import FactorizedLayer
 from ht2.layers.factor_convs import factor_conv
@@ -165,7 +164,7 @@ def _typed_ranks(ranks: Mapping[str, int]) -> dict[str, Any]:
 
 
 def _clip(ranks: Mapping[str, int], shape: Sequence[int]) -> dict[str, int]:
-    return _clipped(HT2Ranks(ranks["r1"], ranks["r13"], ranks["r3"]), shape).as_dict()
+    return ht2_clipped_ranks(HT2Ranks(ranks["r1"], ranks["r13"], ranks["r3"]), shape).as_dict()
 
 
 def _bounds(spec: ConvSpec, ranks: Mapping[str, int]) -> dict[str, tuple[int, str]]:

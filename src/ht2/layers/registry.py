@@ -2,7 +2,8 @@
 
 A method is a module with its FactorizedLayer subclass(es) and a MethodSpec (its rank keys,
 rank rules and bounds), plus one `register_method` line here (or in the user's code): then
-planning, surgery, plan files and the command line all know it. The built-in methods are
+planning, surgery and plan files know it, and so does the command line's `--method` when it is
+registered in the same process before the parser is built. The built-in methods are
 registered by module name and imported on first use, so listing the names needs no torch.
 """
 
@@ -63,6 +64,12 @@ class MethodSpec:
                 f"{self.title}: a method without unfoldings needs the single rank 'r', "
                 "fit_error and max_rank"
             )
+        if self.unfoldings is None and "Linear" in self.layers:
+            raise ValueError(
+                f"{self.title}: a method whose rank comes from its fit error (no unfoldings) "
+                "replaces Conv2d layers only, as its rank rules read a 4-D weight; drop "
+                "'Linear' from layers or give unfoldings"
+            )
 
 
 _SOURCES: dict[str, MethodSpec | str] = {}  # method -> its spec, or the module defining METHOD
@@ -73,8 +80,10 @@ def register_method(name: str, spec: MethodSpec | str, kxk: str | None = None) -
     """Make method `name` (a plan's layer kind) known everywhere.
 
     `spec` is its MethodSpec, or the name of the module that defines it as `METHOD` (imported
-    on first use). `kxk` is the name users pick it by for k x k convs (METHODS, --method);
-    None for a method only the policy picks (SVD: first and 1x1 convs, Linear layers).
+    on first use). `kxk` is the name users pick it by for k x k convs: kxk_methods() lists it
+    from now on, and so does `--method` of a parser built after this call (ht2.choices.METHODS,
+    taken at import, lists only the built-ins). None for a method only the policy picks (SVD:
+    first and 1x1 convs, Linear layers).
     """
     if name in _SOURCES:
         raise ValueError(f"a method named {name!r} is registered already")

@@ -8,8 +8,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ht2.decomp import Tucker2Ranks, tucker2_decompose, tucker2_unfoldings
-from ht2.decomp.tucker2 import _clipped
+from ht2.decomp import (
+    Tucker2Ranks,
+    tucker2_clipped_ranks,
+    tucker2_decompose,
+    tucker2_unfoldings,
+)
 from ht2.layers.base import FactorizedLayer
 from ht2.layers.factor_convs import factor_conv
 from ht2.layers.registry import MethodSpec
@@ -67,7 +71,7 @@ def _typed_ranks(ranks: Mapping[str, int]) -> dict[str, Any]:
 
 
 def _clip(ranks: Mapping[str, int], shape: Sequence[int]) -> dict[str, int]:
-    return _clipped(Tucker2Ranks(ranks["r_in"], ranks["r_out"]), shape).as_dict()
+    return tucker2_clipped_ranks(Tucker2Ranks(ranks["r_in"], ranks["r_out"]), shape).as_dict()
 
 
 def _bounds(spec: ConvSpec, ranks: Mapping[str, int]) -> dict[str, tuple[int, str]]:

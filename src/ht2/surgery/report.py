@@ -32,7 +32,7 @@ class CompressionReport:
     """The whole model: totals before and after, and every layer's line."""
 
     model: str
-    method: str  # the run's k x k method (ht2.choices.METHODS; older reports: "svd")
+    method: str  # the run's k x k method (kxk_methods(); older reports: "svd")
     energy: float | None
     keep_if_larger: bool
     params_before: int
