@@ -350,9 +350,13 @@ def write_json(path: Path, data: dict[str, Any]) -> Path:
         print(f"{portable(path)} now holds other data: results written to {portable(name)}")
         path = Path(name)
     handle, partial = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(handle, "w", encoding="utf-8") as file:
-        file.write(json.dumps(data, indent=1) + "\n")
-    os.replace(partial, path)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(json.dumps(data, indent=1) + "\n")
+        os.replace(partial, path)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
     return path
 
 

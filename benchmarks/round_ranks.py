@@ -11,7 +11,7 @@ treatment with BatchNorms folded (--dtype and --channels-last narrow it), and ti
 run by run in turn, in one process; speed-up = original median / variant median, and
 "vs round 1" = unrounded median / variant median in the same treatment. Writes
 round_ranks-<treatment>.json (e.g. round_ranks-bf16-nhwc.json, round_ranks-matrix.json) under
---out, or --out-file.
+--out, or --out-file (any file but the committed benchmarks/results/round_ranks.json).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ NET = "cifar10_resnet20"
 SHARED = ROOT.parent / "shared" / "weights" / "resnet20-12fca82f.th"
 INPUT = (3, 32, 32)
 DTYPE_TAGS = {"float32": "f32", "bfloat16": "bf16"}
+COMMITTED = ROOT / "benchmarks" / "results" / "round_ranks.json"  # the committed measurement
 
 
 def _original() -> torch.nn.Module:
@@ -118,6 +120,11 @@ def check_args(args: argparse.Namespace) -> None:
         raise HT2Error(f"--dtype must be one of {', '.join(DTYPES)}, got {args.dtype!r}")
     if args.out_file is not None and args.out_file.is_dir():
         raise HT2Error(f"--out-file {args.out_file} is a folder: give a file name")
+    if args.out_file is not None and args.out_file.resolve() == COMMITTED.resolve():
+        raise HT2Error(
+            f"--out-file {args.out_file} is the committed {portable(COMMITTED)}: "
+            "give another file name"
+        )
 
 
 def treatments_asked(args: argparse.Namespace, device: torch.device) -> list[Treatment]:
@@ -334,10 +341,22 @@ def run(argv: list[str]) -> Path:
         print(f"{treatment_of(verdict['treatment']).describe()}: {verdict_text(verdict)}")
     for note in notes:
         print(f"note: {note}")
-    path = args.out_file or args.out / file_name(args)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+    path = write_json(args.out_file or args.out / file_name(args), payload)
     print(f"wrote {path}")
+    return path
+
+
+def write_json(path: Path, data: dict[str, Any]) -> Path:
+    """Written under a temporary name beside `path`, then renamed: never half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(json.dumps(data, indent=1) + "\n")
+        os.replace(partial, path)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -102,3 +102,10 @@ def test_earlier_results_are_replaced_whole(realized: ModuleType, tmp_path: Path
     assert realized.write_json(out, {"benchmark": "realized_speed", "run": 2}) == out
     assert json.loads(out.read_text(encoding="utf-8"))["run"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rs.json"]
+
+
+def test_a_failed_write_leaves_no_temporary(realized: ModuleType, tmp_path: Path) -> None:
+    out = tmp_path / "rs.json"
+    with pytest.raises(TypeError):
+        realized.write_json(out, {"benchmark": "realized_speed", "rows": object()})
+    assert list(tmp_path.iterdir()) == []

@@ -1,6 +1,7 @@
 """benchmarks/round_ranks.py: the JSON is named by its treatment, the verdict counts where
 rounding beat round 1, a tiny run times every variant under the treatment asked, and bad flags
-are one line each, refused before anything is compressed."""
+are one line each, refused before anything is compressed (the committed round_ranks.json among
+them); the JSON is written whole or not at all."""
 
 from __future__ import annotations
 
@@ -95,6 +96,32 @@ def test_bad_flags_are_one_line(
     assert rounding.main([*flags, "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err == f"round_ranks: {message}\n"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_committed_results_are_not_an_out_file(
+    rounding: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    committed = rounding.COMMITTED
+    before = committed.read_bytes()
+    assert rounding.main(["--out-file", str(committed)]) == 2
+    assert capsys.readouterr().err == (
+        f"round_ranks: --out-file {committed} is the committed "
+        "benchmarks/results/round_ranks.json: give another file name\n"
+    )
+    assert committed.read_bytes() == before
+
+
+def test_the_json_is_replaced_whole_and_a_failed_write_leaves_nothing(
+    rounding: ModuleType, tmp_path: Path
+) -> None:
+    out = tmp_path / "rr.json"
+    assert rounding.write_json(out, {"run": 1}) == out
+    rounding.write_json(out, {"run": 2})
+    assert json.loads(out.read_text(encoding="utf-8")) == {"run": 2}
+    with pytest.raises(TypeError):
+        rounding.write_json(out, {"run": object()})
+    assert json.loads(out.read_text(encoding="utf-8")) == {"run": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["rr.json"]
 
 
 @pytest.mark.slow
