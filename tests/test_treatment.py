@@ -103,6 +103,48 @@ def test_openvino_treatment_agrees_with_pytorch(dtype: str, tmp_path) -> None:
     assert torch.equal(found, kept)  # the next run leaves this output alone
 
 
+class _FailingOpenVino:
+    """A stand-in for the openvino module whose compile or property read raises `error`."""
+
+    def __init__(self, error: Exception, when: str) -> None:
+        self.error, self.when = error, when
+
+    def Core(self) -> _FailingOpenVino:  # noqa: N802  (openvino's name)
+        return self
+
+    def read_model(self, path: str) -> str:
+        return path
+
+    def compile_model(self, model: str, device: str, config: dict) -> _FailingOpenVino:
+        if self.when == "compile":
+            raise self.error
+        return self
+
+    def get_property(self, name: str) -> None:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "when", "shown"),
+    [
+        (RuntimeError(""), "compile", "RuntimeError"),
+        (ValueError("no such property\nat line 2"), "property", "no such property"),
+    ],
+)
+def test_an_openvino_error_is_one_line_naming_it(
+    error: Exception, when: str, shown: str, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ht2.export import openvino_runtime
+
+    fake = _FailingOpenVino(error, when)
+    monkeypatch.setattr(openvino_runtime, "require_openvino", lambda: fake)
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"")
+    with pytest.raises(HT2Error) as raised:
+        openvino_runtime.OpenVinoRunner(path, threads=1)
+    assert str(raised.value) == f"OpenVINO cannot compile {path} for the CPU: {shown}"
+
+
 @pytest.mark.parametrize(
     ("fields", "needle"),
     [({"dtype": "float16"}, "dtype must be one of"), ({"runtime": "tvm"}, "runtime must be")],

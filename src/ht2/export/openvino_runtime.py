@@ -60,11 +60,13 @@ class OpenVinoRunner:
         try:
             core = ov.Core()
             compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+            taken = compiled.get_property("INFERENCE_PRECISION_HINT")
+            taken_name = taken.get_type_name()
         except Exception as error:  # OpenVINO raises its own untyped errors
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
+            text = str(error).strip()
+            first = text.splitlines()[0] if text else type(error).__name__
             raise HT2Error(f"OpenVINO cannot compile {path} for the CPU: {first}") from None
-        taken = compiled.get_property("INFERENCE_PRECISION_HINT")
-        if taken.get_type_name() != PRECISIONS[dtype]:
+        if taken_name != PRECISIONS[dtype]:
             raise HT2Error(
                 f"OpenVINO compiled {path} in {taken}, not {dtype}: this CPU lacks {dtype}"
             )
