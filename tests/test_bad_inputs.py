@@ -588,6 +588,11 @@ CASES = [
         "--threads",
     ),
     Case(
+        "compress-plan-only-allow-dense-alone",
+        [*COMPRESS, "--plan-only", "--allow-dense", "--out", "o"],
+        "--allow-dense says how --latency-aware times forms",
+    ),
+    Case(
         "compress-latency-batch-size-0",
         [*COMPRESS, "--latency-aware", "--batch-size", "0", "--out", "o"],
         "--batch-size",

@@ -342,6 +342,10 @@ def test_cli_latency_aware_keeps_the_size_and_shows_forms(tmp_path: Path, capsys
         "eager",
     )
     assert report["param_reduction"] >= aware["param_reduction_factors"]
+    assert aware["over_budget"] and all("dense" in f for f in aware["over_budget"].values())
+    conv1 = next(line for line in printed.err.splitlines() if line.startswith("conv1 "))
+    assert "n/a" in conv1.split()  # an SVD layer has no HT-2 forms: not the same as not timed
+    assert "n/a: not a form of that layer" in printed.err
 
 
 @pytest.mark.parametrize(

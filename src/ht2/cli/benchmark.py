@@ -148,14 +148,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def check_counts(args: argparse.Namespace) -> None:
-    """Repeats and warm-up runs within their ranges, else a one-line error."""
-    if args.repeats < 1:
-        raise HT2Error(f"--repeats must be at least 1, got {args.repeats}")
-    if args.warmup < 0:
-        raise HT2Error(f"--warmup must be 0 or more, got {args.warmup}")
-
-
 def check_flags(args: argparse.Namespace) -> None:
     """Flags that cannot go together, refused before any model is loaded."""
     if args.onnx and args.runtime not in (None, "onnxruntime"):
@@ -199,7 +191,6 @@ def run(args: argparse.Namespace) -> int:
     from ht2.metrics.treatment import Treatment, check_treatment, warn_if_emulated
 
     sizes = parse_batch_sizes(args.batch_sizes)
-    check_counts(args)
     check_flags(args)
     device = resolve_device(args.device)
     model, entry = load_model_or_dir(args.model, args.weights)

@@ -139,15 +139,6 @@ def _targets(args: argparse.Namespace) -> list[Target]:
     return targets
 
 
-def _check_counts(args: argparse.Namespace) -> None:
-    if args.eval_images is not None and args.eval_images < 1:
-        raise HT2Error(f"--eval-images must be a positive number, got {args.eval_images}")
-    if args.calib_images is not None and args.calib_images < 0:
-        raise HT2Error(f"--calib-images must be 0 or more, got {args.calib_images}")
-    if args.repeats < 1:
-        raise HT2Error(f"--repeats must be at least 1, got {args.repeats}")
-
-
 def _calibrator(args: argparse.Namespace, entry: ModelEntry, progress: bool):
     """BatchNorm calibration for each row (None with --calib-images 0)."""
     if args.calib_images == 0:
@@ -172,7 +163,6 @@ def run(args: argparse.Namespace) -> int:
 
     check_output_dir(args.out, overwrite=args.force)
     targets = _targets(args)
-    _check_counts(args)
     entry = models.get_entry(args.model)
     progress = not args.json
     calibrate = _calibrator(args, entry, progress)  # a missing split fails here, before work

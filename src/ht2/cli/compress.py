@@ -230,6 +230,7 @@ def write_plan_only(args: argparse.Namespace) -> int:
 
     if args.plan:
         raise HT2Error("--plan-only writes a plan; do not also give --plan")
+    check_latency_args(args)
     options = rank_options(args)
     target = options.pop("target")
     options.pop("refine_sweeps")

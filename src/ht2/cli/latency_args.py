@@ -123,19 +123,24 @@ def forms_table(report: CompressionReport) -> str:
     """One line per layer (the form kept, median ms of every form timed) and the model check."""
     summary = report.latency_aware or {}
     layers = [line for line in report.layers if line.form_times_ms is not None]
-    forms = list(dict.fromkeys(form for line in layers for form in line.form_times_ms))
-    rows = [
-        [
-            line.name,
-            line.form,
-            *(f"{line.form_times_ms[f]:.3f}" if f in line.form_times_ms else "-" for f in forms),
-        ]
-        for line in layers
-    ]
+    over = summary.get("over_budget") or {}
+    forms = list(
+        dict.fromkeys(
+            form for line in layers for form in (*line.form_times_ms, *over.get(line.name, ()))
+        )
+    )
+
+    def cell(line, form: str) -> str:
+        if form in line.form_times_ms:
+            return f"{line.form_times_ms[form]:.3f}"
+        return "-" if form in over.get(line.name, ()) else "n/a"
+
+    rows = [[line.name, line.form, *(cell(line, f) for f in forms)] for line in layers]
     lines = [render(["layer", "form kept", *(f"{f} ms" for f in forms)], rows)]
-    if any(row.count("-") for row in rows) and not summary.get("allow_dense"):
+    if any(over.values()):
         lines.append(
-            "-: not timed, larger than the layer as decomposed or dense (--allow-dense times them)"
+            "-: not timed, larger than the layer as decomposed or dense (--allow-dense times "
+            "them); n/a: not a form of that layer"
         )
     model_ms = summary.get("model_ms") or {}
     if model_ms:

@@ -18,7 +18,6 @@ from ht2.cli.common import (
 )
 from ht2.cli.number_args import positive_int
 from ht2.cli.threads_arg import add_threads_arg
-from ht2.errors import HT2Error
 from ht2.layers.registry import kxk_methods
 
 EXAMPLES = """examples:
@@ -90,8 +89,6 @@ def run(args: argparse.Namespace) -> int:
     from ht2.io import atomic_directory, check_output_dir
 
     check_output_dir(args.out, overwrite=args.force)
-    if args.repeats < 1:
-        raise HT2Error(f"--repeats must be at least 1, got {args.repeats}")
     entry = models.get_entry(args.model)
     score = None
     if args.data:

@@ -323,7 +323,7 @@ def _fit_model(
             _replace(model, name, copy.deepcopy(plain.get_submodule(name)), entries[name], False)
             continue
         stats = _stats_for(original, model, name, fit, options.batch_size)
-        with threads_for(dense.weight.numel()):  # a small layer's fit runs on one thread
+        with threads_for(fan_in * fan_in):  # sized by its covariance: small fits, one thread
             if name not in entries:
                 _refit_kept_dense(model.get_submodule(name), stats, report, name, options)
                 continue

@@ -21,8 +21,10 @@ def observe(
     """One eval-mode, gradient-free forward of `model` with `hooks` attached, then detached.
 
     Each hook is `hook(module, inputs, output)`, or `hook(module, inputs)` with `before`.
-    The model's train/eval mode is restored afterwards. A small input (batch 1) runs on one
-    thread: such a pass is short layers that more threads only slow on a busy machine.
+    The model's train/eval mode is restored afterwards. An input of fewer than 2**23 elements
+    (threads_for: any batch-1 image, a VGG-16 batch up to about 55 at 224 px) runs on one
+    thread: these passes only read shapes and counts, and more threads slow them on a busy
+    machine.
     """
     handles = [
         module.register_forward_pre_hook(hook) if before else module.register_forward_hook(hook)

@@ -276,6 +276,7 @@ def record_forms(
         "layers": len(choices.layers),
         "forms": dict(Counter(choice.form for choice in choices.layers)),
         "kept_dense": [c.name for c in choices.layers if c.form == DENSE_FORM],
+        "over_budget": {c.name: list(c.over_budget) for c in choices.layers if c.over_budget},
         "params_after_factors": factors["params"],
         "macs_after_factors": factors["macs"],
         "param_reduction_factors": reductions["params"],
