@@ -9,13 +9,10 @@ from ht2 import compress, models
 from ht2.surgery.targets import TOLERANCE, Target
 
 # The small nets run by default; DenseNet-40 and GoogLeNet (minutes each) with -m slow.
-ZOO = [
-    "cifar10_resnet20",
-    "squeezenet1_1",
-    "mobilenet_v3_small",
-    *(pytest.param(name, marks=pytest.mark.slow) for name in ("cifar10_densenet40", "googlenet")),
-]
-METHODS = ["ht2", "tucker2", pytest.param("cp", marks=pytest.mark.slow), "spatial-svd"]  # CP: ALS
+SMALL = ["cifar10_resnet20", "squeezenet1_1", "mobilenet_v3_small"]
+LARGE = ["cifar10_densenet40", "googlenet"]
+ZOO = [*SMALL, *(pytest.param(name, marks=pytest.mark.slow) for name in LARGE)]
+METHODS = ["ht2", "tucker2", "cp", "spatial-svd"]
 
 
 def _model_and_input(name: str) -> tuple[torch.nn.Module, torch.Tensor]:
@@ -29,8 +26,9 @@ def _replay_ranks(report) -> dict[str, dict[str, int]]:
     return {layer.name: layer.ranks for layer in report.replaced}
 
 
-# By default each small net with one method, so that every net and method runs once; the
-# other pairs (VBMF of MobileNet alone takes tens of seconds) with -m slow.
+# By default three pairs, so that each small net and each method but CP (an ALS fit per rank)
+# runs once; every other pair (CP, the large nets, and the rest: VBMF of MobileNet alone takes
+# tens of seconds) with -m slow.
 DEFAULT_PAIRS = {
     ("cifar10_resnet20", "ht2"),
     ("squeezenet1_1", "tucker2"),
@@ -39,19 +37,16 @@ DEFAULT_PAIRS = {
 
 
 def _rank_rule_cases() -> list:
-    cases = []
-    for zoo in ZOO:
-        for method in METHODS:
-            name = zoo if isinstance(zoo, str) else zoo.values[0]
-            kind = method if isinstance(method, str) else method.values[0]
-            marks = [
-                *([] if isinstance(zoo, str) else zoo.marks),
-                *([] if isinstance(method, str) else method.marks),
-            ]
-            if (name, kind) not in DEFAULT_PAIRS:
-                marks = [pytest.mark.slow]
-            cases.append(pytest.param(name, kind, marks=marks, id=f"{name}-{kind}"))
-    return cases
+    return [
+        pytest.param(
+            name,
+            method,
+            marks=[] if (name, method) in DEFAULT_PAIRS else [pytest.mark.slow],
+            id=f"{name}-{method}",
+        )
+        for name in [*SMALL, *LARGE]
+        for method in METHODS
+    ]
 
 
 @pytest.mark.parametrize(("name", "method"), _rank_rule_cases())
