@@ -30,8 +30,13 @@ def test_a_signal_during_the_final_write_leaves_no_staging_folder(
     tmp_path: Path, signame: str
 ) -> None:
     out = tmp_path / "out"
-    process = subprocess.Popen(
-        [sys.executable, "-c", _SCRIPT, str(out)], stderr=subprocess.PIPE, text=True
+    process = subprocess.Popen(  # its own session and no inherited stdin/stdout: under
+        [sys.executable, "-c", _SCRIPT, str(out)],  # pytest-xdist those are the worker's pipes
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob(".out.*/READY")):
