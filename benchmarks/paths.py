@@ -3,8 +3,11 @@ so results read the same on every machine."""
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,3 +26,18 @@ def portable(path: str | os.PathLike[str]) -> str:
     if absolute.is_relative_to(home):
         return "~/" + absolute.relative_to(home).as_posix()
     return os.path.relpath(absolute, ROOT)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> Path:
+    """`data` written to `path` under a temporary name beside it, then renamed: never half a
+    file (the temporary is removed when the write fails)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(json.dumps(data, indent=1) + "\n")
+        os.replace(partial, path)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+    return path

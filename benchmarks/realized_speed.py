@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from paths import ROOT, portable  # benchmarks/ is on sys.path when run as a script
+from paths import ROOT, portable
+from paths import write_json as write_atomically  # benchmarks/ is on sys.path when run as a script
 from shared_weights import WEIGHTS
 from torch import nn
 
@@ -341,23 +342,15 @@ def is_ours(path: Path) -> bool:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> Path:
-    """Written under a temporary name, then renamed: never half a file. When `path` came to
-    hold something else meanwhile, the results go beside it under a fresh name instead."""
+    """`data` written atomically to `path`; when `path` came to hold something else meanwhile, the
+    results go beside it under a fresh name instead."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if not is_ours(path):
         handle, name = tempfile.mkstemp(prefix=f"{path.stem}-", suffix=".json", dir=path.parent)
         os.close(handle)
         print(f"{portable(path)} now holds other data: results written to {portable(name)}")
         path = Path(name)
-    handle, partial = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(json.dumps(data, indent=1) + "\n")
-        os.replace(partial, path)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomically(path, data)
 
 
 def load_average() -> list[float]:

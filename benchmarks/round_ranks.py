@@ -17,16 +17,14 @@ round_ranks-<treatment>.json (e.g. round_ranks-bf16-nhwc.json, round_ranks-matri
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from paths import ROOT, portable  # benchmarks/ is on sys.path when run as a script
+from paths import ROOT, portable, write_json  # benchmarks/ is on sys.path when run as a script
 
 import ht2
 from ht2.choices import DTYPES
@@ -343,20 +341,6 @@ def run(argv: list[str]) -> Path:
         print(f"note: {note}")
     path = write_json(args.out_file or args.out / file_name(args), payload)
     print(f"wrote {path}")
-    return path
-
-
-def write_json(path: Path, data: dict[str, Any]) -> Path:
-    """Written under a temporary name beside `path`, then renamed: never half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(json.dumps(data, indent=1) + "\n")
-        os.replace(partial, path)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
     return path
 
 
