@@ -141,12 +141,17 @@ def compress_with_recipe(
     dict kept by the caller holds the sensitivity measurements, so that further targets on the
     same model and images reuse them (ht2.surgery.allocate.allocate's `cache`).
     """
-    recipe = resolve_recipe(recipe)
-    _refuse_sweeps(compress_options)
-    recipe.check(target is not None or plan is not None, data is not None)
-    check_rank_choice(recipe, compress_options)
-    _check_forms(forms, example_input)
-    images = _images(model, data, entry, workers, recipe)
+    recipe, images = _prepare(
+        model,
+        recipe,
+        compress_options,
+        target is not None or plan is not None,
+        data,
+        example_input,
+        forms,
+        entry,
+        workers,
+    )
     start = time.perf_counter()
     steps: list[dict[str, Any]] = []
     allocation = None
@@ -211,12 +216,17 @@ def plan_with_recipe(
     where it needs images, reusing `allocation_cache`'s measurements) and every layer's ranks,
     as a Plan, with each layer's fastest form when `forms` says how to time them; `model` is
     left unchanged."""
-    recipe = resolve_recipe(recipe)
-    _refuse_sweeps(plan_options)
-    recipe.check(target is not None, data is not None)
-    check_rank_choice(recipe, plan_options)
-    _check_forms(forms, example_input)
-    images = _images(model, data, entry, workers, recipe)
+    recipe, images = _prepare(
+        model,
+        recipe,
+        plan_options,
+        target is not None,
+        data,
+        example_input,
+        forms,
+        entry,
+        workers,
+    )
     decided, _ = _decide(
         model,
         recipe,
@@ -260,6 +270,27 @@ def _forms(
         "kept": choices.kept,
         "seconds": time.perf_counter() - start,
     }
+
+
+def _prepare(
+    model: nn.Module,
+    recipe: str | Recipe,
+    options: dict[str, Any],
+    has_target: bool,
+    data: Any,
+    example_input: torch.Tensor | None,
+    forms: FormTiming | None,
+    entry: ModelEntry | None,
+    workers: int,
+) -> tuple[Recipe, TrainImages | None]:
+    """The recipe, checked against what was given (one-line HT2Errors before any work), and
+    the training images its steps read."""
+    recipe = resolve_recipe(recipe)
+    _refuse_sweeps(options)
+    recipe.check(has_target, data is not None)
+    check_rank_choice(recipe, options)
+    _check_forms(forms, example_input)
+    return recipe, _images(model, data, entry, workers, recipe)
 
 
 def _refuse_sweeps(options: dict[str, Any]) -> None:
