@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -96,3 +99,15 @@ def grid_conv(geometry: tuple, mode: str, bias: bool) -> nn.Conv2d:
     if bias:
         nn.init.normal_(conv.bias)
     return conv
+
+
+def load_benchmark(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """A fresh copy of benchmarks/`name`.py, registered in sys.modules while the test runs (its
+    dataclasses look their module up), with benchmarks/ on the path as when it is run."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    monkeypatch.syspath_prepend(str(script.parent))
+    spec = importlib.util.spec_from_file_location(name, script)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    return module

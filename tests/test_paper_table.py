@@ -3,30 +3,21 @@ fine-tune resumed, deltas against the base row, the Markdown from the JSON alone
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-from tests._shared import write_image_tree
+from tests._shared import load_benchmark, write_image_tree
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "paper_table.py"
 TEN_CLASSES = tuple("abcdefghij")
 
 
 @pytest.fixture
 def table(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """A fresh copy of the script (benchmarks are never imported by ht2 itself), registered
-    while the test runs (its dataclasses look their module up)."""
-    spec = importlib.util.spec_from_file_location("paper_table", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # as when run: benchmarks/ on the path
-    spec.loader.exec_module(module)
-    return module
+    """A fresh copy of the script, as when it is run."""
+    return load_benchmark("paper_table", monkeypatch)
 
 
 class FakeStages:

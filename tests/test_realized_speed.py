@@ -4,28 +4,22 @@ line each, refused before anything is compressed."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "realized_speed.py"
+from tests._shared import load_benchmark
+
 TINY = ["--batch-sizes", "1", "--runtimes", "eager", "--repeats", "1", "--warmup", "0"]
 
 
 @pytest.fixture
 def realized(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """A fresh copy of the script, with benchmarks/ on the path as when it is run."""
-    monkeypatch.syspath_prepend(str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("realized_speed", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
-    return module
+    """A fresh copy of the script, as when it is run."""
+    return load_benchmark("realized_speed", monkeypatch)
 
 
 @pytest.mark.slow

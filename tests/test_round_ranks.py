@@ -5,27 +5,21 @@ them); the JSON is written whole or not at all."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "round_ranks.py"
+from tests._shared import load_benchmark
+
 TINY = ["--energies", "0.7", "--multiples", "1,8", "--batch-sizes", "1", "--repeats", "1"]
 
 
 @pytest.fixture
 def rounding(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """A fresh copy of the script, with benchmarks/ on the path as when it is run."""
-    monkeypatch.syspath_prepend(str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("round_ranks", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
-    return module
+    """A fresh copy of the script, as when it is run."""
+    return load_benchmark("round_ranks", monkeypatch)
 
 
 @pytest.mark.parametrize(
