@@ -37,13 +37,5 @@ def plan_forms(
     forms = {choice.name: choice.form for choice in choices.layers}
     for layer in plan.layers:
         layer.form = forms.get(layer.name, layer.form)
-    treatment = choices.treatment.to_dict()
-    del treatment["fold_bn"]
-    plan.provenance["forms"] = {
-        "device": choices.device,
-        "batch_size": choices.batch_size,
-        "allow_dense": choices.allow_dense,
-        **treatment,
-        "kept": choices.kept,
-    }
+    plan.provenance["forms"] = choices.settings()
     return plan

@@ -114,6 +114,19 @@ class FormChoices:
     batch_size: int = 1
     device: str = "cpu"
 
+    def settings(self) -> dict[str, Any]:
+        """How the forms were timed (device, batch, dtype, memory format, runtime, whether
+        dense could win) and the layout kept, as reports and plans record them."""
+        treatment = self.treatment.to_dict()
+        del treatment["fold_bn"]  # forms are always timed with BatchNorms unfolded
+        return {
+            "allow_dense": self.allow_dense,
+            "device": self.device,
+            "batch_size": self.batch_size,
+            **treatment,
+            "kept": self.kept,
+        }
+
 
 def _with_forms(model: nn.Module, forms: dict[str, str]) -> nn.Module:
     """A copy of `model` with each named factorized layer in the given form."""
@@ -263,14 +276,8 @@ def record_forms(
         kind = report.target["kind"]
         now = report.param_reduction if kind == "params" else report.mac_reduction
         report.target["reached_after_forms"] = now
-    treatment = choices.treatment.to_dict()
-    del treatment["fold_bn"]
     report.latency_aware = {
-        "allow_dense": choices.allow_dense,
-        "device": choices.device,
-        "batch_size": choices.batch_size,
-        **treatment,
-        "kept": choices.kept,
+        **choices.settings(),
         "model_ms": dict(choices.model_ms),
         "speedup_vs_dense": _speedup_vs_dense(choices),
         "layers": len(choices.layers),
