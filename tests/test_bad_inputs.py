@@ -590,7 +590,17 @@ CASES = [
     Case(
         "compress-plan-only-allow-dense-alone",
         [*COMPRESS, "--plan-only", "--allow-dense", "--out", "o"],
-        "--allow-dense says how --latency-aware times forms",
+        "--allow-dense lets --latency-aware give size back: add --latency-aware",
+    ),
+    Case(
+        "compress-target-speedup-with-vbmf",
+        [*COMPRESS, "--target-speedup", "2", "--rank-rule", "vbmf", "--out", "o"],
+        "--target-speedup chooses every layer's ranks; drop --rank-rule vbmf",
+    ),
+    Case(
+        "compress-target-speedup-not-above-1",
+        [*COMPRESS, "--target-speedup", "0.5", "--out", "o"],
+        "--target-speedup",
     ),
     Case(
         "compress-latency-batch-size-0",

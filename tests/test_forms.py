@@ -351,7 +351,7 @@ def test_cli_latency_aware_keeps_the_size_and_shows_forms(tmp_path: Path, capsys
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [
-        (["--allow-dense"], "--allow-dense says how --latency-aware"),
+        (["--allow-dense"], "--allow-dense lets --latency-aware give size back"),
         (["--dtype", "bfloat16"], "--dtype says how"),
         (["--latency-aware", "--runtime", "onnxruntime"], "invalid choice: 'onnxruntime'"),
         (["--latency-aware", "--dtype", "half"], "invalid choice: 'half'"),

@@ -229,6 +229,7 @@ def test_every_registered_planner_gives_a_plan_that_applies(tmp_path: Path) -> N
     options = CompressOptions(energy=0.6, target=None)
     inputs = {
         "forms": {"timing": FormTiming(threads=1, repeats=1, warmup=0)},
+        "speed": {"speedup": 1.1, "timing": FormTiming(threads=1, repeats=1, warmup=0)},
         "ranks": {"path": str(ranks)},
         "sensitivity": {
             "loader": [torch.randn(8, 3, 8, 8)],  # small images: the allocation is what is tested
@@ -244,7 +245,8 @@ def test_every_registered_planner_gives_a_plan_that_applies(tmp_path: Path) -> N
         )
         plan = plan_with(name, model, EXAMPLE, chosen, **inputs.get(name, {}))
         report = ht2.apply(model, plan)
-        assert report.replaced, name
+        # a speed target keeps every layer dense where no factors are faster on this machine
+        assert report.replaced or "speed_target" in plan.provenance, name
         if name in sized:
             assert report.param_reduction == pytest.approx(3.0, rel=0.1), name
     assert plan_with("ranks", _resnet20(), EXAMPLE, options, path=str(ranks)).layer(

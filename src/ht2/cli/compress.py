@@ -163,7 +163,9 @@ def run(args: argparse.Namespace) -> int:
     target = options.pop("target")
     options.pop("refine_sweeps")  # the recipe carries it
     plan = read_given_plan(args, target, options)
-    recipe = recipe_from_args(args, target is not None or plan is not None)
+    recipe = recipe_from_args(
+        args, target is not None or plan is not None or args.target_speedup is not None
+    )
     model = model_from_args(args)
     report = compress_with_recipe(
         model, recipe, target=target, plan=plan, **recipe_settings(args), **options
@@ -194,6 +196,7 @@ def recipe_settings(args: argparse.Namespace) -> dict:
         "keep_if_larger": args.keep_if_larger,
         "progress": not args.json,
         "forms": form_timing(args),
+        "speedup": args.target_speedup,
     }
 
 
@@ -234,7 +237,7 @@ def write_plan_only(args: argparse.Namespace) -> int:
     options = rank_options(args)
     target = options.pop("target")
     options.pop("refine_sweeps")
-    recipe = recipe_from_args(args, target is not None)
+    recipe = recipe_from_args(args, target is not None or args.target_speedup is not None)
     model = model_from_args(args)
     plan = plan_with_recipe(model, recipe, target=target, **recipe_settings(args), **options)
     write_plan(plan, args.out, overwrite=args.force)

@@ -31,6 +31,17 @@ def add_latency_args(parser: argparse.ArgumentParser) -> None:
         "forms (default: off, every layer as decomposed)",
     )
     group.add_argument(
+        "--target-speedup",
+        type=speedup_factor,
+        metavar="X",
+        help="choose every layer's ranks, form, or the dense layer, so that the model runs X "
+        "times faster than the original where --device, --batch-size, --dtype, "
+        "--channels-last and --runtime say (each layer timed dense and at a grid of energies, "
+        "the least spectral damage that fits, then the whole model timed to check); out of "
+        "reach: the fastest plan, with a note; not with --target-params/--target-macs, --ranks "
+        "or --plan (default: off)",
+    )
+    group.add_argument(
         "--allow-dense",
         action="store_true",
         help="with --latency-aware, let any form win, larger merged ones and the dense weight "
@@ -70,31 +81,60 @@ def add_latency_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def speedup_factor(text: str) -> float:
+    """argparse type: '2' or '2x', a speedup above 1."""
+    from ht2.cli.rank_args import reduction_factor
+
+    return reduction_factor(text)
+
+
 def check_latency_args(args: argparse.Namespace) -> None:
-    """Fail before compressing when --latency-aware asks for a device that is not here, or a
-    flag of its own comes without it; warn when bfloat16 would be emulated."""
+    """Fail before compressing when --latency-aware or --target-speedup asks for a device that
+    is not here, or a timing flag comes without either; warn when bfloat16 would be emulated."""
     from ht2.device import resolve_device
     from ht2.metrics.treatment import warn_if_emulated
 
-    if not args.latency_aware:
+    if args.target_speedup is not None:
+        clashing = first_given(
+            ("--target-params", args.target_params is not None),
+            ("--target-macs", args.target_macs is not None),
+            ("--ranks", bool(args.ranks)),
+            ("--rank-rule vbmf", args.rank_rule != "energy"),
+            ("--plan", bool(getattr(args, "plan", None))),
+            ("--allocate", getattr(args, "allocate", None) not in (None, "uniform")),
+        )
+        if clashing:
+            raise HT2Error(f"--target-speedup chooses every layer's ranks; drop {clashing}")
+    if args.allow_dense and not args.latency_aware:
+        raise HT2Error(
+            "--allow-dense lets --latency-aware give size back: add --latency-aware"
+            + (
+                ""
+                if args.target_speedup is None
+                else " (--target-speedup keeps a layer dense wherever that is faster anyway)"
+            )
+        )
+    if not (args.latency_aware or args.target_speedup is not None):
         given = first_given(
-            ("--allow-dense", args.allow_dense),
             ("--dtype", args.dtype),
             ("--channels-last", args.channels_last),
             ("--runtime", args.runtime),
         )
         if given:
-            raise HT2Error(f"{given} says how --latency-aware times forms: add --latency-aware")
+            raise HT2Error(
+                f"{given} says how --latency-aware times forms (or --target-speedup times "
+                "layers): add one of them"
+            )
         return
     warn_if_emulated(args.dtype or "float32", resolve_device(args.device))
 
 
 def form_timing(args: argparse.Namespace) -> FormTiming | None:
-    """How --latency-aware times forms (None without it)."""
+    """How --latency-aware times forms, or --target-speedup layers (None without either)."""
     from ht2.metrics.treatment import Treatment
     from ht2.surgery.latency_aware import FormTiming
 
-    if not args.latency_aware:
+    if not (args.latency_aware or args.target_speedup is not None):
         return None
     return FormTiming(
         device=args.device,

@@ -177,7 +177,10 @@ def rank_notes(report: CompressionReport) -> list[str]:
                 f"latency-aware forms then traded size for speed: {after_forms:.3f}x fewer "
                 f"{target['kind']} in the end"
             )
-    if report.rank_rule != "energy" and allocation == "uniform":
+    speed = (report.provenance or {}).get("speed_target")
+    if speed:
+        notes.append(speed_note(speed))
+    elif report.rank_rule != "energy" and allocation == "uniform":
         notes.append(f"rank rule: {report.rank_rule}")
     if report.round_ranks > 1:
         extra = report.rounding_params or 0
@@ -191,6 +194,22 @@ def rank_notes(report: CompressionReport) -> list[str]:
             f"factors refined by {report.refine_sweeps} ALS/HOOI sweeps (HT-2, Tucker-2 layers)"
         )
     return notes
+
+
+def speed_note(speed: dict) -> str:
+    """What a speed target reached, timed where; out of reach or slower than the original
+    said plainly."""
+    layout = "NHWC" if speed.get("memory_format") == "channels_last" else "NCHW"
+    where = (
+        f"{speed['device']}, batch {speed['batch_size']}, {speed['dtype']}, {layout}, "
+        f"{speed['runtime']}, BatchNorms unfolded"
+    )
+    text = f"speed target {speed['factor']:g}x ({where}): reached {speed['reached']:.2f}x"
+    if not speed["met"]:
+        text += f" ({speed['note']})"
+    if speed["reached"] < 1:
+        text += "; this model runs slower than the original here: factors do not pay on this target"
+    return text
 
 
 def data_aware_notes(report: CompressionReport) -> list[str]:
@@ -215,6 +234,9 @@ def _setting(report: CompressionReport) -> str:
     """e=ENERGY, the rank rule, or the allocation that chose per-layer energies or ranks."""
     target = report.target or {}
     allocation = target.get("allocation", "uniform")
+    speed = (report.provenance or {}).get("speed_target")
+    if speed:
+        return f"ranks timed for {speed['factor']:g}x faster"
     if allocation != "uniform":
         return f"{allocation} allocation for {target['factor']:g}x fewer {target['kind']}"
     return f"e={report.energy:.4g}" if report.energy is not None else report.rank_rule

@@ -129,6 +129,18 @@ def warn_if_emulated(dtype: str, device: torch.device) -> bool:
     return True
 
 
+def inner_input(shape: tuple[int, ...], treatment: Treatment, device: torch.device) -> torch.Tensor:
+    """A random input of `shape` as a layer inside a treated model receives it: bfloat16
+    under bfloat16 autocast (the previous layer's output), channels_last where 4-D, so that
+    timing a layer alone does not time a conversion the model would not make."""
+    x = torch.randn(shape, device=device)
+    if treatment.dtype == "bfloat16" and treatment.runtime in ("eager", "compile"):
+        x = x.to(torch.bfloat16)
+    if treatment.channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
 class Treated(nn.Module):
     """`model` run in a dtype and memory format: each input is converted on the way in (so
     the conversion is timed, as in deployment) and the forward runs under autocast."""

@@ -133,3 +133,24 @@ register_planner("target", _target)
 register_planner("forms", _forms)
 register_planner("spectrum", _allocation("spectrum"))
 register_planner("sensitivity", _allocation("sensitivity"))
+
+
+def _speed(
+    model: nn.Module,
+    example_input,
+    options: CompressOptions,
+    speedup: float = 0.0,
+    timing: Any = None,
+    energies: Any = None,
+) -> Plan:
+    """Per-layer ranks and forms of least spectral damage whose model runs `speedup` times
+    faster than the original, timed by `timing` (a FormTiming; default: CPU, batch 1, float32
+    eager), dense kept where factors are not faster (ht2.planning.speed)."""
+    from ht2.planning.speed import SPEED_ENERGIES, plan_for_speedup
+
+    return plan_for_speedup(
+        model, example_input, options, speedup, timing, energies or SPEED_ENERGIES
+    )
+
+
+register_planner("speed", _speed)

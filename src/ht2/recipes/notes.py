@@ -67,6 +67,8 @@ def _describe(step: dict[str, Any]) -> str:
         return _batchnorm(step)
     if kind == "forms":
         return _forms(step)
+    if kind == "speed target":
+        return _speed(step)
     return str(kind)
 
 
@@ -109,3 +111,13 @@ def _forms(step: dict[str, Any]) -> str:
     layout = {"per_layer": "each layer's fastest", "as_decomposed": "as decomposed"}
     kept = layout.get(step.get("kept"), step.get("kept"))
     return f"forms timed on {step.get('device')} at batch {step.get('batch_size')}: {kept} kept"
+
+
+def _speed(step: dict[str, Any]) -> str:
+    reached = step.get("reached")
+    shown = f"{reached:.2f}x" if isinstance(reached, (int, float)) else "?"
+    text = (
+        f"ranks and forms for {step.get('target')} faster, timed on {step.get('device')} at "
+        f"batch {step.get('batch_size')}: {shown} reached"
+    )
+    return text if step.get("met") else f"{text} (out of reach)"

@@ -124,6 +124,7 @@ def compress_with_recipe(
     plan: Plan | None = None,
     forms: FormTiming | None = None,
     allocation_cache: dict | None = None,
+    speedup: float | None = None,
     **compress_options: Any,
 ) -> CompressionReport:
     """Compress `model` in place by `recipe` ("paper", "best" or a Recipe) and return the
@@ -137,7 +138,10 @@ def compress_with_recipe(
     A given `plan` (see plan_with_recipe) replaces the deciding steps: its layers are applied
     as they are, fitted as each entry says, then the recipe's BatchNorm step runs. With
     `forms`, each factorized layer is then put in its fastest form timed that way
-    (ht2.surgery.latency_aware), recorded in `report.latency_aware`. An `allocation_cache`
+    (ht2.surgery.latency_aware), recorded in `report.latency_aware`. A `speedup` target
+    replaces the allocation: ranks, forms and dense layers chosen by latencies timed as
+    `forms` says (ht2.planning.speed; the report's provenance["speed_target"] says what it
+    reached). An `allocation_cache`
     dict kept by the caller holds the sensitivity measurements, so that further targets on the
     same model and images reuse them (ht2.surgery.allocate.allocate's `cache`).
     """
@@ -145,12 +149,13 @@ def compress_with_recipe(
         model,
         recipe,
         compress_options,
-        target is not None or plan is not None,
+        target is not None or plan is not None or speedup is not None,
         data,
         example_input,
         forms,
         entry,
         workers,
+        (target, speedup, plan),
     )
     start = time.perf_counter()
     steps: list[dict[str, Any]] = []
@@ -166,6 +171,7 @@ def compress_with_recipe(
             images,
             progress,
             allocation_cache,
+            (speedup, forms),
             include=include,
             exclude=exclude,
             keep_if_larger=keep_if_larger,
@@ -178,13 +184,15 @@ def compress_with_recipe(
     if allocation is not None:
         allocation.annotate(report)
         steps.append(_allocation_step(allocation, report, recipe))
+    if "speed_target" in report.provenance:
+        steps.append(_speed_step(report.provenance["speed_target"]))
     steps.append(_factors_step(report, recipe))
     if report.data_aware is not None:
         steps.append(_held_out_step(report, recipe))
     if recipe.calibrate:
         explicit = "calibrate_images" in recipe.overrides
         steps.append(_calibrate(model, images, recipe.calibrate_images if explicit else None))
-    if forms is not None:
+    if forms is not None and speedup is None:  # a speed target chose the forms already
         steps.append(_forms(model, report, example_input, forms))
     report.pipeline = {
         "recipe": recipe.name,
@@ -210,22 +218,25 @@ def plan_with_recipe(
     progress: bool = False,
     forms: FormTiming | None = None,
     allocation_cache: dict | None = None,
+    speedup: float | None = None,
     **plan_options: Any,
 ) -> Plan:
     """The deciding half of compress_with_recipe: the recipe's allocation (reading `data`
     where it needs images, reusing `allocation_cache`'s measurements) and every layer's ranks,
-    as a Plan, with each layer's fastest form when `forms` says how to time them; `model` is
-    left unchanged."""
+    as a Plan, with each layer's fastest form when `forms` says how to time them (a
+    `speedup` target chooses ranks and forms by those timings instead); `model` is left
+    unchanged."""
     recipe, images = _prepare(
         model,
         recipe,
         plan_options,
-        target is not None,
+        target is not None or speedup is not None,
         data,
         example_input,
         forms,
         entry,
         workers,
+        (target, speedup, None),
     )
     decided, _ = _decide(
         model,
@@ -237,9 +248,10 @@ def plan_with_recipe(
         images,
         progress,
         allocation_cache,
+        (speedup, forms),
         **plan_options,
     )
-    if forms is not None:
+    if forms is not None and speedup is None:
         from ht2.planning.forms import plan_forms
 
         plan_forms(model, decided, example_input, forms)
@@ -282,15 +294,43 @@ def _prepare(
     forms: FormTiming | None,
     entry: ModelEntry | None,
     workers: int,
+    targets: tuple[Target | None, float | None, Plan | None] = (None, None, None),
 ) -> tuple[Recipe, TrainImages | None]:
     """The recipe, checked against what was given (one-line HT2Errors before any work), and
     the training images its steps read."""
     recipe = resolve_recipe(recipe)
     _refuse_sweeps(options)
+    _check_speedup(*targets, options)
     recipe.check(has_target, data is not None)
     check_rank_choice(recipe, options)
     _check_forms(forms, example_input)
     return recipe, _images(model, data, entry, workers, recipe)
+
+
+def _check_speedup(
+    target: Target | None, speedup: float | None, plan: Plan | None, options: dict[str, Any]
+) -> None:
+    """A speed target chooses every layer's ranks: refuse a size target, a plan or ranks too."""
+    if speedup is None:
+        return
+    clashing = [
+        name
+        for name, given in (
+            ("target", target is not None),
+            ("plan", plan is not None),
+            ("layer_ranks", bool(options.get("layer_ranks"))),
+            ("rank_rule vbmf", options.get("rank_rule", "energy") != "energy"),
+            ("layer_energies", bool(options.get("layer_energies"))),
+        )
+        if given
+    ]
+    if clashing:
+        raise HT2Error(
+            f"a speed target chooses every layer's ranks; do not also give {', '.join(clashing)}",
+            params=("speedup", *clashing),
+        )
+    if not speedup > 1.0:
+        raise HT2Error(f"a speed target must be above 1, got {speedup:g}", params="speedup")
 
 
 def _refuse_sweeps(options: dict[str, Any]) -> None:
@@ -324,10 +364,11 @@ def _decide(
     images: TrainImages | None,
     progress: bool,
     cache: dict | None,
+    speed: tuple[float | None, FormTiming | None] = (None, None),
     **plan_options: Any,
 ) -> tuple[Plan, Allocation | None]:
-    """The recipe's allocation (for a target) and the plan it leads to, the fit the recipe
-    asks for marked on every layer."""
+    """The recipe's allocation (for a target; for a speed target, the latency planner) and
+    the plan it leads to, the fit the recipe asks for marked on every layer."""
     options = {
         "include": None,
         "exclude": None,
@@ -337,10 +378,16 @@ def _decide(
         "progress": progress,
     }
     allocation = None
-    if target is not None:
-        allocation = _allocate(model, recipe, method, target, example_input, images, options, cache)
-        options.update(allocation.compress_kwargs())
-    decided = make_plan(model, example_input, energy=energy, method=method, **options)
+    speedup, timing = speed
+    if speedup is not None:
+        decided = _speed_plan(model, example_input, method, speedup, timing, options)
+    else:
+        if target is not None:
+            allocation = _allocate(
+                model, recipe, method, target, example_input, images, options, cache
+            )
+            options.update(allocation.compress_kwargs())
+        decided = make_plan(model, example_input, energy=energy, method=method, **options)
     if allocation is not None:
         decided.provenance["allocation"] = allocation.name
     if recipe.data_aware:
@@ -349,6 +396,40 @@ def _decide(
     data = images.data if images is not None and images.is_path else None
     decided.provenance["data"] = os.fspath(data) if data is not None else None
     return decided, allocation
+
+
+def _speed_plan(
+    model: nn.Module,
+    example_input: torch.Tensor | None,
+    method: str,
+    speedup: float,
+    timing: FormTiming | None,
+    options: dict[str, Any],
+) -> Plan:
+    """The latency planner's plan; its rounds time plain one-pass factors (timing does not
+    depend on their values), the recipe's sweeps are asked of the final plan's entries."""
+    from ht2.planning.options import CompressOptions
+    from ht2.planning.speed import plan_for_speedup
+
+    sweeps = options["refine_sweeps"]
+    chosen = CompressOptions.of(None, method=method, **{**options, "refine_sweeps": 0})
+    decided = plan_for_speedup(model, example_input, chosen, speedup, timing)
+    for layer in decided.layers:
+        layer.refine_sweeps = sweeps
+    decided.provenance["refine_sweeps"] = sweeps
+    return decided
+
+
+def _speed_step(record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "step": "speed target",
+        "target": f"{record['factor']:g}x",
+        "reached": record["reached"],
+        "met": record["met"],
+        "note": record["note"],
+        "device": record["device"],
+        "batch_size": record["batch_size"],
+    }
 
 
 def _registry_entry(model: nn.Module) -> ModelEntry:

@@ -33,7 +33,7 @@ from ht2.metrics import (
     macs_under,
     time_models,
 )
-from ht2.metrics.treatment import Treatment, prime, treat
+from ht2.metrics.treatment import Treatment, inner_input, prime, treat
 from ht2.surgery.report import CompressionReport
 
 
@@ -156,7 +156,7 @@ def _layer_choices(
             one = torch.randn((1, *shapes[name][1:]), dtype=example_input.dtype)
             candidates, over = within_budget(layer, candidates, one)
         candidates = candidates or (layer.form,)
-        x = torch.randn((batch_size, *shapes[name][1:]), device=target, dtype=example_input.dtype)
+        x = inner_input((batch_size, *shapes[name][1:]), timing["treatment"], target)
         times = time_forms(layer, x, candidates, **timing)
         best = min(candidates, key=times.__getitem__)
         choices.append(FormChoice(name, layer.form, best, times, tuple(x.shape), over))
