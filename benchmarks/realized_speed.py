@@ -2,7 +2,8 @@
 
 Run: python benchmarks/realized_speed.py [--models cifar10_resnet56,resnet50,vgg16_bn]
      [--batch-sizes N,N] [--runtimes eager,compile,onnxruntime] [--repeats 20] [--warmup 3]
-     [--threads N] [--per-layer] [--latency-aware] [--out benchmarks/results/realized_speed.json]
+     [--threads N] [--per-layer] [--latency-aware] [--target-speedup X]
+     [--out benchmarks/results/realized_speed.json]
 
 Each model is compressed (ResNet-56 at energy 0.7 from the shared weights; resnet50 and
 vgg16_bn from random init to 3x fewer MACs), then it and its original are timed in every
@@ -155,6 +156,10 @@ def measure(
         result["layers"] = per_layer(model, measured.best, input_size, device, timing)
     if args.latency_aware:
         result["latency_aware"] = latency_aware(model, base, measured, input_size, device, timing)
+    if args.target_speedup:
+        result["speed_target"] = speed_target(
+            base, measured, input_size, device, timing, args.target_speedup
+        )
     return result
 
 
@@ -213,6 +218,47 @@ def latency_aware(
                 "forms": dict(Counter(choice.form for choice in choices.layers)),
                 "layout_kept": choices.kept,
                 "plain_latency_ms": plain["latency_ms"],
+            }
+        )
+    return rows
+
+
+def speed_target(
+    base: nn.Module,
+    measured: SpeedComparison,
+    input_size: tuple[int, ...],
+    device: torch.device,
+    timing: dict[str, Any],
+    speedup: float,
+) -> list[dict[str, Any]]:
+    """Per batch size: the original compressed afresh by the speed planner (`ht2 compress
+    --target-speedup`), timed where the original ran fastest (BatchNorms unfolded, eager when
+    that runtime cannot time layers), then against the original in that treatment, folded."""
+    rows = []
+    one = torch.zeros(1, *input_size)
+    for entry in measured.best:
+        size = entry["batch_size"]
+        theirs = treatment_of(entry["best_against_best"]["baseline_treatment"])
+        runtime = theirs.runtime if theirs.runtime in FORM_RUNTIMES else "eager"
+        planned_in = Treatment(theirs.dtype, theirs.channels_last, runtime, fold_bn=False)
+        how = FormTiming(str(device), size, treatment=planned_in, **timing)
+        model = copy.deepcopy(base)
+        plan = ht2.planning.plan_with(
+            "speed", model, one, ht2.planning.CompressOptions(), speedup=speedup, timing=how
+        )
+        report = ht2.apply(model, plan, example_input=one)
+        pair = compare_speed(model, base, input_size, [theirs], [size], device, **timing)
+        record = plan.provenance["speed_target"]
+        rows.append(
+            {
+                **pair.rows[0],
+                "target_speedup": speedup,
+                "planned_in": planned_in.to_dict(),
+                "planner_reached": record["reached"],
+                "planner_met": record["met"],
+                "param_reduction": report.param_reduction,
+                "layers_factorized": len(plan.layers),
+                "layers_dense": len(plan.dense),
             }
         )
     return rows
@@ -294,6 +340,15 @@ def print_model(result: dict[str, Any]) -> None:
             f"batch {row['batch_size']}: latency-aware forms in {_short(row['treatment'])}: "
             f"{_ms(row['latency_ms'])} ms (plain factors {_ms(row['plain_latency_ms'])} ms), "
             f"{row['speedup']:.2f}x against the original, forms {row['forms']}"
+        )
+    for row in result.get("speed_target", []):
+        print(
+            f"batch {row['batch_size']}: --target-speedup {row['target_speedup']:g} planned in "
+            f"{_short(row['planned_in'])}: the planner reached {row['planner_reached']:.2f}x; "
+            f"timed like for like in {_short(row['treatment'])}, BN folded: "
+            f"{row['speedup']:.2f}x ({row['param_reduction']:.2f}x fewer parameters, "
+            f"{row['mac_reduction']:.2f}x fewer MACs, {row['layers_factorized']} layers "
+            f"factorized, {row['layers_dense']} dense)"
         )
     if result.get("layers"):
         print_layers(result["layers"])
@@ -400,6 +455,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="also time a variant with each layer in its fastest form (default: off)",
     )
     parser.add_argument(
+        "--target-speedup",
+        type=float,
+        metavar="X",
+        help="also compress each original afresh for X times faster (the speed planner) and "
+        "time it (default: off)",
+    )
+    parser.add_argument(
         "--shared",
         type=Path,
         default=ROOT.parent / "shared",
@@ -432,6 +494,8 @@ def check_args(args: argparse.Namespace) -> None:
     ):
         if value is not None and value < low:
             raise HT2Error(f"{flag} must be at least {low}, got {value}")
+    if args.target_speedup is not None and not args.target_speedup > 1:
+        raise HT2Error(f"--target-speedup must be above 1, got {args.target_speedup:g}")
     if args.out.is_dir() or not is_ours(args.out):
         raise HT2Error(
             f"--out {portable(args.out.resolve())} exists and is not a {BENCHMARK} result: "

@@ -26,7 +26,7 @@ def realized(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
 def test_tiny_run_writes_every_row_best_and_targets(realized: ModuleType, tmp_path: Path) -> None:
     out = tmp_path / "rs.json"
     argv = ["--models", "cifar10_resnet20", *TINY, "--threads", "1", "--shared", str(tmp_path)]
-    assert realized.main([*argv, "--out", str(out)]) == 0
+    assert realized.main([*argv, "--target-speedup", "1.2", "--out", str(out)]) == 0
     data = json.loads(out.read_text(encoding="utf-8"))
     assert data["benchmark"] == "realized_speed" and data["threads"] == 1
     assert not any(os.path.isabs(part) for part in data["command"].split())
@@ -43,6 +43,10 @@ def test_tiny_run_writes_every_row_best_and_targets(realized: ModuleType, tmp_pa
     fastest = min(row["baseline_latency_ms"] for row in model["rows"])
     assert best["best_against_best"]["baseline_latency_ms"] == fastest
     assert [t["reached"] for t in data["targets"]] == [None, None, None]
+    (speed,) = model["speed_target"]  # planned where the original ran fastest, timed folded
+    theirs = best["best_against_best"]["baseline_treatment"]
+    assert speed["treatment"] == theirs and speed["planned_in"] == {**theirs, "fold_bn": False}
+    assert speed["speedup"] == pytest.approx(speed["baseline_latency_ms"] / speed["latency_ms"])
 
 
 def test_foreign_out_file_is_refused_and_left_alone(
@@ -62,6 +66,7 @@ def test_foreign_out_file_is_refused_and_left_alone(
         ("--models", "resnet9", "--models takes names from"),
         ("--runtimes", "tvm", "--runtimes takes names from"),
         ("--repeats", "0", "--repeats must be at least 1, got 0"),
+        ("--target-speedup", "1", "--target-speedup must be above 1, got 1"),
     ],
 )
 def test_bad_flag_is_one_line(

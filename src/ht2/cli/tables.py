@@ -202,7 +202,7 @@ def speed_note(speed: dict) -> str:
     layout = "NHWC" if speed.get("memory_format") == "channels_last" else "NCHW"
     where = (
         f"{speed['device']}, batch {speed['batch_size']}, {speed['dtype']}, {layout}, "
-        f"{speed['runtime']}, BatchNorms unfolded"
+        f"{speed['runtime']}, BatchNorms folded on both sides"
     )
     text = f"speed target {speed['factor']:g}x ({where}): reached {speed['reached']:.2f}x"
     if not speed["met"]:
