@@ -16,7 +16,13 @@ from ht2.cli.common import (
     model_from_args,
 )
 from ht2.cli.data_aware_args import add_data_aware_args, data_aware_choices
-from ht2.cli.latency_args import add_latency_args, check_latency_args, form_timing, print_forms
+from ht2.cli.latency_args import (
+    add_latency_args,
+    check_latency_args,
+    form_timing,
+    print_forms,
+    rounding_of,
+)
 from ht2.cli.number_args import positive_int
 from ht2.cli.rank_args import add_rank_args, rank_options
 from ht2.cli.tables import report_table
@@ -159,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
         return write_plan_only(args)
     check_output_dir(args.out, overwrite=args.force)
     check_latency_args(args)
-    options = rank_options(args)
+    options = {**rank_options(args), "round_ranks": rounding_of(args)}
     target = options.pop("target")
     options.pop("refine_sweeps")  # the recipe carries it
     plan = read_given_plan(args, target, options)
@@ -234,7 +240,7 @@ def write_plan_only(args: argparse.Namespace) -> int:
     if args.plan:
         raise HT2Error("--plan-only writes a plan; do not also give --plan")
     check_latency_args(args)
-    options = rank_options(args)
+    options = {**rank_options(args), "round_ranks": rounding_of(args)}
     target = options.pop("target")
     options.pop("refine_sweeps")
     recipe = recipe_from_args(args, target is not None or args.target_speedup is not None)

@@ -13,6 +13,7 @@ from ht2.cli.tables import render
 from ht2.errors import HT2Error
 
 if TYPE_CHECKING:
+    from ht2.planning.rounding import AutoRounding
     from ht2.surgery import CompressionReport
     from ht2.surgery.latency_aware import FormTiming
 
@@ -114,7 +115,11 @@ def check_latency_args(args: argparse.Namespace) -> None:
                 else " (--target-speedup keeps a layer dense wherever that is faster anyway)"
             )
         )
-    if not (args.latency_aware or args.target_speedup is not None):
+    if args.target_speedup is not None and args.round_ranks == "auto":
+        raise HT2Error(
+            "--target-speedup times its own ranks: give --round-ranks a number, not auto"
+        )
+    if not timed(args):
         given = first_given(
             ("--dtype", args.dtype),
             ("--channels-last", args.channels_last),
@@ -122,20 +127,39 @@ def check_latency_args(args: argparse.Namespace) -> None:
         )
         if given:
             raise HT2Error(
-                f"{given} says how --latency-aware times forms (or --target-speedup times "
-                "layers): add one of them"
+                f"{given} says where --latency-aware, --target-speedup or --round-ranks auto "
+                "time layers: add one of them"
             )
         return
     warn_if_emulated(args.dtype or "float32", resolve_device(args.device))
 
 
+def timed(args: argparse.Namespace) -> bool:
+    """Whether a flag asks for layers to be timed (so the timing flags mean something)."""
+    return args.latency_aware or args.target_speedup is not None or args.round_ranks == "auto"
+
+
 def form_timing(args: argparse.Namespace) -> FormTiming | None:
     """How --latency-aware times forms, or --target-speedup layers (None without either)."""
+    if not (args.latency_aware or args.target_speedup is not None):
+        return None
+    return timing_of(args)
+
+
+def rounding_of(args: argparse.Namespace) -> int | AutoRounding:
+    """--round-ranks: the multiple, or auto with where to time the layers."""
+    from ht2.planning.rounding import AutoRounding
+
+    if args.round_ranks == "auto":
+        return AutoRounding(timing_of(args))
+    return args.round_ranks
+
+
+def timing_of(args: argparse.Namespace) -> FormTiming:
+    """Where and how the timing flags say layers are timed."""
     from ht2.metrics.treatment import Treatment
     from ht2.surgery.latency_aware import FormTiming
 
-    if not (args.latency_aware or args.target_speedup is not None):
-        return None
     return FormTiming(
         device=args.device,
         batch_size=args.batch_size,

@@ -26,6 +26,18 @@ def reduction_factor(text: str) -> float:
     return value
 
 
+def rank_multiple(text: str) -> int | str:
+    """argparse type: a positive whole number, or auto."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive whole number or auto, got {text!r}"
+        ) from None
+
+
 MAX_REFINE_SWEEPS = 1000  # as a plan file allows; 10 is plenty (each sweep costs a decomposition)
 sweep_count = whole_number(0, "a whole number >= 0", quote=True, high=MAX_REFINE_SWEEPS)
 
@@ -71,11 +83,13 @@ def add_rank_args(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--round-ranks",
-        type=positive_int,
+        type=rank_multiple,
         default=1,
-        metavar="N",
-        help="round every rank up to a multiple of N (8 suits many kernels; the report shows "
-        "the parameter cost; default: 1, no rounding)",
+        metavar="N|auto",
+        help="round every rank up to a multiple of N (the report shows the parameter cost); "
+        "auto: time the planned layers at multiples 1, 4, 8, 16 and 32 on --device at "
+        "--batch-size in --dtype, --channels-last and --runtime, and keep the fastest "
+        "(default: 1, no rounding)",
     )
     group.add_argument(
         "--refine-sweeps",

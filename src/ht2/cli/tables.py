@@ -182,6 +182,14 @@ def rank_notes(report: CompressionReport) -> list[str]:
         notes.append(speed_note(speed))
     elif report.rank_rule != "energy" and allocation == "uniform":
         notes.append(f"rank rule: {report.rank_rule}")
+    auto = (report.provenance or {}).get("round_ranks_auto")
+    if auto:
+        timed = ", ".join(f"{m}: {ms:.3f}" for m, ms in auto["layers_ms"].items())
+        notes.append(
+            f"--round-ranks auto: the planned layers took (ms, summed, by multiple) {timed} "
+            f"on {auto['device']} at batch {auto['batch_size']}, {auto['dtype']}; "
+            f"chose {auto['chosen']}"
+        )
     if report.round_ranks > 1:
         extra = report.rounding_params or 0
         share = 100 * extra / max(report.params_after - extra, 1)

@@ -20,6 +20,7 @@ from torch import nn
 from ht2.errors import HT2Error
 from ht2.models import ModelEntry, get_entry
 from ht2.planning.planner import plan as make_plan
+from ht2.planning.rounding import AutoRounding, is_auto
 from ht2.recipes.recipe import Recipe, get_recipe
 from ht2.surgery.allocate import Allocation, allocate
 from ht2.surgery.apply import apply
@@ -369,6 +370,20 @@ def _decide(
 ) -> tuple[Plan, Allocation | None]:
     """The recipe's allocation (for a target; for a speed target, the latency planner) and
     the plan it leads to, the fit the recipe asks for marked on every layer."""
+    if is_auto(plan_options.get("round_ranks")):
+        return _decide_rounded(
+            model,
+            recipe,
+            target,
+            energy,
+            method,
+            example_input,
+            images,
+            progress,
+            cache,
+            speed,
+            **plan_options,
+        )
     options = {
         "include": None,
         "exclude": None,
@@ -395,6 +410,48 @@ def _decide(
             layer.fit = "data-aware"
     data = images.data if images is not None and images.is_path else None
     decided.provenance["data"] = os.fspath(data) if data is not None else None
+    return decided, allocation
+
+
+def _decide_rounded(
+    model: nn.Module,
+    recipe: Recipe,
+    target: Target | None,
+    energy: float,
+    method: str,
+    example_input: torch.Tensor | None,
+    images: TrainImages | None,
+    progress: bool,
+    cache: dict | None,
+    speed: tuple[float | None, FormTiming | None],
+    **plan_options: Any,
+) -> tuple[Plan, Allocation | None]:
+    """round_ranks="auto": decide without rounding, time the planned layers at each rank
+    multiple where `speed`'s FormTiming says (default: CPU, batch 1, float32 eager), then
+    decide again with the fastest multiple; the plan's provenance records the timings."""
+    from ht2.planning.rounding import choose_round_ranks
+
+    speedup, timing = speed
+    rounding = plan_options["round_ranks"]
+    if isinstance(rounding, AutoRounding) and rounding.timing is not None:
+        timing = rounding.timing
+    if speedup is not None:
+        raise HT2Error(
+            "a speed target times its own ranks: give round_ranks as a number, not auto",
+            params=("round_ranks", "speedup"),
+        )
+    if example_input is None:
+        raise HT2Error(
+            "round_ranks auto times the planned layers: give an example input",
+            params=("round_ranks", "example_input"),
+        )
+    args = (model, recipe, target, energy, method, example_input, images, progress, cache)
+    first, allocation = _decide(*args, **{**plan_options, "round_ranks": 1})
+    choice = choose_round_ranks(model, first, example_input, timing)
+    decided = first
+    if choice.multiple > 1:
+        decided, allocation = _decide(*args, **{**plan_options, "round_ranks": choice.multiple})
+    decided.provenance["round_ranks_auto"] = choice.to_dict()
     return decided, allocation
 
 
