@@ -352,7 +352,7 @@ def test_cli_latency_aware_keeps_the_size_and_shows_forms(tmp_path: Path, capsys
     ("extra", "needle"),
     [
         (["--allow-dense"], "--allow-dense lets --latency-aware give size back"),
-        (["--dtype", "bfloat16"], "--dtype says how"),
+        (["--dtype", "bfloat16"], "--dtype says where --latency-aware"),
         (["--latency-aware", "--runtime", "onnxruntime"], "invalid choice: 'onnxruntime'"),
         (["--latency-aware", "--dtype", "half"], "invalid choice: 'half'"),
     ],
