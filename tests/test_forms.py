@@ -24,7 +24,7 @@ from ht2.surgery.latency_aware import choose_forms, record_forms
 from tests._shared import CONV_GEOMETRIES, PADDING_MODES, grid_conv, rel_error
 
 GRID = list(itertools.product(CONV_GEOMETRIES, PADDING_MODES, [True, False]))
-HT2_FORMS = ("merged_core", "merged_in", "two", "dense")
+HT2_FORMS = ("merged_core", "merged_in", "two", "merged_out", "outer", "dense")
 
 
 def _rebuilt(layer: nn.Module) -> nn.Module:
@@ -103,8 +103,8 @@ def test_forms_that_cannot_be_reached_exactly_are_refused() -> None:
         merged.in_form("four")
     with pytest.raises(HT2Error, match="cannot run as 'merged_core'"):
         factorize(nn.Conv2d(4, 6, 3), "tucker2", energy=0.9).in_form("merged_core")
-    entry = {**layer.plan_entry(), "form": "merged_out"}
-    with pytest.raises(HT2Error, match="unknown form 'merged_out' for method 'ht2'"):
+    entry = {**layer.plan_entry(), "form": "merged_all"}
+    with pytest.raises(HT2Error, match="unknown form .merged_all. for method .ht2."):
         build_factorized(entry)
 
 
@@ -136,7 +136,13 @@ def _resnet20() -> tuple[nn.Module, torch.Tensor]:
 def test_save_and_load_rebuild_each_layers_form(tmp_path: Path) -> None:
     model, x = _resnet20()
     report = ht2.compress(model, energy=0.7, example_input=x)
-    forms = {"layer1.0.conv1": "merged_core", "layer2.1.conv2": "merged_in", "conv1": "dense"}
+    forms = {
+        "layer1.0.conv1": "merged_core",
+        "layer2.1.conv2": "merged_in",
+        "layer2.0.conv1": "merged_out",  # stride 2: the wide expand takes the width's stride
+        "layer3.1.conv1": "outer",
+        "conv1": "dense",
+    }
     for name, form in forms.items():
         model.set_submodule(name, model.get_submodule(name).in_form(form))
     with torch.no_grad():
@@ -144,6 +150,8 @@ def test_save_and_load_rebuild_each_layers_form(tmp_path: Path) -> None:
     loaded = ht2.load(ht2.save(model, tmp_path / "m", report))
     assert loaded.get_submodule("layer1.0.conv1").form == "merged_core"
     assert loaded.get_submodule("layer2.1.conv2").form == "merged_in"
+    assert loaded.get_submodule("layer2.0.conv1").form == "merged_out"
+    assert loaded.get_submodule("layer3.1.conv1").form == "outer"
     assert loaded.get_submodule("layer1.0.conv2").form == "four"
     assert type(loaded.get_submodule("conv1")) is nn.Conv2d
     with torch.no_grad():
@@ -445,3 +453,23 @@ def test_cli_plan_only_latency_aware_writes_forms_that_plan_replays(tmp_path: Pa
     assert code == 0, err
     model = ht2.load(out)
     assert {name: model.get_submodule(name).form for name in forms} == forms
+
+
+@pytest.mark.parametrize("form", ["merged_out", "outer"])
+def test_batchnorm_folds_into_a_wide_expand(form: str) -> None:
+    from ht2.export.fold_bn import fold_batchnorms
+
+    model, x = _resnet20()
+    ht2.compress(model, energy=0.7, example_input=x)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):  # statistics far from the identity
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+    name = "layer2.0.conv2"
+    model.set_submodule(name, model.get_submodule(name).in_form(form))
+    model.eval()
+    with torch.no_grad():
+        expected = model(x)
+        folded, fold_report = fold_batchnorms(model, tuple(x.shape[1:]))
+        assert any(pair["into"] == f"{name}.expand" for pair in fold_report.folded)
+        assert rel_error(folded(x), expected) < 1e-5

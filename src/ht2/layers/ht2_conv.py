@@ -26,7 +26,10 @@ HT2_FORMS = {
     "merged_core": ("reduce", "core", "expand"),  # vertical and horizontal: one D1xD2 conv
     "merged_in": ("reduce_vertical", "horizontal", "expand"),  # reduce and vertical: C->R13
     "two": ("reduce_core", "expand"),  # reduce, vertical, horizontal: one D1xD2 conv C->R3
+    "merged_out": ("reduce", "vertical", "expand"),  # horizontal and expand: 1xD2, R13->T
+    "outer": ("reduce_vertical", "expand"),  # D1x1 C->R13, then 1xD2 R13->T: two passes
 }
+WIDE_EXPAND = ("merged_out", "outer")  # forms whose expand spans the width (R13->T, 1xD2)
 
 
 def _children(spec: ConvSpec, r: HT2Ranks, form: str) -> dict[str, nn.Conv2d]:
@@ -48,7 +51,21 @@ def _children(spec: ConvSpec, r: HT2Ranks, form: str) -> dict[str, nn.Conv2d]:
             "reduce_vertical": factor_conv(spec, c, r.r13, "height"),
             "horizontal": factor_conv(spec, r.r13, r.r3, "width"),
         }
+    if form == "merged_out":
+        return {
+            "reduce": factor_conv(spec, c, r.r1, "none"),
+            "vertical": factor_conv(spec, r.r1, r.r13, "height"),
+        }
+    if form == "outer":
+        return {"reduce_vertical": factor_conv(spec, c, r.r13, "height")}
     return {"reduce_core": factor_conv(spec, c, r.r3, "both")}
+
+
+def _expand(spec: ConvSpec, r: HT2Ranks, form: str) -> nn.Conv2d:
+    """The last conv: 1x1 R3->T, or 1xD2 R13->T where horizontal is merged into it."""
+    if form in WIDE_EXPAND:
+        return factor_conv(spec, r.r13, spec.out_channels, "width", bias=spec.bias)
+    return factor_conv(spec, r.r3, spec.out_channels, "none", bias=spec.bias)
 
 
 class HT2Conv2d(FactorizedLayer):
@@ -79,7 +96,7 @@ class HT2Conv2d(FactorizedLayer):
         self.form = form
         for name, conv in _children(spec, ranks, form).items():
             self.add_module(name, conv)
-        self.expand = factor_conv(spec, ranks.r3, spec.out_channels, "none", bias=spec.bias)
+        self.expand = _expand(spec, ranks, form)
 
     @classmethod
     def from_dense(
@@ -111,7 +128,10 @@ class HT2Conv2d(FactorizedLayer):
         merged = HT2Conv2d(self.spec, ranks, self.energy, form=form)
         merged.rel_error = self.rel_error
         merged.to(device=self.expand.weight.device, dtype=self.expand.weight.dtype)
-        merged.expand = copy.deepcopy(self.expand)  # with any BatchNorm folded into it
+        if form in WIDE_EXPAND:
+            merged.expand = self._wide_expand()
+        else:
+            merged.expand = copy.deepcopy(self.expand)  # with any BatchNorm folded into it
         with torch.no_grad():
             if form == "merged_core":
                 merged.reduce.weight.copy_(self.reduce.weight)
@@ -121,10 +141,30 @@ class HT2Conv2d(FactorizedLayer):
                 merged.reduce_core.weight.copy_(
                     torch.einsum("ac,bahw->bchw", u1, self._core_weight())
                 )
+            elif form == "merged_out":
+                merged.reduce.weight.copy_(self.reduce.weight)
+                merged.vertical.weight.copy_(self.vertical.weight)
+            elif form == "outer":
+                merged.reduce_vertical.weight.copy_(self._reduce_vertical_weight())
             else:
                 merged.horizontal.weight.copy_(self.horizontal.weight)
                 merged.reduce_vertical.weight.copy_(self._reduce_vertical_weight())
         return merged.train(self.training)
+
+    def _wide_expand(self) -> nn.Conv2d:
+        """horizontal then expand as one 1xD2 (R13->T) conv, with expand's bias (and any
+        BatchNorm folded into it)."""
+        conv = factor_conv(
+            self.spec, self.ranks["r13"], self.spec.out_channels, "width", bias=False
+        )
+        conv.to(device=self.expand.weight.device, dtype=self.expand.weight.dtype)
+        u3 = self.expand.weight[:, :, 0, 0]  # (T, R3)
+        g2 = self.horizontal.weight[:, :, 0, :]  # (R3, R13, D2)
+        with torch.no_grad():
+            conv.weight.copy_(torch.einsum("tb,bkw->tkw", u3, g2)[:, :, None, :])
+        if self.expand.bias is not None:
+            conv.bias = nn.Parameter(self.expand.bias.detach().clone())
+        return conv
 
     def _core_weight(self) -> torch.Tensor:
         """The D1xD2 (R1->R3) kernel of vertical then horizontal (four-conv form)."""
@@ -139,6 +179,15 @@ class HT2Conv2d(FactorizedLayer):
         return torch.einsum("ac,kah->kch", u1, g1)[..., None]
 
     def dense_weight(self) -> torch.Tensor:
+        if self.form in WIDE_EXPAND:
+            wide = self.expand.weight[:, :, 0, :]  # (T, R13, D2)
+            if self.form == "outer":
+                left = self.reduce_vertical.weight[..., 0]  # (R13, C, D1)
+            else:
+                left = torch.einsum(
+                    "ac,kah->kch", self.reduce.weight[:, :, 0, 0], self.vertical.weight[..., 0]
+                )
+            return torch.einsum("kch,tkw->tchw", left, wide)
         u3 = self.expand.weight[:, :, 0, 0]
         if self.form == "two":
             return torch.einsum("bchw,tb->tchw", self.reduce_core.weight, u3)
