@@ -10,6 +10,7 @@ from types import ModuleType
 import torch
 
 from ht2.errors import HT2Error
+from ht2.export.signal_stack import kept_signal_stack
 
 INSTALL_HINT = "pip install 'ht2[openvino]'"
 PRECISIONS = {"float32": "f32", "bfloat16": "bf16"}  # dtype -> INFERENCE_PRECISION_HINT
@@ -51,6 +52,13 @@ class OpenVinoRunner:
         if not Path(path).is_file() or Path(path).suffix != ".onnx":
             raise HT2Error(f"{path} is not an .onnx file; give one written by `ht2 export`")
         self.threads = threads or torch.get_num_threads()
+        self.dtype = dtype
+        with kept_signal_stack():  # OpenVINO's own must not outlive its models: see signal_stack
+            self.request = self._compile(ov, path)
+
+    def _compile(self, ov: ModuleType, path: str | os.PathLike):
+        """The infer request of `path` compiled for the CPU, its precision checked."""
+        dtype = self.dtype
         config = {
             "INFERENCE_PRECISION_HINT": PRECISIONS[dtype],
             "INFERENCE_NUM_THREADS": self.threads,
@@ -72,8 +80,11 @@ class OpenVinoRunner:
             )
         if len(compiled.inputs) != 1:
             raise HT2Error(f"{path} takes {len(compiled.inputs)} inputs; give one image input")
-        self.request = compiled.create_infer_request()
-        self.dtype = dtype
+        return compiled.create_infer_request()
+
+    def __del__(self) -> None:
+        with kept_signal_stack():
+            self.__dict__.pop("request", None)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
