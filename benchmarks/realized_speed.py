@@ -232,15 +232,15 @@ def speed_target(
     speedup: float,
 ) -> list[dict[str, Any]]:
     """Per batch size: the original compressed afresh by the speed planner (`ht2 compress
-    --target-speedup`), timed where the original ran fastest (BatchNorms unfolded, eager when
-    that runtime cannot time layers), then against the original in that treatment, folded."""
+    --target-speedup`) for the treatment the original ran fastest in (its whole-model checks in
+    that runtime, layers alone in eager where it is an exported one), then timed against the
+    original in that treatment, BatchNorms folded on both sides."""
     rows = []
     one = torch.zeros(1, *input_size)
     for entry in measured.best:
         size = entry["batch_size"]
         theirs = treatment_of(entry["best_against_best"]["baseline_treatment"])
-        runtime = theirs.runtime if theirs.runtime in FORM_RUNTIMES else "eager"
-        planned_in = Treatment(theirs.dtype, theirs.channels_last, runtime, fold_bn=False)
+        planned_in = Treatment(theirs.dtype, theirs.channels_last, theirs.runtime, fold_bn=False)
         how = FormTiming(str(device), size, treatment=planned_in, **timing)
         model = copy.deepcopy(base)
         plan = ht2.planning.plan_with(

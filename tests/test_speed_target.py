@@ -243,3 +243,40 @@ def test_cli_refuses_a_speedup_of_one(tmp_path, cli) -> None:
     code, out, err = cli([*args, "--out", str(tmp_path / "o")])
     assert code == 2
     assert "--target-speedup: a reduction factor must be above 1, got '1'" in err
+
+
+def test_whole_models_are_timed_in_an_exported_runtime_and_layers_in_eager(fake_timer) -> None:
+    """OpenVINO (or ONNX Runtime) runs the whole-model checks; the fake timer sees what ran."""
+    pytest.importorskip("openvino")
+    pytest.importorskip("onnx")
+    from ht2.metrics.treatment import Treatment
+
+    timing = FormTiming(batch_size=2, repeats=1, warmup=0, treatment=Treatment(runtime="openvino"))
+    seen = []
+    real = speed.time_models
+
+    def recording(prepared, x, *args, **kwargs):
+        seen.extend(p.treatment.runtime for p in prepared)
+        return (
+            real(prepared, x, *args, **kwargs)
+            if prepared[0].module is not None
+            else [Timing((1.0,)) for _ in prepared]
+        )
+
+    speed.time_models = recording
+    try:
+        plan = plan_with("speed", _net(), EXAMPLE, CompressOptions(), speedup=1.2, timing=timing)
+    finally:
+        speed.time_models = real
+    record = plan.provenance["speed_target"]
+    assert record["runtime"] == "openvino" and record["layers_runtime"] == "eager"
+    assert record["fold_bn"] is True
+    assert {"eager", "openvino"} <= set(seen)
+
+
+def test_a_treatment_the_runtime_cannot_run_is_refused() -> None:
+    from ht2.metrics.treatment import Treatment
+
+    timing = FormTiming(treatment=Treatment("bfloat16", runtime="onnxruntime"))
+    with pytest.raises(HT2Error, match="ONNX Runtime runs the exported float32 graph"):
+        plan_with("speed", _net(), EXAMPLE, CompressOptions(), speedup=1.5, timing=timing)

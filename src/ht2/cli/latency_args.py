@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from ht2.choices import DTYPES, FORM_RUNTIMES
+from ht2.choices import DTYPES, FORM_RUNTIMES, RUNTIMES
 from ht2.cli.common import first_given
 from ht2.cli.number_args import positive_int
 from ht2.cli.tables import render
@@ -63,9 +63,10 @@ def add_latency_args(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--runtime",
-        choices=FORM_RUNTIMES,
-        help="time the forms in eager PyTorch or torch.compile (compiles every form of every "
-        "layer: minutes), with --latency-aware (default: eager)",
+        choices=RUNTIMES,
+        help="time in eager PyTorch or torch.compile (compiles every form of every layer: "
+        "minutes); --target-speedup also takes onnxruntime and openvino, in which it times the "
+        "whole models (its layers alone in eager) (default: eager)",
     )
     group.add_argument(
         "--device",
@@ -114,6 +115,13 @@ def check_latency_args(args: argparse.Namespace) -> None:
                 if args.target_speedup is None
                 else " (--target-speedup keeps a layer dense wherever that is faster anyway)"
             )
+        )
+    layer_timing = args.latency_aware or args.round_ranks == "auto"
+    if layer_timing and args.runtime not in (None, *FORM_RUNTIMES):
+        flag = "--latency-aware" if args.latency_aware else "--round-ranks auto"
+        raise HT2Error(
+            f"{flag} times layers in {' or '.join(FORM_RUNTIMES)}, not {args.runtime} "
+            "(--target-speedup times whole models in it)"
         )
     if args.target_speedup is not None and args.round_ranks == "auto":
         raise HT2Error(

@@ -12,19 +12,22 @@ choice made again.
 from __future__ import annotations
 
 import copy
+import tempfile
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from ht2.choices import FORM_RUNTIMES
 from ht2.device import resolve_device
 from ht2.errors import HT2Error
 from ht2.layers import effective_weight
 from ht2.layers.base import DENSE_FORM
 from ht2.layers.builders import build_factorized
 from ht2.metrics import count_params, time_models
-from ht2.metrics.treatment import inner_input, prime, treat
+from ht2.metrics.treatment import Treatment, check_treatment, inner_input, prime, treat
 from ht2.planning.options import CompressOptions
 from ht2.planning.planner import plan
 from ht2.surgery.apply import apply
@@ -119,6 +122,7 @@ def layer_options(
     of `input_shape` (batch set to timing.batch_size) under timing.treatment; per rank set the
     fastest form is kept. Factors no smaller than the layer are skipped with keep_if_larger."""
     target = resolve_device(timing.device)
+    treatment = layer_treatment(timing)
     ranker = LayerRanker(method, effective_weight(module).float())
     spec = json_layer(spec_of(module).to_dict())
     runs: list[nn.Module] = [copy.deepcopy(module)]
@@ -131,8 +135,8 @@ def layer_options(
             if form != DENSE_FORM:
                 runs.append(layer.in_form(form))
                 labels.append((energy, ranks, form))
-    x = inner_input((timing.batch_size, *input_shape[1:]), timing.treatment, target)
-    prepared = [treat(run, timing.treatment, target, threads=timing.threads) for run in runs]
+    x = inner_input((timing.batch_size, *input_shape[1:]), treatment, target)
+    prepared = [treat(run, treatment, target, threads=timing.threads) for run in runs]
     prime(prepared, x, [f"{label[2]} ({label[1] or 'dense'})" for label in labels])
     times = time_models(prepared, x, timing.repeats, timing.warmup, timing.threads)
     fastest: dict[tuple, SpeedOption] = {}
@@ -145,14 +149,29 @@ def layer_options(
     return list(fastest.values())
 
 
+def layer_treatment(timing: FormTiming) -> Treatment:
+    """How layers alone are timed: as the models are, except that a runtime which runs an
+    ONNX export (compiling every candidate of every layer would take hours) times them in
+    eager PyTorch, in the same dtype and memory format; BatchNorms are not theirs to fold."""
+    runtime = timing.treatment.runtime
+    return replace(
+        timing.treatment, runtime=runtime if runtime in FORM_RUNTIMES else "eager", fold_bn=False
+    )
+
+
 def _model_ms(models: list[nn.Module], x: torch.Tensor, timing: FormTiming) -> list[float]:
     """Medians (ms) of `models` (the original first), timed in turn under timing.treatment
     with BatchNorms folded into the convs before them, as a deployer runs both."""
     folded = replace(timing.treatment, fold_bn=True)
     size = tuple(x.shape[1:])
-    runs = [treat(m, folded, x.device, input_size=size, threads=timing.threads) for m in models]
-    prime(runs, x, ["the original model", "the planned model"][: len(runs)])
-    times = time_models(runs, x, timing.repeats, timing.warmup, timing.threads)
+    names = ["the original model", "the planned model"][: len(models)]
+    with tempfile.TemporaryDirectory(prefix="ht2-speed-") as work:  # ONNX files, if exported
+        runs = [
+            treat(m, folded, x.device, size, Path(work), timing.threads, name=f"model{i}")
+            for i, m in enumerate(models)
+        ]
+        prime(runs, x, names)
+        times = time_models(runs, x, timing.repeats, timing.warmup, timing.threads)
     return [t.median_ms for t in times]
 
 
@@ -244,8 +263,10 @@ def plan_for_speedup(
     rounds: int = 3,
 ) -> Plan:
     """The plan of least spectral damage whose model runs `speedup` times faster than the
-    original under `timing` (model left unchanged). Layers are timed alone, the whole models
-    with BatchNorms folded on both sides (timing.treatment's fold_bn is not read). Out of
+    original under `timing` (model left unchanged). Layers are timed alone (layer_treatment),
+    the whole models in timing.treatment's runtime (onnxruntime and openvino included) with
+    BatchNorms folded on both sides (its fold_bn is not read); the rounds correct what the
+    layers alone mispredict. Out of
     reach: the fastest plan the options allow, with a note. The plan's
     provenance["speed_target"] says what was timed, the speedup reached and every round."""
     if example_input is None:
@@ -259,6 +280,7 @@ def plan_for_speedup(
         )
     timing = timing or FormTiming()
     options.check(True)
+    check_treatment(timing.treatment, resolve_device(timing.device))
     layers = measure_layers(model, example_input, options, timing, energies)
     target = resolve_device(timing.device)
     x = torch.randn((timing.batch_size, *example_input.shape[1:]), device=target)
@@ -317,6 +339,7 @@ def _record(
         else f"{speedup:g}x is out of reach here: the nearest reached is {kept.speedup:.2f}x"
     )
     treatment = {**timing.treatment.to_dict(), "fold_bn": True}  # as the models were timed
+    treatment["layers_runtime"] = layer_treatment(timing).runtime
     return {
         "factor": speedup,
         "reached": kept.speedup,
