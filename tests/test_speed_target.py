@@ -1,7 +1,8 @@
 """The speed-target planner: ranks, forms and dense layers chosen by timed latencies.
 
-Timings are replaced by a deterministic cost model (MACs plus a fixed cost per convolution
-call), so the choices can be checked exactly; one test runs the real timer end to end."""
+Timings are replaced by a deterministic cost model (parameters, a stand-in for MACs at one
+resolution, plus a fixed cost per call), so the choices can be checked exactly; the real timer
+runs in tests/test_plan.py's every-planner test."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from torch import nn
 import ht2
 from ht2.errors import HT2Error
 from ht2.layers import FactorizedLayer
-from ht2.metrics import layer_macs
+from ht2.metrics import count_params
 from ht2.metrics.latency import Timing
 from ht2.planning import speed
 from ht2.planning.options import CompressOptions
@@ -46,7 +47,7 @@ def _net() -> nn.Module:
 
 def _fake_ms(module: nn.Module, x: torch.Tensor) -> float:
     calls = sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in module.modules())
-    return sum(layer_macs(module, x).values()) / 1e6 + CALL_MS * calls
+    return count_params(module) / 1e4 + CALL_MS * calls
 
 
 @pytest.fixture
@@ -153,24 +154,14 @@ def test_bad_speed_targets_are_refused(kwargs: dict, message: str) -> None:
 def test_the_recipe_pipeline_runs_the_speed_planner(fake_timer) -> None:
     from ht2.recipes.pipeline import compress_with_recipe
 
-    model = ht2.models.create("cifar10_resnet20", num_classes=3)
-    report = compress_with_recipe(
-        model,
-        "paper",
-        example_input=torch.zeros(1, 3, 32, 32),
-        speedup=1.5,
-        forms=TIMING,
-    )
+    model = _net()
+    report = compress_with_recipe(model, "paper", example_input=EXAMPLE, speedup=1.5, forms=TIMING)
     steps = [step["step"] for step in report.pipeline["steps"]]
     assert steps == ["speed target", "factors"]  # the forms come from the speed planner
     assert report.pipeline["steps"][0]["met"] == report.provenance["speed_target"]["met"]
     with pytest.raises(HT2Error, match="^a speed target chooses every layer's ranks; do not "):
         compress_with_recipe(
-            model,
-            "paper",
-            example_input=torch.zeros(1, 3, 32, 32),
-            speedup=1.5,
-            target=Target("params", 2),
+            model, "paper", example_input=EXAMPLE, speedup=1.5, target=Target("params", 2)
         )
 
 
@@ -184,8 +175,7 @@ def test_the_recipe_asks_the_final_plan_for_its_sweeps(fake_timer) -> None:
     assert {entry.refine_sweeps for entry in plan.layers} == {3}
 
 
-def test_the_real_timer_end_to_end(tmp_path, cli) -> None:
-    """Timed for real: the figures depend on the machine, the record's shape does not."""
+def test_the_command_line_plans_for_speed(tmp_path, cli, fake_timer) -> None:
     code, out, err = cli(
         [
             "compress",
