@@ -140,6 +140,10 @@ def _edit(data: dict, change) -> dict:
         (lambda d: d["layers"][2].update(refine_sweeps=-1), "plan entry 2 .*refine_sweeps"),
         (lambda d: d["layers"][0].update(name="../etc"), "plan entry 0"),
         (lambda d: d.update(layers="all"), '"layers" must be a list'),
+        (
+            lambda d: d["layers"][3].update(fitt="data-aware"),
+            "plan entry 3 .*unknown field.*'fitt'",
+        ),
     ],
 )
 def test_bad_plan_files_are_one_line(tmp_path: Path, change, message: str) -> None:

@@ -171,6 +171,11 @@ def check_provenance(provenance: Any, where: str) -> None:
             raise HT2Error(f"{where}: provenance.{key} = {provenance[key]!r} is not valid")
 
 
+ENTRY_FIELDS = frozenset(
+    ("name", "method", "ranks", "layer", "energy", "form", "fit", "refine_sweeps", "unrounded")
+)
+
+
 def check_entry(entry: Any, index: int, where: str) -> None:
     """One plan entry: {name, method, ranks, layer[, energy, form]}, each field checked, then
     built on the meta device (no memory) so the layer's own checks run too."""
@@ -185,6 +190,14 @@ def check_entry(entry: Any, index: int, where: str) -> None:
     if problem:
         raise _entry_error(where, label, f"name {problem}")
     label = f"{label} ({entry['name']})"
+    unknown = sorted(set(entry) - ENTRY_FIELDS)
+    if unknown:  # a misspelt "fit" or "form" would otherwise be ignored without a word
+        raise _entry_error(
+            where,
+            label,
+            f"unknown field(s) {', '.join(map(repr, unknown))}; known: "
+            f"{', '.join(sorted(ENTRY_FIELDS))}",
+        )
     for field in ("method", "ranks", "layer"):
         if field not in entry:
             raise _entry_error(where, label, f'"{field}" is missing')
