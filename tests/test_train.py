@@ -283,3 +283,27 @@ def test_global_batch_must_divide_among_processes() -> None:
     assert _per_process_batch(TrainConfig(batch_size=12), world) == 4
     with pytest.raises(HT2Error, match="divisible by the 3 torchrun processes"):
         _per_process_batch(TrainConfig(batch_size=128), world)
+
+
+def test_an_interrupted_run_says_where_its_checkpoint_is(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    out = tmp_path / "run"
+    kill_at_epoch(monkeypatch, epoch=2)
+    assert _train(tiny, out) == 130
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (
+        f"ht2: interrupted; the checkpoint of the last finished epoch is in {out / 'checkpoint'}; "
+        "add --resume to the same command to go on from it"
+    )
+    assert checkpoint_meta(out)["epoch"] == 1
+
+
+def test_a_run_interrupted_before_its_first_checkpoint_wrote_nothing(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    kill_at_epoch(monkeypatch, epoch=1)
+    assert _train(tiny, tmp_path / "run") == 130
+    assert (
+        capsys.readouterr().err.strip().splitlines()[-1] == "ht2: interrupted; nothing was written"
+    )

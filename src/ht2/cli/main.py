@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 import warnings
+from pathlib import Path
 
 from ht2 import __version__
 from ht2.choices import HT2Warning, RenamedWarning
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ht2: error: {with_flags(error)}", file=sys.stderr)
             return 2
         except KeyboardInterrupt as stop:
-            print("ht2: interrupted; nothing was written", file=sys.stderr)
+            print(f"ht2: interrupted; {left_behind(args)}", file=sys.stderr)
             return interrupted_exit_code(stop)
         except BrokenPipeError:  # `ht2 models | head`: the reader left; not an error of ours
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -91,6 +92,23 @@ def main(argv: list[str] | None = None) -> int:
     for item in held:
         sys.stderr.write(_shown(item))
     return code
+
+
+def left_behind(args: argparse.Namespace) -> str:
+    """What an interrupted command leaves: a training run's last epoch checkpoint (kept so that
+    --resume goes on from it), or nothing (outputs are written whole or not at all)."""
+    out = getattr(args, "out", None)
+    if getattr(args, "resume", None) is not None and out is not None:
+        from ht2.train.checkpoint import STATE
+        from ht2.train.runner import CHECKPOINT
+
+        checkpoint = Path(out) / CHECKPOINT / STATE
+        if checkpoint.is_file():
+            return (
+                f"the checkpoint of the last finished epoch is in {Path(out) / CHECKPOINT}; "
+                "add --resume to the same command to go on from it"
+            )
+    return "nothing was written"
 
 
 def _shown(item: warnings.WarningMessage) -> str:
