@@ -395,3 +395,21 @@ def test_a_wrong_fold_is_caught_by_the_output_check(monkeypatch: pytest.MonkeyPa
     )
     with pytest.raises(ht2.HT2Error, match="cannot be folded safely"):
         fold_batchnorms(model, (4, 6, 6))
+
+
+def test_an_opset_the_model_cannot_take_is_one_line_and_nothing_else(
+    resnet20_dir: Path, tmp_path: Path
+) -> None:
+    """The TorchScript exporter prints the whole graph on standard output when it refuses."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "onnx"
+    argv = ["export", str(resnet20_dir), "--format", "onnx", "--opset", "7", "--out", str(out)]
+    done = subprocess.run(
+        [sys.executable, "-m", "ht2", *argv], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("ht2: error: torch.onnx.export failed for this model: ")
+    assert not out.exists()

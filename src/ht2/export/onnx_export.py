@@ -3,8 +3,14 @@ it with PyTorch in the same dtype."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
+import os
+import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -71,6 +77,21 @@ def in_dtype(model: nn.Module, dtype: str) -> nn.Module:
     return model if torch_dtype == torch.float32 else copy.deepcopy(model).to(torch_dtype)
 
 
+@contextmanager
+def _stdout_silenced() -> Iterator[None]:
+    """Standard output (the file descriptor too) sent to the null device: the TorchScript
+    exporter prints the whole graph there, hundreds of lines, when it refuses an opset."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null, contextlib.redirect_stdout(io.StringIO()):
+            os.dup2(null.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def export_onnx(
     model: nn.Module,
     input_size: tuple[int, ...],
@@ -90,7 +111,7 @@ def export_onnx(
     model = in_dtype(model, dtype)
     example = torch.zeros(1, *input_size, dtype=check_onnx_dtype(dtype))
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _stdout_silenced():
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 model,
