@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 
 from ht2 import HT2Error, models
 from ht2.cli.main import main
+from ht2.models import published
 from ht2.models.published import hub_state_dict
 
 TORCHVISION_FILE = "resnet18-f37072fd.pth"  # torchvision's published name for resnet18
@@ -167,6 +168,7 @@ def test_download_failing_its_hash_never_lands_in_the_cache(hub: Path, monkeypat
         torch.save({"w": torch.ones(2)}, dst)
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    monkeypatch.setattr(published, "resolves", lambda url: True)  # example.invalid never does
     with pytest.raises(HT2Error, match="does not match the sha256 prefix in its name"):
         hub_state_dict("https://example.invalid/x/weights-0123abcd.pth", "test weights")
     assert list(hub.iterdir()) == []
@@ -217,6 +219,30 @@ def test_timm_hf_safetensors_matching_their_blob_load(hf_cache: Path, tmp_path: 
     for key, value in source.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
     assert "state_dict" not in loaded.pretrained_cfg
+
+
+def test_a_host_without_an_address_fails_at_once_without_a_download(hub: Path) -> None:
+    """Offline (no DNS), nothing is tried: a download would retry for half a minute."""
+    with pytest.raises(HT2Error, match=r"could not download test weights \(offline\?\)"):
+        hub_state_dict("https://example.invalid/x/weights-0123abcd.pth", "test weights")
+    assert not hub.exists() or list(hub.iterdir()) == []
+
+
+def test_offline_hugging_face_reads_only_its_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    asked = []
+
+    def fake_download(repo_id, filename, revision=None, local_files_only=False, **kwargs):
+        asked.append(local_files_only)
+        raise LocalEntryNotFoundError("not in the cache")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setattr(published, "resolves", lambda url: False)
+    with pytest.raises(HT2Error, match=r"could not download w \(offline\?\)"):
+        published.hf_state_dict("timm/x", ["a.safetensors", "b.bin"], "w")
+    assert asked == [True, True]
 
 
 def test_timm_offline_without_cached_weights_says_what_to_do(hf_cache: Path) -> None:

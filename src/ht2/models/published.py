@@ -20,7 +20,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import socket
 import tempfile
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.error import URLError
@@ -83,7 +85,22 @@ def hub_state_dict(url: str, what: str) -> dict[str, torch.Tensor]:
     return read_cached_state_dict(path)
 
 
+def resolves(url: str) -> bool:
+    """Whether the host of `url` has an address: without one (offline, no DNS) a download
+    would only retry for half a minute before failing, so it fails at once instead."""
+    host = urllib.parse.urlsplit(url).hostname
+    if not host:
+        return False
+    try:
+        socket.getaddrinfo(host, 443)
+    except (OSError, UnicodeError):
+        return False
+    return True
+
+
 def _download(url: str, path: Path, what: str) -> None:
+    if not resolves(url):
+        raise download_failed(what)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
@@ -115,9 +132,14 @@ def hf_state_dict(repo: str, filenames: Sequence[str], what: str) -> dict[str, t
     from huggingface_hub.errors import EntryNotFoundError
 
     repo_id, _, revision = repo.partition("@")
+    cached_only = not resolves(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     for filename in filenames:
         try:
-            pointer = Path(hf_hub_download(repo_id, filename, revision=revision or None))
+            pointer = Path(
+                hf_hub_download(
+                    repo_id, filename, revision=revision or None, local_files_only=cached_only
+                )
+            )
         except EntryNotFoundError:  # not in the repository or, offline, not in the cache
             continue
         except OSError:  # network errors, a missing repository
