@@ -40,7 +40,7 @@ from ht2.surgery.targets import TOLERANCE
 from ht2.surgery.walk import input_shapes, spec_of
 
 SPEED_ENERGIES = (0.2, 0.35, 0.5, 0.65, 0.8, 0.9, 0.95)  # low ones for flat (untrained) spectra
-KEPT_DENSE = "kept dense: its factors are not faster enough here for the speed target"
+KEPT_DENSE = "kept dense: for the speed target, none of its factors paid for their time here"
 
 
 @dataclass(frozen=True)
