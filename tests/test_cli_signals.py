@@ -13,6 +13,9 @@ import pytest
 # Compress a tiny random model; the write of the output folder stalls until a signal comes.
 _SCRIPT = """
 import sys, time
+import signal
+signal.signal(signal.SIGHUP, signal.SIG_DFL)  # as a command started from a terminal: a test run
+signal.signal(signal.SIGINT, signal.default_int_handler)  # under nohup or `&` inherits both ignored
 import ht2.io.artefacts as artefacts
 real = artefacts.write_model
 def stalled(model, directory, report):

@@ -222,6 +222,9 @@ def test_a_folder_made_while_staging_is_not_replaced(tmp_path: Path, rename_by: 
 
 WRITER = """
 import sys, time
+import signal
+signal.signal(signal.SIGHUP, signal.SIG_DFL)  # as a command started from a terminal: a test run
+signal.signal(signal.SIGINT, signal.default_int_handler)  # under nohup or `&` inherits both ignored
 from pathlib import Path
 from ht2.cli.signals import install_interrupt_handlers
 from ht2.io import atomic_directory

@@ -169,7 +169,7 @@ def test_cli_target_and_ranks_file(tmp_path, capsys) -> None:
         (["--target-params", "0.5"], "reduction factor must be above 1"),
         (["--target-macs", "lots"], "such as 4 or 4x"),
         (["--target-params", "2", "--target-macs", "2"], "not allowed with argument"),
-        (["--round-ranks", "0"], "positive integer"),
+        (["--round-ranks", "0"], "positive whole number or auto"),
         (["--ranks", "missing.json"], "ranks file missing.json does not exist"),
     ],
 )
