@@ -270,3 +270,25 @@ def test_a_treatment_the_runtime_cannot_run_is_refused() -> None:
     timing = FormTiming(treatment=Treatment("bfloat16", runtime="onnxruntime"))
     with pytest.raises(HT2Error, match="ONNX Runtime runs the exported float32 graph"):
         plan_with("speed", _net(), EXAMPLE, CompressOptions(), speedup=1.5, timing=timing)
+
+
+def test_the_best_recipe_fits_the_speed_plan_to_training_images(tiny, fake_timer) -> None:
+    from ht2.recipes.pipeline import compress_with_recipe
+    from ht2.recipes.recipe import get_recipe
+
+    model = ht2.models.create("cifar10_resnet20", num_classes=3)
+    recipe = get_recipe("best").with_images(16)
+    report = compress_with_recipe(
+        model,
+        recipe,
+        data=str(tiny),
+        example_input=torch.zeros(1, 3, 32, 32),
+        speedup=1.5,
+        forms=TIMING,
+        workers=0,
+    )
+    steps = [step["step"] for step in report.pipeline["steps"]]
+    assert steps[0] == "speed target" and "allocate" not in steps  # the planner decided
+    assert report.data_aware is not None  # then the recipe's fit ran on the planned layers
+    assert report.refine_sweeps == recipe.refine_sweeps
+    assert all(line.form is not None for line in report.layers if line.method == "ht2")
