@@ -56,6 +56,7 @@ def fake_timer(monkeypatch: pytest.MonkeyPatch) -> None:
         return [Timing((_fake_ms(p.module, x),)) for p in prepared]
 
     monkeypatch.setattr(speed, "time_models", time_models)
+    monkeypatch.setattr(speed, "prime", lambda prepared, x, names: None)  # nothing to compile
 
 
 EXAMPLE = torch.zeros(1, 3, 16, 16)
@@ -272,12 +273,13 @@ def test_a_treatment_the_runtime_cannot_run_is_refused() -> None:
         plan_with("speed", _net(), EXAMPLE, CompressOptions(), speedup=1.5, timing=timing)
 
 
+@pytest.mark.slow  # the data-aware fit of a whole ResNet-20: half a minute
 def test_the_best_recipe_fits_the_speed_plan_to_training_images(tiny, fake_timer) -> None:
     from ht2.recipes.pipeline import compress_with_recipe
     from ht2.recipes.recipe import get_recipe
 
     model = ht2.models.create("cifar10_resnet20", num_classes=3)
-    recipe = get_recipe("best").with_images(16)
+    recipe = get_recipe("best").with_images(16).with_choices(refine_sweeps=1)
     report = compress_with_recipe(
         model,
         recipe,
