@@ -12,7 +12,8 @@ from torch import nn
 import ht2
 from ht2.cli.tables import report_table
 from ht2.errors import HT2Error
-from ht2.surgery.allocate import allocate, compress_allocated
+from ht2.planning.allocated import compress_allocated
+from ht2.surgery.allocate import allocate
 from ht2.surgery.knapsack import Option, choose
 from ht2.surgery.sensitivity import SensitivityOptions
 from ht2.surgery.targets import Target

@@ -19,8 +19,8 @@ from ht2.choices import RenamedWarning
 from ht2.cli.main import main
 from ht2.dataaware import DataAwareOptions, compress_data_aware
 from ht2.errors import HT2Error
+from ht2.planning.allocated import compress_allocated
 from ht2.surgery import resolve_method
-from ht2.surgery.allocate import compress_allocated
 from ht2.surgery.targets import Target
 
 EXAMPLE = torch.zeros(1, 3, 32, 32)

@@ -9,7 +9,7 @@ import torch
 
 from ht2 import models
 from ht2.dataaware import DataAwareOptions, compress_data_aware
-from ht2.surgery.allocate import compress_allocated
+from ht2.planning.allocated import compress_allocated
 from ht2.surgery.sensitivity import SensitivityOptions
 from ht2.surgery.targets import TOLERANCE, Target
 

@@ -4,14 +4,14 @@
     report = compress(model, method="ht2", example_input=x, **allocation.compress_kwargs())
     allocation.annotate(report)
 
-`compress_allocated` does the three steps in one call.
+`ht2.planning.allocated.compress_allocated` does the three steps in one call.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -20,7 +20,6 @@ from torch import nn
 from ht2.choices import ALLOCATIONS
 from ht2.data.gather import gather_images
 from ht2.errors import HT2Error
-from ht2.planning.api import compress
 from ht2.surgery.budget import Ranks, make_budget
 from ht2.surgery.finite import check_finite
 from ht2.surgery.policy import resolve_method
@@ -168,46 +167,3 @@ def allocate(
         seconds=time.perf_counter() - start,
         details=details,
     )
-
-
-def compress_allocated(
-    model: nn.Module,
-    method: str = "ht2",
-    target: Target | None = None,
-    allocation: str = "uniform",
-    example_input: torch.Tensor | None = None,
-    loader: Iterable | None = None,
-    images: int = 256,
-    options: SensitivityOptions | None = None,
-    cache: dict | None = None,
-    **compress_args: Any,
-) -> CompressionReport:
-    """allocate(), then compress() with its choice, then the allocation noted in the report.
-
-    `compress_args` go to both (include, exclude, keep_if_larger, round_ranks, progress, ...);
-    sensitivity measures factors refined by the same `refine_sweeps`.
-    """
-    method = resolve_method(method)
-    sweeps = compress_args.get("refine_sweeps", 0)
-    options = replace(options or SensitivityOptions(), sweeps=sweeps)
-    shared = {
-        key: compress_args[key]
-        for key in ("include", "exclude", "keep_if_larger", "round_ranks", "progress")
-        if key in compress_args
-    }
-    chosen = allocate(
-        model,
-        method,
-        target,
-        allocation,
-        example_input,
-        loader,
-        images,
-        options=options,
-        cache=cache,
-        **shared,
-    )
-    kwargs = chosen.compress_kwargs() if target is not None else {}
-    report = compress(model, method=method, example_input=example_input, **compress_args, **kwargs)
-    chosen.annotate(report)
-    return report
