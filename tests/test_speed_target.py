@@ -294,3 +294,29 @@ def test_the_best_recipe_fits_the_speed_plan_to_training_images(tiny, fake_timer
     assert report.data_aware is not None  # then the recipe's fit ran on the planned layers
     assert report.refine_sweeps == recipe.refine_sweeps
     assert all(line.form is not None for line in report.layers if line.method == "ht2")
+
+
+def test_the_summary_says_what_low_energies_will_cost() -> None:
+    from ht2.cli.tables import rank_notes
+
+    report = ht2.compress(_net(), energy=0.3, example_input=EXAMPLE)
+    report.provenance["speed_target"] = {
+        "factor": 2.0,
+        "reached": 1.5,
+        "met": False,
+        "note": "2x is out of reach here: the nearest reached is 1.50x",
+        "device": "cpu",
+        "batch_size": 1,
+        "dtype": "float32",
+        "memory_format": "contiguous",
+        "runtime": "eager",
+    }
+    factorized = [line for line in report.layers if line.energy is not None]
+    assert factorized
+    notes = rank_notes(report)
+    assert notes[0].startswith("speed target 2x (cpu, batch 1, float32, NCHW, eager")
+    assert notes[1] == (
+        f"{len(factorized)} of {len(factorized)} factorized layers keep less than half of their "
+        "spectral energy (lowest e=0.3): expect a large accuracy drop until the model is "
+        "fine-tuned; measure it with `ht2 evaluate`"
+    )

@@ -180,6 +180,7 @@ def rank_notes(report: CompressionReport) -> list[str]:
     speed = (report.provenance or {}).get("speed_target")
     if speed:
         notes.append(speed_note(speed))
+        notes += low_energy_note(report)
     elif report.rank_rule != "energy" and allocation == "uniform":
         notes.append(f"rank rule: {report.rank_rule}")
     auto = (report.provenance or {}).get("round_ranks_auto")
@@ -218,6 +219,20 @@ def speed_note(speed: dict) -> str:
     if speed["reached"] < 1:
         text += "; this model runs slower than the original here: factors do not pay on this target"
     return text
+
+
+def low_energy_note(report: CompressionReport) -> list[str]:
+    """Under a speed target, how many layers kept less than half their energy: the accuracy
+    that speed cost, said before anyone measures it."""
+    energies = [line.energy for line in report.layers if line.energy is not None]
+    low = [e for e in energies if e < 0.5]
+    if not low:
+        return []
+    return [
+        f"{len(low)} of {len(energies)} factorized layers keep less than half of their "
+        f"spectral energy (lowest e={min(low):g}): expect a large accuracy drop until the model "
+        "is fine-tuned; measure it with `ht2 evaluate`"
+    ]
 
 
 def data_aware_notes(report: CompressionReport) -> list[str]:
