@@ -320,3 +320,26 @@ def test_the_summary_says_what_low_energies_will_cost() -> None:
         "spectral energy (lowest e=0.3): expect a large accuracy drop until the model is "
         "fine-tuned; measure it with `ht2 evaluate`"
     )
+
+
+def test_min_energy_keeps_every_factorized_layer_at_or_above_it(fake_timer) -> None:
+    from ht2.recipes.pipeline import plan_with_recipe
+
+    plan = plan_with_recipe(
+        _net(), "paper", example_input=EXAMPLE, speedup=1.5, forms=TIMING, min_energy=0.7
+    )
+    assert plan.provenance["speed_target"]["energies"] == [0.7, 0.8, 0.9, 0.95]
+    assert plan.layers and all(entry.energy >= 0.7 for entry in plan.layers)
+    with pytest.raises(HT2Error, match=r"^min_energy must be in \(0, 1\], got 1.5"):
+        plan_with_recipe(
+            _net(), "paper", example_input=EXAMPLE, speedup=1.5, forms=TIMING, min_energy=1.5
+        )
+
+
+def test_cli_min_energy_needs_a_speed_target(tmp_path, cli) -> None:
+    args = ["compress", "cifar10_resnet20", "--random-init", "--min-energy", "0.5"]
+    code, _, err = cli([*args, "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert err.strip().splitlines() == [
+        "ht2: error: --min-energy bounds what --target-speedup times: add --target-speedup"
+    ]

@@ -203,6 +203,7 @@ def recipe_settings(args: argparse.Namespace) -> dict:
         "progress": not args.json,
         "forms": form_timing(args),
         "speedup": args.target_speedup,
+        "min_energy": args.min_energy,
     }
 
 

@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from ht2.choices import DTYPES, FORM_RUNTIMES, RUNTIMES
-from ht2.cli.common import first_given
+from ht2.cli.common import energy_value, first_given
 from ht2.cli.number_args import positive_int
 from ht2.cli.tables import render
 from ht2.errors import HT2Error
@@ -41,6 +41,14 @@ def add_latency_args(parser: argparse.ArgumentParser) -> None:
         "the least spectral damage that fits, then the whole model timed to check); out of "
         "reach: the fastest plan, with a note; not with --target-params/--target-macs, --ranks "
         "or --plan (default: off)",
+    )
+    group.add_argument(
+        "--min-energy",
+        type=energy_value,
+        metavar="E",
+        help="with --target-speedup, time no layer at an energy below E (the grid is 0.2, "
+        "0.35, 0.5, 0.65, 0.8, 0.9, 0.95): speed is then not bought with layers that keep "
+        "almost nothing, and a target out of reach says so (default: the whole grid)",
     )
     group.add_argument(
         "--allow-dense",
@@ -107,6 +115,8 @@ def check_latency_args(args: argparse.Namespace) -> None:
         )
         if clashing:
             raise HT2Error(f"--target-speedup chooses every layer's ranks; drop {clashing}")
+    if args.min_energy is not None and args.target_speedup is None:
+        raise HT2Error("--min-energy bounds what --target-speedup times: add --target-speedup")
     if args.allow_dense and not args.latency_aware:
         raise HT2Error(
             "--allow-dense lets --latency-aware give size back: add --latency-aware"

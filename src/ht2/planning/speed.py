@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ht2.choices import FORM_RUNTIMES
+from ht2.decomp import check_energy
 from ht2.device import resolve_device
 from ht2.errors import HT2Error
 from ht2.layers import effective_weight
@@ -41,6 +42,20 @@ from ht2.surgery.walk import input_shapes, spec_of
 
 SPEED_ENERGIES = (0.2, 0.35, 0.5, 0.65, 0.8, 0.9, 0.95)  # low ones for flat (untrained) spectra
 KEPT_DENSE = "kept dense: for the speed target, none of its factors paid for their time here"
+
+
+def energy_grid(min_energy: float | None = None) -> tuple[float, ...]:
+    """The energies a layer is timed at: SPEED_ENERGIES, none below `min_energy` (which is
+    itself one of them), so that speed is not bought with layers that keep almost nothing."""
+    if min_energy is None:
+        return SPEED_ENERGIES
+    try:
+        check_energy(min_energy)
+    except (TypeError, ValueError):
+        raise HT2Error(
+            f"min_energy must be in (0, 1], got {min_energy!r}", params="min_energy"
+        ) from None
+    return tuple(sorted({min_energy, *(e for e in SPEED_ENERGIES if e >= min_energy)}))
 
 
 @dataclass(frozen=True)

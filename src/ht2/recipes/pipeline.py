@@ -126,6 +126,7 @@ def compress_with_recipe(
     forms: FormTiming | None = None,
     allocation_cache: dict | None = None,
     speedup: float | None = None,
+    min_energy: float | None = None,
     **compress_options: Any,
 ) -> CompressionReport:
     """Compress `model` in place by `recipe` ("paper", "best" or a Recipe) and return the
@@ -142,7 +143,8 @@ def compress_with_recipe(
     (ht2.surgery.latency_aware), recorded in `report.latency_aware`. A `speedup` target
     replaces the allocation: ranks, forms and dense layers chosen by latencies timed as
     `forms` says (ht2.planning.speed; the report's provenance["speed_target"] says what it
-    reached). An `allocation_cache`
+    reached; `min_energy` keeps every factorized layer at that energy or more). An
+    `allocation_cache`
     dict kept by the caller holds the sensitivity measurements, so that further targets on the
     same model and images reuse them (ht2.surgery.allocate.allocate's `cache`).
     """
@@ -172,7 +174,7 @@ def compress_with_recipe(
             images,
             progress,
             allocation_cache,
-            (speedup, forms),
+            (speedup, forms, min_energy),
             include=include,
             exclude=exclude,
             keep_if_larger=keep_if_larger,
@@ -220,6 +222,7 @@ def plan_with_recipe(
     forms: FormTiming | None = None,
     allocation_cache: dict | None = None,
     speedup: float | None = None,
+    min_energy: float | None = None,
     **plan_options: Any,
 ) -> Plan:
     """The deciding half of compress_with_recipe: the recipe's allocation (reading `data`
@@ -249,7 +252,7 @@ def plan_with_recipe(
         images,
         progress,
         allocation_cache,
-        (speedup, forms),
+        (speedup, forms, min_energy),
         **plan_options,
     )
     if forms is not None and speedup is None:
@@ -365,7 +368,7 @@ def _decide(
     images: TrainImages | None,
     progress: bool,
     cache: dict | None,
-    speed: tuple[float | None, FormTiming | None] = (None, None),
+    speed: tuple[float | None, FormTiming | None, float | None] = (None, None, None),
     **plan_options: Any,
 ) -> tuple[Plan, Allocation | None]:
     """The recipe's allocation (for a target; for a speed target, the latency planner) and
@@ -393,9 +396,9 @@ def _decide(
         "progress": progress,
     }
     allocation = None
-    speedup, timing = speed
+    speedup, timing, min_energy = speed
     if speedup is not None:
-        decided = _speed_plan(model, example_input, method, speedup, timing, options)
+        decided = _speed_plan(model, example_input, method, speed, options)
     else:
         if target is not None:
             allocation = _allocate(
@@ -423,7 +426,7 @@ def _decide_rounded(
     images: TrainImages | None,
     progress: bool,
     cache: dict | None,
-    speed: tuple[float | None, FormTiming | None],
+    speed: tuple[float | None, FormTiming | None, float | None],
     **plan_options: Any,
 ) -> tuple[Plan, Allocation | None]:
     """round_ranks="auto": decide without rounding, time the planned layers at each rank
@@ -431,7 +434,7 @@ def _decide_rounded(
     decide again with the fastest multiple; the plan's provenance records the timings."""
     from ht2.planning.rounding import choose_round_ranks
 
-    speedup, timing = speed
+    speedup, timing, _ = speed
     rounding = plan_options["round_ranks"]
     if isinstance(rounding, AutoRounding) and rounding.timing is not None:
         timing = rounding.timing
@@ -459,18 +462,20 @@ def _speed_plan(
     model: nn.Module,
     example_input: torch.Tensor | None,
     method: str,
-    speedup: float,
-    timing: FormTiming | None,
+    speed: tuple[float, FormTiming | None, float | None],
     options: dict[str, Any],
 ) -> Plan:
-    """The latency planner's plan; its rounds time plain one-pass factors (timing does not
-    depend on their values), the recipe's sweeps are asked of the final plan's entries."""
+    """The latency planner's plan (no energy below `speed`'s min_energy); its rounds time
+    plain one-pass factors (timing does not depend on their values), the recipe's sweeps are
+    asked of the final plan's entries."""
     from ht2.planning.options import CompressOptions
-    from ht2.planning.speed import plan_for_speedup
+    from ht2.planning.speed import energy_grid, plan_for_speedup
 
+    speedup, timing, min_energy = speed
     sweeps = options["refine_sweeps"]
     chosen = CompressOptions.of(None, method=method, **{**options, "refine_sweeps": 0})
-    decided = plan_for_speedup(model, example_input, chosen, speedup, timing)
+    energies = energy_grid(min_energy)
+    decided = plan_for_speedup(model, example_input, chosen, speedup, timing, energies)
     for layer in decided.layers:
         layer.refine_sweeps = sweeps
     decided.provenance["refine_sweeps"] = sweeps
