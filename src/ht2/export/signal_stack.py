@@ -1,10 +1,11 @@
 """Keep the calling thread's alternate signal stack as it was around calls into OpenVINO.
 
-OpenVINO's CPU plugin installs a 20 KB alternate signal stack on the thread that compiles a
-model, and puts back a stack it had freed when the model is destroyed. Python runs every signal
-handler on the alternate stack (SA_ONSTACK), so the next handled signal (PyTorch's SIGCHLD
-handler, installed by any DataLoader with workers, runs at every child's exit) finds either a
-stack too small for the AMX register state or none at all, and the process dies of SIGSEGV.
+OpenVINO's CPU plugin replaces the alternate signal stack of the thread that compiles a model
+with a 20,144-byte one of its own, and swaps stacks again for further models. Python runs every
+signal handler on the alternate stack (SA_ONSTACK); after OpenVINO had run, processes died of
+SIGSEGV with si_code SI_KERNEL (the kernel could not build a signal frame) as the next SIGCHLD
+came in (PyTorch's DataLoader installs a SIGCHLD handler; with AMX in use a frame takes about
+12 KB here). Putting the thread's own stack back removes the condition.
 """
 
 from __future__ import annotations
