@@ -15,6 +15,7 @@ from torch import nn
 import ht2
 from ht2.errors import HT2Error
 from ht2.metrics import layer_macs
+from ht2.metrics import treatment as treatment_module
 from ht2.metrics.latency import Timing
 from ht2.planning import rounding
 from ht2.recipes.pipeline import plan_with_recipe
@@ -44,7 +45,7 @@ def _macs(module: nn.Module, x: torch.Tensor) -> float:
 
 
 def _plan(monkeypatch, cost_of, **options) -> ht2.Plan:
-    monkeypatch.setattr(rounding, "time_models", _fake(cost_of))
+    monkeypatch.setattr(treatment_module, "time_models", _fake(cost_of))  # time_in_turn's timer
     model = ht2.models.create("cifar10_resnet20")
     return plan_with_recipe(
         model,

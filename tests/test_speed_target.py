@@ -17,6 +17,7 @@ import ht2
 from ht2.errors import HT2Error
 from ht2.layers import FactorizedLayer
 from ht2.metrics import count_params
+from ht2.metrics import treatment as treatment_module
 from ht2.metrics.latency import Timing
 from ht2.planning import speed
 from ht2.planning.options import CompressOptions
@@ -55,8 +56,8 @@ def fake_timer(monkeypatch: pytest.MonkeyPatch) -> None:
     def time_models(prepared, x, repeats=20, warmup=3, threads=None):
         return [Timing((_fake_ms(p.module, x),)) for p in prepared]
 
-    monkeypatch.setattr(speed, "time_models", time_models)
-    monkeypatch.setattr(speed, "prime", lambda prepared, x, names: None)  # nothing to compile
+    monkeypatch.setattr(treatment_module, "time_models", time_models)  # time_in_turn's timer
+    monkeypatch.setattr(treatment_module, "prime", lambda prepared, x, names: None)
 
 
 EXAMPLE = torch.zeros(1, 3, 16, 16)
@@ -244,7 +245,7 @@ def test_whole_models_are_timed_in_an_exported_runtime_and_layers_in_eager(fake_
 
     timing = FormTiming(batch_size=2, repeats=1, warmup=0, treatment=Treatment(runtime="openvino"))
     seen = []
-    real = speed.time_models
+    real = treatment_module.time_models
 
     def recording(prepared, x, *args, **kwargs):
         seen.extend(p.treatment.runtime for p in prepared)
@@ -254,11 +255,11 @@ def test_whole_models_are_timed_in_an_exported_runtime_and_layers_in_eager(fake_
             else [Timing((1.0,)) for _ in prepared]
         )
 
-    speed.time_models = recording
+    treatment_module.time_models = recording
     try:
         plan = plan_with("speed", _net(), EXAMPLE, CompressOptions(), speedup=1.2, timing=timing)
     finally:
-        speed.time_models = real
+        treatment_module.time_models = real
     record = plan.provenance["speed_target"]
     assert record["runtime"] == "openvino" and record["layers_runtime"] == "eager"
     assert record["fold_bn"] is True

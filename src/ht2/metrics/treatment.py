@@ -23,7 +23,7 @@ from torch import nn
 from ht2.choices import DTYPES, EXPORTED_RUNTIMES, RUNTIMES
 from ht2.errors import HT2Error
 from ht2.io.folds import folds_of
-from ht2.metrics.latency import Runnable
+from ht2.metrics.latency import Runnable, time_models
 
 X86 = ("x86_64", "amd64", "i386", "i686")
 RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
@@ -253,3 +253,24 @@ def prime(prepared: Sequence[Prepared], x: torch.Tensor, names: Sequence[str]) -
                 raise HT2Error(
                     f"{name} failed to run as {run.treatment.describe()}: {first}"
                 ) from None
+
+
+def time_in_turn(
+    models: Sequence[nn.Module],
+    x: torch.Tensor,
+    treatment: Treatment,
+    names: Sequence[str],
+    threads: int | None = None,
+    repeats: int = 20,
+    warmup: int = 3,
+    **treat_args: Any,
+) -> list[float]:
+    """Median ms of each of `models` on `x` under `treatment`: each made ready by treat() (with
+    `treat_args`, such as input_size and workdir; exported files named model0, model1, ...),
+    run once untimed (prime, with `names` in its errors), then timed run by run in turn."""
+    prepared = [
+        treat(model, treatment, x.device, threads=threads, name=f"model{i}", **treat_args)
+        for i, model in enumerate(models)
+    ]
+    prime(prepared, x, names)
+    return [t.median_ms for t in time_models(prepared, x, repeats, warmup, threads)]

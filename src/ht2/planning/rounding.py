@@ -18,8 +18,7 @@ from torch import nn
 from ht2.device import resolve_device
 from ht2.errors import HT2Error
 from ht2.layers.builders import build_factorized
-from ht2.metrics import time_models
-from ht2.metrics.treatment import inner_input, prime, treat
+from ht2.metrics.treatment import inner_input, time_in_turn
 from ht2.surgery.latency_aware import FormTiming
 from ht2.surgery.plan_model import Plan
 from ht2.surgery.ranking import round_up
@@ -87,11 +86,12 @@ def choose_round_ranks(
             continue
         x = inner_input((timing.batch_size, *shapes[module][1:]), timing.treatment, target)
         layers = [_layer_at(entry, m, module.weight.shape) for m in multiples]
-        runs = [treat(layer, timing.treatment, target, threads=timing.threads) for layer in layers]
-        prime(runs, x, [f"{entry.name} at ranks rounded to {m}" for m in multiples])
-        times = time_models(runs, x, timing.repeats, timing.warmup, timing.threads)
-        for multiple, measured in zip(multiples, times, strict=True):
-            totals[multiple] += measured.median_ms
+        names = [f"{entry.name} at ranks rounded to {m}" for m in multiples]
+        times = time_in_turn(
+            layers, x, timing.treatment, names, timing.threads, timing.repeats, timing.warmup
+        )
+        for multiple, ms in zip(multiples, times, strict=True):
+            totals[multiple] += ms
     chosen = multiples[0]
     for multiple in multiples[1:]:
         if totals[multiple] < totals[chosen] * (1 - NEAR_TIE):

@@ -27,8 +27,8 @@ from ht2.errors import HT2Error
 from ht2.layers import effective_weight
 from ht2.layers.base import DENSE_FORM
 from ht2.layers.builders import build_factorized
-from ht2.metrics import count_params, time_models
-from ht2.metrics.treatment import Treatment, check_treatment, inner_input, prime, treat
+from ht2.metrics import count_params
+from ht2.metrics.treatment import Treatment, check_treatment, inner_input, time_in_turn
 from ht2.planning.options import CompressOptions
 from ht2.planning.planner import plan
 from ht2.surgery.apply import apply
@@ -151,14 +151,13 @@ def layer_options(
                 runs.append(layer.in_form(form))
                 labels.append((energy, ranks, form))
     x = inner_input((timing.batch_size, *input_shape[1:]), treatment, target)
-    prepared = [treat(run, treatment, target, threads=timing.threads) for run in runs]
-    prime(prepared, x, [f"{label[2]} ({label[1] or 'dense'})" for label in labels])
-    times = time_models(prepared, x, timing.repeats, timing.warmup, timing.threads)
+    names = [f"{form} ({ranks or 'dense'})" for _, ranks, form in labels]
+    times = time_in_turn(runs, x, treatment, names, timing.threads, timing.repeats, timing.warmup)
     fastest: dict[tuple, SpeedOption] = {}
-    for (energy, ranks, form), measured in zip(labels, times, strict=True):
+    for (energy, ranks, form), ms in zip(labels, times, strict=True):
         key = tuple(sorted(ranks.items())) if ranks is not None else ()
         damage = 0.0 if ranks is None else spectral_damage(ranker, ranks)
-        option = SpeedOption(energy, ranks, form, measured.median_ms, damage)
+        option = SpeedOption(energy, ranks, form, ms, damage)
         if key not in fastest or option.ms < fastest[key].ms:
             fastest[key] = option
     return list(fastest.values())
@@ -181,13 +180,17 @@ def _model_ms(models: list[nn.Module], x: torch.Tensor, timing: FormTiming) -> l
     size = tuple(x.shape[1:])
     names = ["the original model", "the planned model"][: len(models)]
     with tempfile.TemporaryDirectory(prefix="ht2-speed-") as work:  # ONNX files, if exported
-        runs = [
-            treat(m, folded, x.device, size, Path(work), timing.threads, name=f"model{i}")
-            for i, m in enumerate(models)
-        ]
-        prime(runs, x, names)
-        times = time_models(runs, x, timing.repeats, timing.warmup, timing.threads)
-    return [t.median_ms for t in times]
+        return time_in_turn(
+            models,
+            x,
+            folded,
+            names,
+            timing.threads,
+            timing.repeats,
+            timing.warmup,
+            input_size=size,
+            workdir=Path(work),
+        )
 
 
 def _as_knapsack(layers: list[SpeedLayer]) -> list[list[Option]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -374,19 +374,23 @@ def _decide(
     """The recipe's allocation (for a target; for a speed target, the latency planner) and
     the plan it leads to, the fit the recipe asks for marked on every layer."""
     if is_auto(plan_options.get("round_ranks")):
-        return _decide_rounded(
-            model,
-            recipe,
-            target,
-            energy,
-            method,
-            example_input,
-            images,
-            progress,
-            cache,
-            speed,
-            **plan_options,
-        )
+
+        def decide(round_ranks: int) -> tuple[Plan, Allocation | None]:
+            return _decide(
+                model,
+                recipe,
+                target,
+                energy,
+                method,
+                example_input,
+                images,
+                progress,
+                cache,
+                speed,
+                **{**plan_options, "round_ranks": round_ranks},
+            )
+
+        return _decide_rounded(decide, model, example_input, speed, plan_options["round_ranks"])
     options = {
         "include": None,
         "exclude": None,
@@ -417,25 +421,19 @@ def _decide(
 
 
 def _decide_rounded(
+    decide: Callable[[int], tuple[Plan, Allocation | None]],
     model: nn.Module,
-    recipe: Recipe,
-    target: Target | None,
-    energy: float,
-    method: str,
     example_input: torch.Tensor | None,
-    images: TrainImages | None,
-    progress: bool,
-    cache: dict | None,
     speed: tuple[float | None, FormTiming | None, float | None],
-    **plan_options: Any,
+    rounding: Any,
 ) -> tuple[Plan, Allocation | None]:
-    """round_ranks="auto": decide without rounding, time the planned layers at each rank
-    multiple where `speed`'s FormTiming says (default: CPU, batch 1, float32 eager), then
-    decide again with the fastest multiple; the plan's provenance records the timings."""
+    """round_ranks="auto": `decide` without rounding, time the planned layers at each rank
+    multiple where `rounding`'s or `speed`'s FormTiming says (default: CPU, batch 1, float32
+    eager), then `decide` again with the fastest multiple; the plan's provenance records the
+    timings."""
     from ht2.planning.rounding import choose_round_ranks
 
     speedup, timing, _ = speed
-    rounding = plan_options["round_ranks"]
     if isinstance(rounding, AutoRounding) and rounding.timing is not None:
         timing = rounding.timing
     if speedup is not None:
@@ -448,12 +446,11 @@ def _decide_rounded(
             "round_ranks auto times the planned layers: give an example input",
             params=("round_ranks", "example_input"),
         )
-    args = (model, recipe, target, energy, method, example_input, images, progress, cache)
-    first, allocation = _decide(*args, **{**plan_options, "round_ranks": 1})
+    first, allocation = decide(1)
     choice = choose_round_ranks(model, first, example_input, timing)
     decided = first
     if choice.multiple > 1:
-        decided, allocation = _decide(*args, **{**plan_options, "round_ranks": choice.multiple})
+        decided, allocation = decide(choice.multiple)
     decided.provenance["round_ranks_auto"] = choice.to_dict()
     return decided, allocation
 

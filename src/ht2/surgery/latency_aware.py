@@ -31,9 +31,8 @@ from ht2.metrics import (
     layer_input_shapes,
     layer_macs,
     macs_under,
-    time_models,
 )
-from ht2.metrics.treatment import Treatment, inner_input, prime, treat
+from ht2.metrics.treatment import Treatment, inner_input, time_in_turn
 from ht2.surgery.report import CompressionReport
 
 
@@ -67,10 +66,10 @@ def time_forms(
     """Median ms of `layer` run in each of `forms` on `x` under `treatment` (dtype, memory
     format, runtime; default float32 NCHW eager), the forms alternating run by run."""
     treatment = treatment or Treatment()
-    runs = [treat(layer.in_form(form), treatment, x.device, threads=threads) for form in forms]
-    prime(runs, x, [f"form {form}" for form in forms])
-    timings = time_models(runs, x, repeats=repeats, warmup=warmup, threads=threads)
-    return {form: timing.median_ms for form, timing in zip(forms, timings, strict=True)}
+    runs = [layer.in_form(form) for form in forms]
+    names = [f"form {form}" for form in forms]
+    times = time_in_turn(runs, x, treatment, names, threads, repeats, warmup)
+    return dict(zip(forms, times, strict=True))
 
 
 def size_of(module: nn.Module, one: torch.Tensor) -> tuple[int, int]:
@@ -177,14 +176,12 @@ def _check_model(
         "as_decomposed": {},
         "dense": {c.name: DENSE_FORM for c in choices},
     }
-    treatment, threads = timing["treatment"], timing["threads"]
-    runs = [
-        treat(_with_forms(model, forms), treatment, x.device, threads=threads)
-        for forms in layouts.values()
-    ]
-    prime(runs, x, [f"the model laid out {key}" for key in layouts])
-    timings = time_models(runs, x, timing["repeats"], timing["warmup"], threads)
-    return {key: t.median_ms for key, t in zip(layouts, timings, strict=True)}
+    runs = [_with_forms(model, forms) for forms in layouts.values()]
+    names = [f"the model laid out {key}" for key in layouts]
+    times = time_in_turn(
+        runs, x, timing["treatment"], names, timing["threads"], timing["repeats"], timing["warmup"]
+    )
+    return dict(zip(layouts, times, strict=True))
 
 
 def choose_forms(
