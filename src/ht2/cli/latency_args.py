@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from ht2.choices import DTYPES, FORM_RUNTIMES, RUNTIMES
 from ht2.cli.common import energy_value, first_given
 from ht2.cli.number_args import positive_int
+from ht2.cli.rank_args import reduction_factor
 from ht2.cli.tables import render
 from ht2.errors import HT2Error
 
@@ -33,7 +34,7 @@ def add_latency_args(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--target-speedup",
-        type=speedup_factor,
+        type=reduction_factor,  # '2' or '2x', above 1
         metavar="X",
         help="choose every layer's ranks, form, or the dense layer, so that the model runs X "
         "times faster than the original where --device, --batch-size, --dtype, "
@@ -89,13 +90,6 @@ def add_latency_args(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="batch size to time the forms at, with --latency-aware (default: 1)",
     )
-
-
-def speedup_factor(text: str) -> float:
-    """argparse type: '2' or '2x', a speedup above 1."""
-    from ht2.cli.rank_args import reduction_factor
-
-    return reduction_factor(text)
 
 
 def check_latency_args(args: argparse.Namespace) -> None:
