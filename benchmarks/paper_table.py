@@ -16,10 +16,12 @@ it are bundled or given by --weights cifar10_resnet56=FILE):
   best   `ht2 compress --recipe best --target-params X --data DATA` (sensitivity allocation,
          10 ALS sweeps, data-aware refit, BatchNorm re-estimation decided on held-out images)
   rivals Tucker-2 and CP by the best pipeline at two of the sizes
-Each compressed folder is then `ht2 finetune --epochs E` (BN calibration, distillation from the
-uncompressed model, one-cycle SGD; the base row distils from a frozen copy of itself). Channel
-pruning is not done. Top-1 on the data's test split: before fine-tuning (the model as compress
-wrote it) and after the last epoch; delta is against the base row of the same net and epochs.
+  prune  `ht2 prune --target-params X` at every size: channel pruning (the filters with the
+         smallest L1 norms, the same share of each block's inner channels)
+Each folder is then `ht2 finetune --epochs E` (BN calibration, distillation from the
+uncompressed model, one-cycle SGD; the base row distils from a frozen copy of itself). Top-1
+on the data's test split: before fine-tuning (the model as compress or prune wrote it) and
+after the last epoch; delta is against the base row of the same net and epochs.
 
 Writes benchmarks/results/paper_table.json ({"rows": [...]}, replaced atomically after every
 row) and paper_table.md. Work folders (compressed models, fine-tuning runs with their
@@ -45,8 +47,8 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "paper_table.json"
 WORK = Path.home() / ".cache" / "ht2" / "paper_table"
 INTERRUPTED = (129, 130, 143)  # ht2's exit codes for SIGHUP, Ctrl-C, SIGTERM
-PIPELINES = ("base", "paper", "best")
-METHODS = ("dense", "ht2", "tucker2", "cp")
+PIPELINES = ("base", "paper", "best", "prune")
+METHODS = ("dense", "ht2", "tucker2", "cp", "channels")
 RIVALS = ("tucker2", "cp")
 
 
@@ -113,7 +115,8 @@ class Settings:
 
 def plan_rows(nets: list[str], epochs: int) -> list[Row]:
     """Every row of the table, in the order they run: each net's base first (so deltas fill as
-    rows arrive), then each size by the paper's and the best pipeline, then the rivals."""
+    rows arrive), then each size by the paper's and the best pipeline, then the rivals, then
+    channel pruning at each size."""
     rows = []
     for net in nets:
         plan = NETS[net]
@@ -123,6 +126,7 @@ def plan_rows(nets: list[str], epochs: int) -> list[Row]:
         rows += [
             Row(net, "best", rival, size, epochs) for size in plan.rival_sizes for rival in RIVALS
         ]
+        rows += [Row(net, "prune", "channels", size, epochs) for size in plan.sizes]
     return rows
 
 
@@ -210,7 +214,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     lines.append(
         "Top-1 (%) on the test split. Before: the model as `ht2 compress` wrote it (base: the "
         "bundled weights). After: the last epoch of `ht2 finetune`. Delta: against the base row "
-        "fine-tuned for the same epochs. Channel pruning: not done."
+        "fine-tuned for the same epochs. Prune: `ht2 prune` (channel pruning), fine-tuned the "
+        "same way."
     )
     return "\n".join(lines) + "\n"
 
@@ -230,6 +235,9 @@ def run_cli(argv: list[str]) -> None:
 
 
 def compress_args(row: Row, settings: Settings, out: Path) -> list[str]:
+    if row.pipeline == "prune":
+        argv = ["prune", row.net, *settings.source(row.net), "--target-params", f"{row.target:g}"]
+        return [*argv, "--out", str(out), "--force"]
     argv = ["compress", row.net, *settings.source(row.net), "--recipe", row.pipeline]
     argv += ["--method", row.method, "--target-params", f"{row.target:g}"]
     if row.pipeline == "best":
@@ -262,8 +270,24 @@ def compress_row(row: Row, settings: Settings, out: Path) -> dict[str, float]:
         ht2.save(ht2.models.create(row.net, weights=weights), out, overwrite=True)
         return {"params_x": 1.0, "macs_x": 1.0}
     run_cli(compress_args(row, settings, out))
+    if row.pipeline == "prune":
+        return measured_sizes(row.net, out)
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     return {"params_x": report["param_reduction"], "macs_x": report["mac_reduction"]}
+
+
+def measured_sizes(net: str, folder: Path) -> dict[str, float]:
+    """Parameter and MAC reductions of the model folder against the uncompressed `net`."""
+    import ht2
+    from ht2.metrics.counting import count_params
+    from ht2.metrics.speedup import total_macs
+
+    base, model = ht2.models.create(net), ht2.load(folder)
+    size = ht2.models.get_entry(net).input_size
+    return {
+        "params_x": count_params(base) / count_params(model),
+        "macs_x": total_macs(base, size) / total_macs(model, size),
+    }
 
 
 def evaluate_row(folder: Path, settings: Settings) -> float:

@@ -312,6 +312,20 @@ CASES = [
         "compress-unknown-model", ["compress", "resnt20", "--random-init", "--out", "o"], "resnt20"
     ),
     Case("models-extra-argument", ["models", "a*", "b*"], "b*"),
+    # prune
+    Case(
+        "prune-missing-target",
+        ["prune", "cifar10_resnet20", "--random-init", "--out", "o"],
+        "--target-params",
+    ),
+    *[
+        Case(
+            f"prune-target-params-{value}",
+            ["prune", "cifar10_resnet20", "--random-init", "--target-params", value, "--out", "o"],
+            expect,
+        )
+        for value, expect in (("1", "above 1"), ("80", "at most"))
+    ],
     # --energy, --target-params, --method and the other rank flags
     *[
         Case(f"compress-energy-{value}", [*COMPRESS, "--energy", value, "--out", "o"], "energy")
@@ -666,6 +680,25 @@ CASES = [
         ["calibrate", "m", "--data", "data", "--workers", "0", "--out", "o"],
         "version",
         (edited_model(_set(["format_version"], 99)), image_data()),
+    ),
+    Case(
+        "benchmark-manifest-pruned-not-a-list",
+        ["benchmark", "m", *BENCH],
+        '"pruned"',
+        (edited_model(_set(["pruned"], "layer1.0.conv1")),),
+    ),
+    Case(
+        "benchmark-manifest-pruned-not-a-conv",
+        ["benchmark", "m", *BENCH],
+        "not a Conv2d",
+        (
+            edited_model(
+                _set(
+                    ["pruned"],
+                    [{"producer": "linear", "norm": None, "consumer": "linear", "keep": [0]}],
+                )
+            ),
+        ),
     ),
     Case(
         "benchmark-manifest-not-json",

@@ -86,6 +86,7 @@ def test_row_keys_are_stable(table: ModuleType) -> None:
         "cifar10_resnet20/best/cp/2.5x/e10",
         "cifar10_resnet20/best/tucker2/3.8x/e10",
         "cifar10_resnet20/best/cp/3.8x/e10",
+        *[f"cifar10_resnet20/prune/channels/{x}x/e10" for x in ("1.5", "2.5", "3.8", "5.6", "8.4")],
     ]
     sizes = [row.target for row in table.plan_rows(["cifar10_resnet56"], 10) if row.method == "ht2"]
     assert sorted(set(sizes)) == [1.5, 2.55, 4.0, 6.05, 9.05]
@@ -95,7 +96,7 @@ def test_rows_are_written_one_by_one_and_a_second_run_skips_them(
     table: ModuleType, tmp_path: Path, monkeypatch, capsys
 ) -> None:
     results = tmp_path / "out.json"
-    fake = FakeStages(table, results, {"base": 80.0, "paper": 70.0, "best": 75.0})
+    fake = FakeStages(table, results, {"base": 80.0, "paper": 70.0, "best": 75.0, "prune": 72.0})
     fake.install(monkeypatch)
     assert table.main(_argv(tmp_path, "*/base/*,*/1.5x/*")) == 0
     compressions = [(key, held) for stage, key, held in fake.calls if stage == "compress"]
@@ -103,6 +104,7 @@ def test_rows_are_written_one_by_one_and_a_second_run_skips_them(
         ("cifar10_resnet20/base/dense/1x/e2", 0),
         ("cifar10_resnet20/paper/ht2/1.5x/e2", 1),
         ("cifar10_resnet20/best/ht2/1.5x/e2", 2),
+        ("cifar10_resnet20/prune/channels/1.5x/e2", 3),
     ]
     rows = table.read_results(results)
     assert [row["key"] for row in rows] == [key for key, _ in compressions]
@@ -113,12 +115,15 @@ def test_rows_are_written_one_by_one_and_a_second_run_skips_them(
     assert rows[1]["top1_after"] == 70.0 and rows[1]["top1_before"] == 10.0
     assert rows[2]["compress_command"].startswith("ht2 compress cifar10_resnet20 --pretrained")
     assert "--recipe best --method ht2 --target-params 1.5 --data" in rows[2]["compress_command"]
+    assert rows[3]["compress_command"].startswith(
+        "ht2 prune cifar10_resnet20 --pretrained --target-params 1.5 --out"
+    )
     capsys.readouterr()
 
     fake.calls.clear()
     assert table.main(_argv(tmp_path, "*/base/*,*/1.5x/*")) == 0
     assert fake.calls == []
-    assert capsys.readouterr().out.count("done, skipped") == 3
+    assert capsys.readouterr().out.count("done, skipped") == 4
     assert table.read_results(results) == rows
 
 
@@ -154,7 +159,7 @@ def test_table_is_generated_from_the_json_alone(
     text = results.with_suffix(".md").read_text()
     assert "## cifar10_resnet20, 10 epochs of fine-tuning" in text
     assert "| best | ht2 | 3.8x | 3.81x | 3.50x | 61.23 | 84.50 | -2.25 | 42.0 |" in text
-    assert "Channel pruning: not done." in text
+    assert "Prune: `ht2 prune` (channel pruning)" in text
 
 
 def _kill_in_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:

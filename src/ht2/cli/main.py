@@ -19,6 +19,7 @@ from ht2.cli import (
     export_cmd,
     finetune,
     models_cmd,
+    prune_cmd,
     report_cmd,
     sweep,
     train_cmd,
@@ -30,6 +31,7 @@ from ht2.errors import HT2Error
 
 SUBCOMMANDS = (
     compress,
+    prune_cmd,
     evaluate,
     calibrate,
     finetune,

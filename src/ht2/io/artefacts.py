@@ -27,12 +27,14 @@ from ht2.io.plan_check import (
 )
 from ht2.models.weights import refuse_non_finite, state_dict_mismatches
 from ht2.surgery import CompressionReport, apply_plan, collect_plan
+from ht2.surgery.prune import PRUNED, apply_pruning, check_pruned, pruned_of
 
 FORMAT = "ht2"
 # The newest read here. 2 adds "folded_bn"; 3 adds the layer flags "pad_same" and
-# "derived_weight" (subclasses such as timm's Conv2dSame and StdConv2d). Each folder is written
-# with the oldest version that holds it, so plain folders stay readable by older ht2.
-FORMAT_VERSION = 3
+# "derived_weight" (subclasses such as timm's Conv2dSame and StdConv2d); 4 adds "pruned" (channel
+# pruning, ht2.surgery.prune). Each folder is written with the oldest version that holds it, so
+# plain folders stay readable by older ht2.
+FORMAT_VERSION = 4
 _LAYER_FLAGS = ("pad_same", "derived_weight")
 MANIFEST = "ht2.json"
 TENSORS = "model.safetensors"
@@ -50,11 +52,12 @@ def manifest_of(model: nn.Module, report: CompressionReport | None = None) -> di
     oldest format_version that holds them (see FORMAT_VERSION)."""
     arch = getattr(model, "ht2_arch", None)
     folds = folds_of(model)
+    pruned = pruned_of(model)
     plan = collect_plan(model)
     flagged = any(entry["layer"].get(flag) for entry in plan for flag in _LAYER_FLAGS)
     manifest = {
         "format": FORMAT,
-        "format_version": 3 if flagged else 2 if folds else 1,
+        "format_version": 4 if pruned else 3 if flagged else 2 if folds else 1,
         "ht2_version": __version__,
         "arch": arch if isinstance(arch, dict) else None,
         "model_class": type(model).__name__,
@@ -64,6 +67,8 @@ def manifest_of(model: nn.Module, report: CompressionReport | None = None) -> di
     }
     if report is not None and report.provenance:
         manifest["provenance"] = report.provenance  # how the plan was decided (ht2.Plan)
+    if pruned:
+        manifest[PRUNED] = pruned
     if folds:
         manifest[FOLDED_BN] = folds
     return manifest
@@ -132,6 +137,10 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
             for name in pair.values():
                 if layer_name_problem(name):
                     raise HT2Error(f"{path}: {FOLDED_BN} names {name!r}, not a module path")
+    for entry in check_pruned(manifest.get(PRUNED, []), str(path)):
+        for name in (entry["producer"], entry["norm"], entry["consumer"]):
+            if name is not None and layer_name_problem(name):
+                raise HT2Error(f"{path}: {PRUNED} names {name!r}, not a module path")
     return manifest
 
 
@@ -187,6 +196,7 @@ def load(
     manifest = read_manifest(directory)
     where = str(directory / MANIFEST)
     plan, folds = manifest["plan"], manifest.get(FOLDED_BN, [])
+    pruned = manifest.get(PRUNED, [])
     if model is None:
         arch = manifest.get("arch")
         if not arch:
@@ -197,6 +207,7 @@ def load(
         check_counts_in_file(arch, tensor_shapes(directory / TENSORS), where)
         model = _architecture(arch, where)
         model.ht2_arch = dict(arch)
+    apply_pruning(model, pruned)
     check_plan_fits(model, plan, where)
     apply_plan(model, plan)
     apply_folds(model, folds)
