@@ -23,6 +23,7 @@ MINIMAL = {  # the fewest arguments each computing subcommand parses with
     "compare": ["cifar10_resnet20", "--random-init", "--data", "d", "--out", "o"],
     "benchmark": ["cifar10_resnet20"],
     "export": ["m", "--out", "o"],
+    "prune": ["cifar10_resnet20", "--random-init", "--target-params", "2", "--out", "o"],
 }
 
 

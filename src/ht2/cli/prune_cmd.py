@@ -8,6 +8,7 @@ import sys
 
 from ht2.cli.common import add_model_source, add_output_folder, model_from_args
 from ht2.cli.rank_args import reduction_factor
+from ht2.cli.threads_arg import add_threads_arg
 
 EXAMPLES = """examples:
   ht2 prune cifar10_resnet20 --pretrained --target-params 3.8 --out out/r20-pruned
@@ -39,6 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--json", action="store_true", help="print the pruning as JSON (default: a summary)"
     )
     add_output_folder(parser)
+    add_threads_arg(parser)
     parser.set_defaults(run=run)
 
 
