@@ -288,6 +288,7 @@ TRAIN = ["train", "cifar10_resnet20", "--data", "no-such-data", "--out", "o"]
 EVALUATE = ["--data", "data", "--workers", "0", "--batch-size", "16"]
 BENCH = ["--batch-sizes", "1", "--repeats", "1", "--warmup", "0"]
 SWEEP = ["sweep", "cifar10_resnet20", "--random-init", "--out", "o", "--repeats", "1"]
+PRUNE = ["prune", "cifar10_resnet20", "--random-init"]
 COMPARE = ["compare", "cifar10_resnet20", "--random-init", "--data", "data", "--out", "o"]
 
 
@@ -326,6 +327,11 @@ CASES = [
         )
         for value, expect in (("1", "above 1"), ("80", "at most"))
     ],
+    Case(
+        "prune-two-targets",
+        [*PRUNE, "--target-params", "2", "--target-macs", "2", "--out", "o"],
+        "--target-macs",
+    ),
     # --energy, --target-params, --method and the other rank flags
     *[
         Case(f"compress-energy-{value}", [*COMPRESS, "--energy", value, "--out", "o"], "energy")

@@ -13,10 +13,12 @@ from torch import nn
 
 import ht2
 from ht2.errors import HT2Error
-from ht2.metrics.counting import count_params
+from ht2.metrics.counting import count_params, layer_macs
 from ht2.planning.pruning import plan_pruning, prune
 from ht2.surgery.channel_chains import ChannelChain, find_channel_chains
 from ht2.surgery.prune import apply_pruning, prune_chain
+
+X32 = torch.zeros(1, 3, 32, 32)
 
 
 def _resnet20() -> nn.Module:
@@ -144,7 +146,7 @@ def test_l1_norm_decides_which_filters_stay() -> None:
     with torch.no_grad():
         for index, scale in enumerate([0.1, 5.0, 0.2, 4.0, 3.0, 0.3]):
             model.conv1.weight[index] = scale
-    plan = plan_pruning(model, reduction=1.6)
+    plan = plan_pruning(model, 1.6, torch.zeros(1, 8, 5, 5))
     first = plan.entries[0]
     kept = len(first["keep"])
     assert first["keep"] == sorted([1, 3, 4, 5, 2, 0][:kept])
@@ -154,7 +156,7 @@ def test_l1_norm_decides_which_filters_stay() -> None:
 def test_resnet20_is_pruned_to_the_size_asked_and_counted_exactly(reduction: float) -> None:
     model = _resnet20()
     base = count_params(model)
-    plan = prune(model, reduction)
+    plan = prune(model, reduction, X32)
     assert plan.params_after == count_params(model)
     assert base / count_params(model) >= reduction
     assert base / count_params(model) < reduction * 1.02  # whole channels, topped up
@@ -162,24 +164,35 @@ def test_resnet20_is_pruned_to_the_size_asked_and_counted_exactly(reduction: flo
 
 def test_overlapping_chains_are_counted_exactly() -> None:
     model = nn.Sequential(Bottleneck(16, 12), Bottleneck(16, 12))
-    plan = prune(model, 2.0)  # prune() itself refuses a count that differs from the model's
+    # prune() itself refuses a count that differs from the model's
+    x = torch.zeros(1, 16, 6, 6)
+    plan = prune(model, 2.0, x)
     assert plan.params_after == count_params(model)
-    assert (
-        count_params(nn.Sequential(Bottleneck(16, 12), Bottleneck(16, 12))) / (plan.params_after)
-        >= 2.0
-    )
+    assert plan.macs_after == sum(layer_macs(model, x).values())
+    assert plan.param_reduction >= 2.0
+
+
+@pytest.mark.parametrize("reduction", [1.5, 3.0])
+def test_a_mac_target_is_met_and_counted_exactly(reduction: float) -> None:
+    model = _resnet20()
+    before = sum(layer_macs(model, X32).values())
+    plan = prune(model, reduction, X32, kind="macs")
+    after = sum(layer_macs(model, X32).values())
+    assert (plan.macs_before, plan.macs_after) == (before, after)
+    assert reduction <= before / after < reduction * 1.02
+    assert plan.params_after == count_params(model)
 
 
 def test_a_size_out_of_reach_names_the_most_pruning_can_do() -> None:
     with pytest.raises(HT2Error, match=r"reaches at most \d+\.\d\dx fewer parameters"):
-        plan_pruning(_resnet20(), 80)
+        plan_pruning(_resnet20(), 80, X32)
     with pytest.raises(HT2Error, match="no channels that can be pruned"):
-        plan_pruning(Tied(), 2)
+        plan_pruning(Tied(), 2, torch.zeros(1, 3, 8, 8))
 
 
 def test_pruned_folder_reloads_to_the_same_function(tmp_path: Path) -> None:
     model = _resnet20()
-    prune(model, 3.8)
+    prune(model, 3.8, X32)
     x = torch.randn(2, 3, 32, 32)
     folder = ht2.save(model, tmp_path / "pruned")
     manifest = json.loads((folder / "ht2.json").read_text())
@@ -193,7 +206,7 @@ def test_pruned_then_folded_folder_reloads(tmp_path: Path) -> None:
     from ht2.export import fold_batchnorms
 
     model = _resnet20()
-    prune(model, 2.5)
+    prune(model, 2.5, X32)
     fold_batchnorms(model, (3, 32, 32))
     x = torch.randn(2, 3, 32, 32)
     loaded = ht2.load(ht2.save(model, tmp_path / "folded"))
@@ -215,7 +228,7 @@ def test_pruned_then_folded_folder_reloads(tmp_path: Path) -> None:
 )
 def test_damaged_pruning_record_is_refused_on_load(tmp_path: Path, edit, message: str) -> None:
     model = _resnet20()
-    prune(model, 2.5)
+    prune(model, 2.5, X32)
     folder = ht2.save(model, tmp_path / "pruned")
     manifest = json.loads((folder / "ht2.json").read_text())
     edit(manifest["pruned"][0])

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from ht2.cli.common import add_model_source, add_output_folder, model_from_args
+from ht2.cli.common import add_model_source, add_output_folder, example_input, model_from_args
 from ht2.cli.rank_args import reduction_factor
 from ht2.cli.threads_arg import add_threads_arg
 
@@ -22,19 +22,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="prune channels to a size (the rival to decomposition), for a like-for-like table",
         description="Remove the filters with the smallest L1 norms from every conv whose "
         "outputs reach only one other conv (through BatchNorm and activations), the same "
-        "fraction everywhere, until the model is --target-params times smaller; channels tied "
+        "fraction everywhere, until the model is --target-params (or --target-macs) times "
+        "smaller; channels tied "
         "to a residual addition or a concatenation are kept. Writes DIR/model.safetensors and "
         "DIR/ht2.json, which `ht2 finetune`, `evaluate`, `benchmark` and `export` read.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_source(parser)
-    parser.add_argument(
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument(
         "--target-params",
         type=reduction_factor,
-        required=True,
         metavar="X",
         help="make the model at least X times smaller in parameters, such as 4 or 4x",
+    )
+    target.add_argument(
+        "--target-macs",
+        type=reduction_factor,
+        metavar="X",
+        help="make the model at least X times smaller in multiply-accumulates per image",
     )
     parser.add_argument(
         "--json", action="store_true", help="print the pruning as JSON (default: a summary)"
@@ -51,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
 
     check_output_dir(args.out, overwrite=args.force)
     model = model_from_args(args)
-    plan = prune(model, args.target_params)
+    kind = "params" if args.target_params else "macs"
+    plan = prune(model, args.target_params or args.target_macs, example_input(args.model), kind)
     with atomic_directory(args.out, overwrite=args.force) as staging:
         write_model(model, staging, None)
     if args.json:
@@ -60,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"pruned {plan.chains} conv pairs to {plan.keep_fraction:.1%} of their inner channels "
             f"(smallest L1 norms out): {plan.params_before:,} -> {plan.params_after:,} "
-            f"parameters, {plan.param_reduction:.2f}x fewer"
+            f"parameters ({plan.param_reduction:.2f}x fewer), {plan.macs_before:,} -> "
+            f"{plan.macs_after:,} MACs per image ({plan.mac_reduction:.2f}x fewer)"
         )
         print(f"wrote {args.out}/ (model.safetensors, ht2.json)", file=sys.stderr)
     print(

@@ -2,9 +2,9 @@
 
 Filters are ranked by the L1 norm of their weights (the classic magnitude criterion), and
 every prunable chain keeps the same fraction of its channels: the largest fraction whose
-model is at least `reduction` times smaller in parameters, topped up channel by channel to
-come as close to that size as whole channels allow. Only the inner channels of chains
-(ht2.surgery.channel_chains) are pruned, so residual shortcuts stay correct.
+model is at least `reduction` times smaller in parameters (or MACs), topped up channel by
+channel to come as close to that size as whole channels allow. Only the inner channels of
+chains (ht2.surgery.channel_chains) are pruned, so residual shortcuts stay correct.
 """
 
 from __future__ import annotations
@@ -12,25 +12,30 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from ht2.errors import HT2Error
-from ht2.metrics.counting import count_params
+from ht2.metrics.counting import count_params, layer_macs
 from ht2.surgery.channel_chains import ChannelChain, find_channel_chains
 from ht2.surgery.prune import apply_pruning
 
 IMPORTANCE = "l1"
+KINDS = ("params", "macs")
 
 
 @dataclass
 class PruningPlan:
     """Which channels each chain keeps (`keep_fraction`: the share of all inner channels), and
-    what that costs: JSON-ready via to_dict."""
+    what that costs in parameters and MACs per image: JSON-ready via to_dict."""
 
     entries: list[dict[str, Any]]
     keep_fraction: float
     params_before: int
     params_after: int
+    macs_before: int
+    macs_after: int
+    kind: str = "params"
     importance: str = IMPORTANCE
     chains: int = field(init=False)
 
@@ -41,52 +46,102 @@ class PruningPlan:
     def param_reduction(self) -> float:
         return self.params_before / self.params_after
 
+    @property
+    def mac_reduction(self) -> float:
+        return self.macs_before / self.macs_after
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "importance": self.importance,
+            "target_kind": self.kind,
             "keep_fraction": self.keep_fraction,
             "chains": self.chains,
             "params_before": self.params_before,
             "params_after": self.params_after,
             "param_reduction": self.param_reduction,
+            "macs_before": self.macs_before,
+            "macs_after": self.macs_after,
+            "mac_reduction": self.mac_reduction,
             "entries": self.entries,
         }
 
 
 class _Counter:
-    """The model's parameter count as a function of the channels each chain keeps; exact
-    where a conv is the consumer of one chain and the producer of the next (a bottleneck)."""
+    """A model's parameters (or MACs per image) as a function of the channels each chain keeps;
+    exact where a conv is the consumer of one chain and the producer of the next (a
+    bottleneck). `per_pair[name]`: what one (output, input) channel pair of that conv costs."""
 
-    def __init__(self, model: nn.Module, chains: list[ChannelChain]) -> None:
-        self.base = count_params(model)
-        self.chains = chains
-        self.convs: dict[str, list] = {}  # name: [out, in, weights per out x in, has bias]
-        self.norms: list[int] = []  # chains whose BatchNorm has affine terms
+    def __init__(
+        self,
+        model: nn.Module,
+        chains: list[ChannelChain],
+        total: int,
+        per_pair: dict[str, int],
+        with_bias_and_norm: bool,
+    ) -> None:
+        self.base, self.chains = total, chains
+        self.convs: dict[str, tuple] = {}
         for index, chain in enumerate(chains):
             for name in (chain.producer, chain.consumer):
                 conv = model.get_submodule(name)
-                self.convs.setdefault(
-                    name,
-                    [None, None, conv.weight[0, 0].numel(), conv.bias is not None, conv],
+                bias = with_bias_and_norm and conv.bias is not None
+                out_index, in_index = self.convs.get(name, (None, None, 0, 0, 0, False))[:2]
+                if name == chain.producer:
+                    out_index = index
+                if name == chain.consumer:
+                    in_index = index
+                self.convs[name] = (
+                    out_index,
+                    in_index,
+                    conv.out_channels,
+                    conv.in_channels,
+                    per_pair[name],
+                    bias,
                 )
-            self.convs[chain.producer][0] = index
-            self.convs[chain.consumer][1] = index
-            if chain.norm is not None and model.get_submodule(chain.norm).affine:
-                self.norms.append(index)
-        self.fixed = self.base - sum(self._conv(entry, None) for entry in self.convs.values())
-        self.fixed -= sum(2 * chains[index].channels for index in self.norms)
+        self.norms = [
+            index
+            for index, chain in enumerate(chains)
+            if with_bias_and_norm and chain.norm and model.get_submodule(chain.norm).affine
+        ]
+        full = [chain.channels for chain in chains]
+        self.fixed = total - self._variable(full)
 
-    @staticmethod
-    def _conv(entry: list, kept: list[int] | None) -> int:
-        out_index, in_index, area, bias, conv = entry
-        outs = conv.out_channels if out_index is None or kept is None else kept[out_index]
-        ins = conv.in_channels if in_index is None or kept is None else kept[in_index]
-        return outs * ins * area + (outs if bias else 0)
+    def _variable(self, kept: list[int]) -> int:
+        cost = 2 * sum(kept[index] for index in self.norms)
+        for out_index, in_index, outs, ins, pair, bias in self.convs.values():
+            outs = outs if out_index is None else kept[out_index]
+            ins = ins if in_index is None else kept[in_index]
+            cost += outs * ins * pair + (outs if bias else 0)
+        return cost
 
-    def params(self, kept: list[int]) -> int:
-        """Parameters of the model once chain i keeps kept[i] channels."""
-        convs = sum(self._conv(entry, kept) for entry in self.convs.values())
-        return self.fixed + convs + sum(2 * kept[index] for index in self.norms)
+    def count(self, kept: list[int]) -> int:
+        """The total once chain i keeps kept[i] channels."""
+        return self.fixed + self._variable(kept)
+
+
+def _counters(
+    model: nn.Module, chains: list[ChannelChain], example_input: torch.Tensor
+) -> dict[str, _Counter]:
+    """A parameter counter and a MAC counter over `chains`."""
+    macs = layer_macs(model, example_input)
+    names = {name for chain in chains for name in (chain.producer, chain.consumer)}
+    unused = sorted(name for name in names if not macs[name])
+    if unused:
+        raise HT2Error(f"{unused[0]} does not run on the example input; it cannot be pruned")
+
+    def pairs(name: str, per: dict[str, int]) -> int:
+        conv = model.get_submodule(name)
+        return per[name] // (conv.out_channels * conv.in_channels)
+
+    weights = {name: model.get_submodule(name).weight.numel() for name in names}
+    return {
+        "params": _Counter(
+            model, chains, count_params(model), {n: pairs(n, weights) for n in names}, True
+        ),
+        "macs": _Counter(
+            model, chains, sum(macs.values()), {n: pairs(n, macs) for n in names}, False
+        ),
+    }
 
 
 def kept_channels(channels: int, fraction: float) -> int:
@@ -102,7 +157,7 @@ def _kept_within(counter: _Counter, budget: float) -> list[int]:
     for _ in range(40):
         middle = (low + high) / 2
         kept = [kept_channels(chain.channels, middle) for chain in chains]
-        if counter.params(kept) <= budget:
+        if counter.count(kept) <= budget:
             low = middle
         else:
             high = middle
@@ -112,7 +167,7 @@ def _kept_within(counter: _Counter, budget: float) -> list[int]:
         for i in order:
             if kept[i] < chains[i].channels:
                 kept[i] += 1
-                if counter.params(kept) <= budget:
+                if counter.count(kept) <= budget:
                     break
                 kept[i] -= 1
         else:
@@ -126,26 +181,32 @@ def _l1_ranking(model: nn.Module, chain: ChannelChain, kept: int) -> list[int]:
     return sorted(norms.argsort(descending=True, stable=True)[:kept].tolist())
 
 
-def plan_pruning(model: nn.Module, reduction: float) -> PruningPlan:
-    """The channels to keep for a model `reduction` times smaller in parameters; a one-line
-    error when the model has no prunable chain or cannot get that small by pruning them."""
+def plan_pruning(
+    model: nn.Module, reduction: float, example_input: torch.Tensor, kind: str = "params"
+) -> PruningPlan:
+    """The channels to keep for a model `reduction` times smaller in `kind` (params or macs,
+    MACs counted on `example_input`, a batch of one); a one-line error when the model has no
+    prunable chain or cannot get that small by pruning them."""
+    if kind not in KINDS:
+        raise HT2Error(f"kind must be one of {', '.join(KINDS)}, got {kind!r}", params="kind")
     if not reduction > 1:
-        raise HT2Error(f"a parameter reduction must be above 1, got {reduction:g}")
+        raise HT2Error(f"a reduction must be above 1, got {reduction:g}")
     chains = find_channel_chains(model)
     if not chains:
         raise HT2Error(
             f"{type(model).__name__} has no channels that can be pruned alone (no conv whose "
             "outputs reach only one other conv)"
         )
-    counter = _Counter(model, chains)
-    base = counter.base
-    smallest = counter.params([1] * len(chains))
-    if smallest > base / reduction:
+    counters = _counters(model, chains, example_input)
+    counter = counters[kind]
+    smallest = counter.count([1] * len(chains))
+    if smallest > counter.base / reduction:
+        noun = "parameters" if kind == "params" else "MACs"
         raise HT2Error(
-            f"channel pruning reaches at most {base / smallest:.2f}x fewer parameters on "
+            f"channel pruning reaches at most {counter.base / smallest:.2f}x fewer {noun} on "
             f"{type(model).__name__} ({len(chains)} prunable chains), not {reduction:g}x"
         )
-    kept = _kept_within(counter, base / reduction)
+    kept = _kept_within(counter, counter.base / reduction)
     entries = [
         {
             "producer": chain.producer,
@@ -156,14 +217,22 @@ def plan_pruning(model: nn.Module, reduction: float) -> PruningPlan:
         for chain, n in zip(chains, kept, strict=True)
     ]
     share = sum(kept) / sum(chain.channels for chain in chains)
-    return PruningPlan(entries, share, base, counter.params(kept))
+    params, macs = counters["params"], counters["macs"]
+    return PruningPlan(
+        entries, share, params.base, params.count(kept), macs.base, macs.count(kept), kind
+    )
 
 
-def prune(model: nn.Module, reduction: float) -> PruningPlan:
+def prune(
+    model: nn.Module, reduction: float, example_input: torch.Tensor, kind: str = "params"
+) -> PruningPlan:
     """Plan and apply channel pruning to `model` in place; returns the plan it carried out."""
-    plan = plan_pruning(model, reduction)
+    plan = plan_pruning(model, reduction, example_input, kind)
     apply_pruning(model, plan.entries)
-    after = count_params(model)
-    if after != plan.params_after:  # the counting above and the surgery must agree
-        raise HT2Error(f"pruning counted {plan.params_after} parameters but left {after}")
+    after = count_params(model), sum(layer_macs(model, example_input).values())
+    if after != (plan.params_after, plan.macs_after):  # counting and surgery must agree
+        raise HT2Error(
+            f"pruning counted {plan.params_after} parameters and {plan.macs_after} MACs but "
+            f"left {after[0]} and {after[1]}"
+        )
     return plan
