@@ -2,7 +2,7 @@
 
 Run: python benchmarks/realized_speed.py [--models cifar10_resnet56,resnet50,vgg16_bn]
      [--batch-sizes N,N] [--runtimes eager,compile,onnxruntime] [--repeats 20] [--warmup 3]
-     [--threads N] [--per-layer] [--latency-aware] [--target-speedup X]
+     [--threads N] [--per-layer] [--latency-aware] [--target-speedup X] [--prune]
      [--out benchmarks/results/realized_speed.json]
 
 Each model is compressed (ResNet-56 at energy 0.7 from the shared weights; resnet50 and
@@ -10,8 +10,10 @@ vgg16_bn from random init to 3x fewer MACs), then it and its original are timed 
 treatment (dtype x memory format x runtime), BatchNorms folded on both sides, run by run in
 turn (ht2.metrics.like_for_like.compare_speed). Per batch size the table marks the fastest
 like-for-like pair and the best against the best: each model in its own fastest treatment.
-The issue's targets are checked on the best against the best. Writes one JSON (atomically;
-an existing --out is replaced only when it holds earlier results of this script).
+The issue's targets are checked on the best against the best. --prune adds the rival: the
+original channel-pruned (`ht2 prune`) to the same MAC reduction, timed the same way. Writes
+one JSON (atomically; an existing --out is replaced only when it holds earlier results of this
+script).
 """
 
 from __future__ import annotations
@@ -160,7 +162,46 @@ def measure(
         result["speed_target"] = speed_target(
             base, measured, input_size, device, timing, args.target_speedup
         )
+    if args.prune:
+        result["pruned"] = pruned(
+            base, result["mac_reduction"], input_size, treatments, sizes, device, timing
+        )
     return result
+
+
+def pruned(
+    base: nn.Module,
+    mac_reduction: float,
+    input_size: tuple[int, ...],
+    treatments: list[Treatment],
+    sizes: list[int],
+    device: torch.device,
+    timing: dict[str, Any],
+) -> dict[str, Any]:
+    """The rival users weigh decomposition against: the original channel-pruned (ht2 prune,
+    L1 filters) to the MAC reduction the compressed model reached, then timed against the
+    original in every treatment like the compressed model was."""
+    from ht2.planning.pruning import prune
+
+    model = copy.deepcopy(base)
+    plan = prune(model, mac_reduction, torch.zeros(1, *input_size), kind="macs")
+    measured = compare_speed(
+        model,
+        base,
+        input_size,
+        treatments,
+        sizes,
+        device,
+        mark=True,
+        names=("the pruned model", "the original"),
+        **timing,
+    )
+    return {
+        "param_reduction": plan.param_reduction,
+        "mac_reduction": measured.baseline_macs / max(measured.macs, 1),
+        "rows": measured.rows,
+        "best": measured.best,
+    }
 
 
 def per_layer(
@@ -350,6 +391,15 @@ def print_model(result: dict[str, Any]) -> None:
             f"{row['mac_reduction']:.2f}x fewer MACs, {row['layers_factorized']} layers "
             f"factorized, {row['layers_dense']} dense)"
         )
+    for entry in result.get("pruned", {}).get("best", []):
+        pair = entry["best_against_best"]
+        print(
+            f"batch {entry['batch_size']}: channel pruning to the same MACs "
+            f"({result['pruned']['mac_reduction']:.2f}x fewer, "
+            f"{result['pruned']['param_reduction']:.2f}x fewer parameters): best against best "
+            f"{pair['speedup']:.2f}x (pruned {_short(pair['treatment'])} "
+            f"{_ms(pair['latency_ms'])} ms)"
+        )
     if result.get("layers"):
         print_layers(result["layers"])
 
@@ -460,6 +510,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="X",
         help="also compress each original afresh for X times faster (the speed planner) and "
         "time it (default: off)",
+    )
+    parser.add_argument(
+        "--prune",
+        action="store_true",
+        help="also time the original channel-pruned to the same MAC reduction (default: off)",
     )
     parser.add_argument(
         "--shared",

@@ -26,7 +26,7 @@ def realized(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
 def test_tiny_run_writes_every_row_best_and_targets(realized: ModuleType, tmp_path: Path) -> None:
     out = tmp_path / "rs.json"
     argv = ["--models", "cifar10_resnet20", *TINY, "--threads", "1", "--shared", str(tmp_path)]
-    assert realized.main([*argv, "--target-speedup", "1.2", "--out", str(out)]) == 0
+    assert realized.main([*argv, "--target-speedup", "1.2", "--prune", "--out", str(out)]) == 0
     data = json.loads(out.read_text(encoding="utf-8"))
     assert data["benchmark"] == "realized_speed" and data["threads"] == 1
     assert not any(os.path.isabs(part) for part in data["command"].split())
@@ -47,6 +47,10 @@ def test_tiny_run_writes_every_row_best_and_targets(realized: ModuleType, tmp_pa
     theirs = best["best_against_best"]["baseline_treatment"]
     assert speed["treatment"] == theirs and speed["planned_in"] == {**theirs, "fold_bn": False}
     assert speed["speedup"] == pytest.approx(speed["baseline_latency_ms"] / speed["latency_ms"])
+    pruned = model["pruned"]  # the rival at the same MACs, timed in the same treatments
+    assert model["mac_reduction"] <= pruned["mac_reduction"] < model["mac_reduction"] * 1.02
+    assert [r["treatment"] for r in pruned["rows"]] == [r["treatment"] for r in model["rows"]]
+    assert all(r["treatment"] == r["baseline_treatment"] for r in pruned["rows"])
 
 
 def test_foreign_out_file_is_refused_and_left_alone(

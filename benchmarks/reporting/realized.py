@@ -103,6 +103,45 @@ def speed_rows(data: dict[str, Any]) -> list[list[str]]:
     ]
 
 
+PRUNED = [
+    "model",
+    "batch",
+    "pruned as",
+    "ms",
+    "original as",
+    "original ms",
+    "best vs best",
+    "fewer MACs",
+    "fewer params",
+    "decomposed, best vs best",
+]
+
+
+def pruned_rows(data: dict[str, Any]) -> list[list[str]]:
+    """`--prune`: the original channel-pruned to the same MACs, beside the decomposed model."""
+    rows = []
+    for model in data["models"]:
+        decomposed = {e["batch_size"]: e["best_against_best"] for e in model["best"]}
+        pruned = model.get("pruned")
+        for entry in pruned["best"] if pruned else []:
+            pair = entry["best_against_best"]
+            rows.append(
+                [
+                    net_name(model["model"]),
+                    entry["batch_size"],
+                    how(pair["treatment"]),
+                    num(pair["latency_ms"], 2),
+                    how(pair["baseline_treatment"]),
+                    num(pair["baseline_latency_ms"], 2),
+                    times(pair["speedup"]),
+                    times(pruned["mac_reduction"]),
+                    times(pruned["param_reduction"]),
+                    times(decomposed[entry["batch_size"]]["speedup"]),
+                ]
+            )
+    return rows
+
+
 def conditions(data: dict[str, Any]) -> str:
     """How the figures were taken, from the JSON."""
     start, end = data["load_average"]["start"][0], data["load_average"]["end"][0]
@@ -146,6 +185,14 @@ def realized_section(results: Results) -> Section | None:
                 "the treatment it ran fastest in (whole models timed in it, layers alone in "
                 "eager where it is an exported runtime), then timed against it like for like:",
                 table(SPEED, speed, "lrrlrlrrrr"),
+            ]
+        rival = pruned_rows(data)
+        if rival:
+            parts += [
+                "`--prune`: the original channel-pruned (`ht2 prune --target-macs`, L1 filters) "
+                "to the MAC reduction the compressed model reached, timed the same way in the "
+                "same run:",
+                table(PRUNED, rival, "lrlrlrrrrr"),
             ]
         if data["notes"]:
             parts.append("\n".join(f"- {note}" for note in data["notes"]))
