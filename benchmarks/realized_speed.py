@@ -110,12 +110,6 @@ def treatments_for(device: torch.device, runtimes: list[str]) -> tuple[list[Trea
     return chosen, notes
 
 
-def treatment_of(data: dict[str, Any]) -> Treatment:
-    """A Treatment back from its to_dict() form."""
-    nhwc = data["memory_format"] == "channels_last"
-    return Treatment(data["dtype"], nhwc, data["runtime"], data["fold_bn"])
-
-
 def measure(
     name: str, args: argparse.Namespace, device: torch.device, treatments: list[Treatment]
 ) -> dict[str, Any]:
@@ -215,7 +209,7 @@ def per_layer(
     dtype and memory format of the compressed model's fastest treatment there."""
     rows = []
     for entry in best:
-        fastest = treatment_of(entry["fastest_like_for_like"]["treatment"])
+        fastest = Treatment.from_dict(entry["fastest_like_for_like"]["treatment"])
         x = torch.randn(entry["batch_size"], *input_size, device=device)
         timed = time_layers(
             model.to(device), x, dtype=fastest.dtype, channels_last=fastest.channels_last, **timing
@@ -241,7 +235,7 @@ def latency_aware(
     one = torch.zeros(1, *input_size)
     for entry in measured.best:
         size = entry["batch_size"]
-        theirs = treatment_of(entry["best_against_best"]["baseline_treatment"])
+        theirs = Treatment.from_dict(entry["best_against_best"]["baseline_treatment"])
         runtime = theirs.runtime if theirs.runtime in FORM_RUNTIMES else "eager"
         forms_in = Treatment(theirs.dtype, theirs.channels_last, runtime, fold_bn=False)
         aware = copy.deepcopy(model)
@@ -280,7 +274,7 @@ def speed_target(
     one = torch.zeros(1, *input_size)
     for entry in measured.best:
         size = entry["batch_size"]
-        theirs = treatment_of(entry["best_against_best"]["baseline_treatment"])
+        theirs = Treatment.from_dict(entry["best_against_best"]["baseline_treatment"])
         planned_in = Treatment(theirs.dtype, theirs.channels_last, theirs.runtime, fold_bn=False)
         how = FormTiming(str(device), size, treatment=planned_in, **timing)
         model = copy.deepcopy(base)
@@ -334,7 +328,7 @@ def _ms(value: float) -> str:
 
 
 def _short(data: dict[str, Any]) -> str:
-    return " ".join(treatment_of(data).cells())
+    return " ".join(Treatment.from_dict(data).cells())
 
 
 def print_model(result: dict[str, Any]) -> None:
@@ -355,7 +349,7 @@ def print_model(result: dict[str, Any]) -> None:
     lines = [
         [
             str(row["batch_size"]),
-            *treatment_of(row["treatment"]).cells(),
+            *Treatment.from_dict(row["treatment"]).cells(),
             _ms(row["latency_ms"]),
             _ms(row["baseline_latency_ms"]),
             f"{row['speedup']:.2f}x",

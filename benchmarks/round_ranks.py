@@ -262,17 +262,11 @@ def verdict_text(verdict: dict[str, Any]) -> str:
     )
 
 
-def treatment_of(data: dict[str, Any]) -> Treatment:
-    """A Treatment back from its to_dict() form."""
-    nhwc = data["memory_format"] == "channels_last"
-    return Treatment(data["dtype"], nhwc, data["runtime"], data["fold_bn"])
-
-
 def print_rows(rows: list[dict[str, Any]]) -> None:
     print("| treatment | e | round | batch | params x | MACs x | ms | vs original | vs round 1 |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
-        how = " ".join(treatment_of(row["treatment"]).cells())
+        how = " ".join(Treatment.from_dict(row["treatment"]).cells())
         vs = "-" if row["vs_unrounded"] is None else f"{row['vs_unrounded']:.2f}x"
         print(
             f"| {how} | {row['energy']} | {row['round_ranks']} | {row['batch_size']} | "
@@ -336,7 +330,7 @@ def run(argv: list[str]) -> Path:
     }
     print_rows(rows)
     for verdict in payload["verdicts"]:
-        print(f"{treatment_of(verdict['treatment']).describe()}: {verdict_text(verdict)}")
+        print(f"{Treatment.from_dict(verdict['treatment']).describe()}: {verdict_text(verdict)}")
     for note in notes:
         print(f"note: {note}")
     path = write_json(args.out_file or args.out / file_name(args), payload)

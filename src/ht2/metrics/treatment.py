@@ -60,6 +60,12 @@ class Treatment:
             "fold_bn": self.fold_bn,
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Treatment:
+        """The treatment back from its to_dict() form (as benchmark JSON records it)."""
+        nhwc = data["memory_format"] == "channels_last"
+        return cls(data["dtype"], nhwc, data["runtime"], data["fold_bn"])
+
     def cells(self) -> list[str]:
         """Table cells: dtype, memory format, runtime, BatchNorms."""
         layout = "NHWC" if self.channels_last else "NCHW"
