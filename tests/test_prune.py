@@ -273,3 +273,29 @@ def test_cli_prune_out_of_reach_is_one_line(cli, tmp_path: Path) -> None:
     assert code == 2
     assert stderr.strip().count("\n") == 0 and "at most" in stderr
     assert not (tmp_path / "p").exists()
+
+
+def test_report_of_a_pruned_folder_lists_each_pair_and_the_sizes(cli, tmp_path: Path) -> None:
+    out = tmp_path / "p"
+    assert (
+        cli(
+            ["prune", "cifar10_resnet20", "--random-init", "--target-macs", "2", "--out", str(out)]
+        )[0]
+        == 0
+    )
+    code, stdout, stderr = cli(["report", str(out), "--json"])
+    assert code == 0, stderr
+    summary = json.loads(stdout)
+    model = ht2.load(out)
+    assert summary["params_after"] == count_params(model)
+    assert summary["macs_after"] == sum(layer_macs(model, X32).values())
+    assert 2 <= summary["mac_reduction"] < 2.04
+    assert summary["chains"][0] == {
+        "producer": "layer1.0.conv1",
+        "norm": "layer1.0.bn1",
+        "consumer": "layer1.0.conv2",
+        "kept": model.layer1[0].conv1.out_channels,
+        "channels": 16,
+    }
+    code, stdout, _ = cli(["report", str(out)])
+    assert code == 0 and "layer3.2.conv1" in stdout and "channel pruning:" in stdout

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ht2.cli.tables import report_table
+from ht2.cli.tables import render, report_table
 from ht2.errors import HT2Error
 
 if TYPE_CHECKING:
@@ -25,7 +25,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "report",
         help="print the per-layer report of a compressed model folder",
         description="Print DIR/report.json, written by `ht2 compress`, as the same per-layer "
-        "table that `ht2 compress` printed.",
+        "table that `ht2 compress` printed; for a folder `ht2 prune` wrote, the channels each "
+        "pruned pair kept and the sizes against the unpruned model.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -54,7 +55,46 @@ def read_report_data(directory: Path) -> tuple[dict[str, Any], CompressionReport
     return json.loads((directory / REPORT).read_text(encoding="utf-8")), report
 
 
+def pruned_report(directory: Path) -> dict[str, Any] | None:
+    """For a folder `ht2 prune` wrote (it has no report.json): what each chain kept, and the
+    sizes against the unpruned model the manifest names; None for any other folder."""
+    from ht2 import models
+    from ht2.io.artefacts import REPORT, load, read_manifest
+    from ht2.planning.pruning import pruning_summary
+
+    if not directory.is_dir() or (directory / REPORT).exists():
+        return None
+    manifest = read_manifest(directory)
+    if not manifest.get("pruned") or not manifest.get("arch"):
+        return None
+    arch = manifest["arch"]
+    original = models.create(arch["name"], **arch.get("kwargs", {}))
+    size = models.get_entry(arch["name"]).input_size
+    return pruning_summary(load(directory), original, size)
+
+
+def pruned_table(summary: dict[str, Any], markdown: bool) -> str:
+    headers = ["producer", "consumer", "channels kept"]
+    rows = [
+        [chain["producer"], chain["consumer"], f"{chain['kept']} of {chain['channels']}"]
+        for chain in summary["chains"]
+    ]
+    return "\n".join(
+        [
+            render(headers, rows, markdown),
+            "",
+            f"channel pruning: {summary['params_before']:,} -> {summary['params_after']:,} "
+            f"parameters ({summary['param_reduction']:.2f}x fewer), {summary['macs_before']:,} "
+            f"-> {summary['macs_after']:,} MACs per image ({summary['mac_reduction']:.2f}x fewer)",
+        ]
+    )
+
+
 def run(args: argparse.Namespace) -> int:
+    pruned = pruned_report(args.directory)
+    if pruned is not None:
+        print(json.dumps(pruned, indent=1) if args.json else pruned_table(pruned, args.markdown))
+        return 0
     data, report = read_report_data(args.directory)
     if args.json:
         print(json.dumps(data, indent=1))

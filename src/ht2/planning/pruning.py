@@ -236,3 +236,35 @@ def prune(
             f"left {after[0]} and {after[1]}"
         )
     return plan
+
+
+def pruning_summary(
+    model: nn.Module, original: nn.Module, input_size: tuple[int, ...]
+) -> dict[str, Any]:
+    """What a pruned `model` (as loaded, its kept channels in `model.ht2_pruned`) keeps of
+    `original`: per chain the channels kept, in all the parameters and MACs per image."""
+    from ht2.surgery.prune import pruned_of
+
+    example_input = torch.zeros(1, *input_size)
+    macs = sum(layer_macs(model, example_input).values())
+    macs_before = sum(layer_macs(original, example_input).values())
+    chains = []
+    for entry in pruned_of(model):
+        total = original.get_submodule(entry["producer"]).out_channels
+        chains.append(
+            {
+                **{k: entry[k] for k in ("producer", "norm", "consumer")},
+                "kept": len(entry["keep"]),
+                "channels": total,
+            }
+        )
+    params, params_before = count_params(model), count_params(original)
+    return {
+        "chains": chains,
+        "params_before": params_before,
+        "params_after": params,
+        "param_reduction": params_before / params,
+        "macs_before": macs_before,
+        "macs_after": macs,
+        "mac_reduction": macs_before / macs,
+    }
