@@ -206,3 +206,38 @@ def test_cp_reaches_its_target(tiny: Path, tmp_path: Path) -> None:
     (row,) = json.loads((out / "compare.json").read_text())["rows"]
     assert row["method"] == "cp" and abs(row["param_reduction"] / 2 - 1) <= 0.02
     assert 0.0 < row["weight_error"] < 1.0
+
+
+def test_prune_is_compared_at_the_same_target_once_whatever_the_allocations() -> None:
+    from ht2.experiments.compare import Energy
+
+    base, rows = run_compare(
+        lambda: models.create("cifar10_resnet20", weights=None),
+        (3, 32, 32),
+        [Target("macs", 2.0), Energy(0.9)],
+        ["spatial-svd", "prune"],
+        batch_sizes=[],
+        allocations={"uniform": uniform_allocation},
+        progress=False,
+    )
+    pruned = [row for row in rows if row.method == "prune"]
+    assert [row.target_kind for row in pruned] == ["macs", "energy"]
+    assert pruned[0].met is True and pruned[0].allocation == "-"
+    assert 2.0 <= pruned[0].mac_reduction < 2.04 and pruned[0].weight_error is None
+    assert pruned[1].param_reduction is None and "size target, not an energy" in pruned[1].note
+    _, rows = run_compare(
+        lambda: models.create("cifar10_resnet20", weights=None),
+        (3, 32, 32),
+        [Target("params", 2.0)],
+        ["spatial-svd", "prune"],
+        batch_sizes=[],
+        allocations={"uniform": uniform_allocation, "half": lambda request: {"energy": 0.5}},
+        progress=False,
+    )
+    assert [(row.method, row.allocation) for row in rows] == [
+        ("spatial-svd", "uniform"),
+        ("spatial-svd", "half"),
+        ("prune", "-"),
+    ]
+    table = compare_markdown(CompareResult("cifar10_resnet20", base, rows))
+    assert "| 2x params | prune | - |" in table

@@ -107,15 +107,22 @@ def batch_size_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def method_list(text: str) -> list[str]:
-    """argparse type: comma-separated decomposition methods, such as ht2,tucker2."""
+def method_list(text: str, extra: tuple[str, ...] = ()) -> list[str]:
+    """argparse type: comma-separated decomposition methods, such as ht2,tucker2 (and the
+    `extra` names a command also takes)."""
 
     names = [part.strip() for part in text.split(",") if part.strip()]
-    unknown = [name for name in names if name not in method_names()]
+    unknown = [name for name in names if name not in (*method_names(), *extra)]
     if unknown or not names:
-        known = ", ".join(kxk_methods())
+        known = ", ".join((*kxk_methods(), *extra))
         raise argparse.ArgumentTypeError(f"methods are among {known}, got {text}")
     return names
+
+
+def compare_method_list(text: str) -> list[str]:
+    """argparse type for `ht2 compare --methods`: decomposition methods, and prune (channel
+    pruning to the same target)."""
+    return method_list(text, extra=("prune",))
 
 
 def first_given(*flags: tuple[str, object]) -> str | None:

@@ -15,7 +15,7 @@ from ht2.cli.common import (
     add_output_folder,
     add_timing_args,
     add_workers_arg,
-    method_list,
+    compare_method_list,
     model_from_args,
 )
 from ht2.cli.compare_allocations import add_allocations_arg, compare_allocators
@@ -88,10 +88,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--methods",
-        type=method_list,
+        type=compare_method_list,
         default=list(kxk_methods()),
-        help=f"comma-separated methods among {', '.join(kxk_methods())} for kxk convs; one curve "
-        f"each (default: {','.join(kxk_methods())})",
+        help=f"comma-separated methods among {', '.join(kxk_methods())} for kxk convs, and prune "
+        "(channel pruning to the same target, the rival to decomposition); one curve each "
+        f"(default: {','.join(kxk_methods())})",
     )
     parser.add_argument(
         "--eval-images",

@@ -5,6 +5,8 @@ compressed to that target, scored before and after BatchNorm calibration and tim
 original. How the target is spread over the layers is an allocation: "uniform" (one global
 energy, the library's target rule) is built in; others plug in through `Allocator`. A goal can
 also be a fixed `Energy` instead of a target: the rows of an energy sweep (ht2.experiments.sweep).
+The method "prune" is the rival users weigh decomposition against: channel pruning to the same
+target (ht2.planning.pruning), which spreads its cut itself and so takes no allocation.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import copy
 import json
 import math
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +33,7 @@ from ht2.planning import compress
 from ht2.surgery import CompressionReport
 from ht2.surgery.targets import TOLERANCE, Target
 
+PRUNE = "prune"
 ModelFactory = Callable[[], nn.Module]
 Scorer = Callable[[nn.Module], float]
 Calibrator = Callable[[nn.Module], int]
@@ -210,6 +214,8 @@ def _compress_row(
     a row with a note."""
     row = CompareRow(method, target.kind, target.factor, allocation)
     model = make_model().eval()
+    if method == PRUNE:
+        return _prune_row(row, model, example, target)
     norms = weight_norms(model)
     try:
         if isinstance(target, Energy):
@@ -244,6 +250,30 @@ def _compress_row(
     row.mac_reduction = report.mac_reduction
     row.weight_error = weight_error(report, norms)
     row.seconds = report.seconds
+    return row, model
+
+
+def _prune_row(
+    row: CompareRow, model: nn.Module, example: torch.Tensor, target: Goal
+) -> tuple[CompareRow, nn.Module | None]:
+    """The original channel-pruned to `target` (a size, not an energy)."""
+    from ht2.planning.pruning import prune
+
+    row.allocation = "-"  # pruning spreads its cut itself
+    if isinstance(target, Energy):
+        row.note = "channel pruning takes a size target, not an energy"
+        return row, None
+    start = time.perf_counter()
+    try:
+        plan = prune(model, target.factor, example, kind=target.kind)
+    except HT2Error as error:
+        row.note = str(error)
+        return row, None
+    reached = plan.param_reduction if target.kind == "params" else plan.mac_reduction
+    row.met = abs(reached / target.factor - 1) <= TOLERANCE
+    row.params, row.param_reduction = plan.params_after, plan.param_reduction
+    row.macs, row.mac_reduction = plan.macs_after, plan.mac_reduction
+    row.seconds = time.perf_counter() - start
     return row, model
 
 
@@ -283,7 +313,13 @@ def run_compare(
         "top1": score(original) if score else None,
     }
     _log(f"original: {base['params']:,} params, {base['macs']:,} MACs, top-1 {base['top1']}")
-    jobs = [(t, m, a) for t in targets for m in methods for a in allocations]
+    jobs = [
+        (t, m, a)
+        for t in targets
+        for m in methods
+        for a in allocations
+        if m != PRUNE or a == next(iter(allocations))  # pruning takes no allocation
+    ]
     rows = []
     bar = tqdm(
         jobs, desc="compare", unit="model", file=sys.stderr, disable=None if progress else True
@@ -340,8 +376,13 @@ def _best_lines(rows: Sequence[CompareRow]) -> list[str]:
     return lines
 
 
+def _several_allocations(rows: Sequence[CompareRow]) -> bool:
+    """Whether the decomposition rows were spread by more than one allocation."""
+    return len({r.allocation for r in rows if r.method != PRUNE}) > 1
+
+
 def _name(row: CompareRow, rows: Sequence[CompareRow]) -> str:
-    if len({r.allocation for r in rows}) > 1:
+    if row.method != PRUNE and _several_allocations(rows):
         return f"{row.method}/{row.allocation}"
     return row.method
 
@@ -350,7 +391,7 @@ def compare_markdown(result: CompareResult) -> str:
     """The comparison as a Markdown table people read, with its definitions."""
     rows, base = result.rows, result.original
     batches = sorted({b for row in rows for b in row.speedup})
-    several = len({row.allocation for row in rows}) > 1
+    several = _several_allocations(rows)
     head = ["target", "method"] + (["allocation"] if several else [])
     head += ["params x", "MACs x", "weight error", "top-1 zero-shot", "top-1 calibrated"]
     head += [f"latency x b{b}" for b in batches] + ["note"]
