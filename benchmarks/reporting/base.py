@@ -10,7 +10,13 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
-METHOD_NAMES = {"ht2": "HT-2", "tucker2": "Tucker-2", "cp": "CP", "svd": "spatial SVD"}
+METHOD_NAMES = {
+    "ht2": "HT-2",
+    "tucker2": "Tucker-2",
+    "cp": "CP",
+    "svd": "spatial SVD",
+    "channels": "channel pruning",
+}
 NET_NAMES = {"cifar10_resnet20": "ResNet-20", "cifar10_resnet56": "ResNet-56"}
 
 

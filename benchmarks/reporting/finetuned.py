@@ -83,6 +83,9 @@ def one_epoch_section(results: Results) -> Section | None:
     return Section("After fine-tuning: one epoch per allocation", "\n\n".join(parts))
 
 
+PIPELINE_ORDER = {"base": 0, "paper": 1, "best": 2, "prune": 3}
+
+
 def paper_section(results: Results) -> Section:
     data = results.json("paper_table.json")
     rows = (data or {}).get("rows", [])
@@ -96,7 +99,8 @@ def paper_section(results: Results) -> Section:
             f"nohup python benchmarks/paper_table.py --data DATA{flags} > paper_table.log 2>&1 &"
         ),
         "Each size compressed by the paper's pipeline (one energy, no data) and by the best one "
-        "(`--recipe best`), rivals beside them, every model fine-tuned for the same number of "
+        "(`--recipe best`), rival decompositions and channel pruning (`ht2 prune`) beside them, "
+        "every model fine-tuned for the same number of "
         "epochs, against the base model fine-tuned the same way. A background job fills "
         "`benchmarks/results/paper_table.json` row by row. Top-1 after is the last epoch's; "
         "minutes are wall time on this shared 2-core machine, including what other jobs took "
@@ -108,12 +112,7 @@ def paper_section(results: Results) -> Section:
     for net, epochs in sorted({(r["net"], r["epochs"]) for r in rows}):
         mine = sorted(
             (r for r in rows if r["net"] == net and r["epochs"] == epochs),
-            key=lambda r: (
-                r["target"],
-                r["pipeline"] != "base",
-                r["pipeline"] != "paper",
-                r["method"],
-            ),
+            key=lambda r: (r["target"], PIPELINE_ORDER.get(r["pipeline"], 9), r["method"]),
         )
         parts += [
             f"{net_name(net)}, {epochs} epochs of fine-tuning:",
