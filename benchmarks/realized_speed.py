@@ -3,6 +3,7 @@
 Run: python benchmarks/realized_speed.py [--models cifar10_resnet56,resnet50,vgg16_bn]
      [--batch-sizes N,N] [--runtimes eager,compile,onnxruntime] [--repeats 20] [--warmup 3]
      [--threads N] [--per-layer] [--latency-aware] [--target-speedup X] [--prune]
+     [--data DIR [--eval-images N] [--calib-images N]]
      [--out benchmarks/results/realized_speed.json]
 
 Each model is compressed (ResNet-56 at energy 0.7 from the shared weights; resnet50 and
@@ -11,7 +12,9 @@ treatment (dtype x memory format x runtime), BatchNorms folded on both sides, ru
 turn (ht2.metrics.like_for_like.compare_speed). Per batch size the table marks the fastest
 like-for-like pair and the best against the best: each model in its own fastest treatment.
 The issue's targets are checked on the best against the best. --prune adds the rival: the
-original channel-pruned (`ht2 prune`) to the same MAC reduction, timed the same way. Writes
+original channel-pruned (`ht2 prune`) to the same MAC reduction, timed the same way. --data
+adds what the speed costs: top-1 of every model timed (real weights only), as it is and after
+BatchNorm calibration on training images, so that speed never hides a loss. Writes
 one JSON (atomically; an existing --out is replaced only when it holds earlier results of this
 script).
 """
@@ -26,6 +29,7 @@ import platform
 import sys
 import tempfile
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,6 +121,7 @@ def measure(
     case = CASES[name]
     sizes = args.batch_sizes or list(case.sizes)
     base, weights = original(name, args.shared)
+    accuracy = accuracy_meter(args, name, weights)
     input_size = ht2.models.get_entry(name).input_size
     one = torch.zeros(1, *input_size)
     model = copy.deepcopy(base)
@@ -148,19 +153,45 @@ def measure(
         "rows": measured.rows,
         "best": measured.best,
     }
+    if accuracy is not None:
+        result["accuracy"] = {"original": accuracy(base), "compressed": accuracy(model)}
     if args.per_layer:
         result["layers"] = per_layer(model, measured.best, input_size, device, timing)
     if args.latency_aware:
         result["latency_aware"] = latency_aware(model, base, measured, input_size, device, timing)
     if args.target_speedup:
         result["speed_target"] = speed_target(
-            base, measured, input_size, device, timing, args.target_speedup
+            base, measured, input_size, device, timing, args.target_speedup, accuracy
         )
     if args.prune:
         result["pruned"] = pruned(
-            base, result["mac_reduction"], input_size, treatments, sizes, device, timing
+            base, result["mac_reduction"], input_size, treatments, sizes, device, timing, accuracy
         )
     return result
+
+
+Meter = Callable[[nn.Module], dict[str, float]]
+
+
+def accuracy_meter(args: argparse.Namespace, name: str, weights: str) -> Meter | None:
+    """Top-1 of a model on --data's test split, as it is and after BatchNorm calibration (on a
+    copy); None without --data or without real weights (random ones score chance)."""
+    if args.data is None or weights == "random init":
+        return None
+    from ht2.experiments.scoring import top1_scorer
+    from ht2.train.calibration import train_image_calibrator
+
+    entry = ht2.models.get_entry(name)
+    score = top1_scorer(str(args.data), entry, args.eval_images, 256, 0, progress=False)
+    calibrate = train_image_calibrator(str(args.data), entry, args.calib_images, 256, 0, False)
+
+    def measure(model: nn.Module) -> dict[str, float]:
+        copied = copy.deepcopy(model).eval()
+        before = score(copied)
+        calibrate(copied)
+        return {"top1": before, "top1_calibrated": score(copied)}
+
+    return measure
 
 
 def pruned(
@@ -171,6 +202,7 @@ def pruned(
     sizes: list[int],
     device: torch.device,
     timing: dict[str, Any],
+    accuracy: Meter | None = None,
 ) -> dict[str, Any]:
     """The rival users weigh decomposition against: the original channel-pruned (ht2 prune,
     L1 filters) to the MAC reduction the compressed model reached, then timed against the
@@ -195,6 +227,7 @@ def pruned(
         "mac_reduction": measured.baseline_macs / max(measured.macs, 1),
         "rows": measured.rows,
         "best": measured.best,
+        **({"accuracy": accuracy(model)} if accuracy else {}),
     }
 
 
@@ -265,6 +298,7 @@ def speed_target(
     device: torch.device,
     timing: dict[str, Any],
     speedup: float,
+    accuracy: Meter | None = None,
 ) -> list[dict[str, Any]]:
     """Per batch size: the original compressed afresh by the speed planner (`ht2 compress
     --target-speedup`) for the treatment the original ran fastest in (its whole-model checks in
@@ -294,6 +328,7 @@ def speed_target(
                 "param_reduction": report.param_reduction,
                 "layers_factorized": len(plan.layers),
                 "layers_dense": len(plan.dense),
+                **({"accuracy": accuracy(model)} if accuracy else {}),
             }
         )
     return rows
@@ -329,6 +364,13 @@ def _ms(value: float) -> str:
 
 def _short(data: dict[str, Any]) -> str:
     return " ".join(Treatment.from_dict(data).cells())
+
+
+def top1_text(accuracy: dict[str, float] | None) -> str:
+    """'61.20 % (80.15 % calibrated)', or '' when accuracy was not measured."""
+    if not accuracy:
+        return ""
+    return f"top-1 {accuracy['top1']:.2f} % ({accuracy['top1_calibrated']:.2f} % calibrated)"
 
 
 def print_model(result: dict[str, Any]) -> None:
@@ -370,6 +412,11 @@ def print_model(result: dict[str, Any]) -> None:
             f"realized/MAC {pair['realized_over_mac']:.2f}); fastest like-for-like "
             f"{fastest['speedup']:.2f}x in {_short(fastest['treatment'])}"
         )
+    if "accuracy" in result:
+        print(
+            f"{result['label']}: original {top1_text(result['accuracy']['original'])}; "
+            f"compressed {top1_text(result['accuracy']['compressed'])}"
+        )
     for row in result.get("latency_aware", []):
         print(
             f"batch {row['batch_size']}: latency-aware forms in {_short(row['treatment'])}: "
@@ -383,7 +430,7 @@ def print_model(result: dict[str, Any]) -> None:
             f"timed like for like in {_short(row['treatment'])}, BN folded: "
             f"{row['speedup']:.2f}x ({row['param_reduction']:.2f}x fewer parameters, "
             f"{row['mac_reduction']:.2f}x fewer MACs, {row['layers_factorized']} layers "
-            f"factorized, {row['layers_dense']} dense)"
+            f"factorized, {row['layers_dense']} dense) {top1_text(row.get('accuracy'))}".rstrip()
         )
     for entry in result.get("pruned", {}).get("best", []):
         pair = entry["best_against_best"]
@@ -392,7 +439,7 @@ def print_model(result: dict[str, Any]) -> None:
             f"({result['pruned']['mac_reduction']:.2f}x fewer, "
             f"{result['pruned']['param_reduction']:.2f}x fewer parameters): best against best "
             f"{pair['speedup']:.2f}x (pruned {_short(pair['treatment'])} "
-            f"{_ms(pair['latency_ms'])} ms)"
+            f"{_ms(pair['latency_ms'])} ms) {top1_text(result['pruned'].get('accuracy'))}".rstrip()
         )
     if result.get("layers"):
         print_layers(result["layers"])
@@ -511,6 +558,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="also time the original channel-pruned to the same MAC reduction (default: off)",
     )
     parser.add_argument(
+        "--data",
+        type=Path,
+        help="CIFAR-10 / ImageNet folder or archive: also measure top-1 of every model timed "
+        "that has real weights, as it is and BatchNorm-calibrated (default: off)",
+    )
+    parser.add_argument(
+        "--eval-images",
+        type=int,
+        help="test images to score on, class-balanced (default: all)",
+    )
+    parser.add_argument(
+        "--calib-images",
+        type=int,
+        default=2048,
+        help="training images for the BatchNorm calibration (default: 2048)",
+    )
+    parser.add_argument(
         "--shared",
         type=Path,
         default=ROOT.parent / "shared",
@@ -540,6 +604,8 @@ def check_args(args: argparse.Namespace) -> None:
         ("--repeats", args.repeats, 1),
         ("--warmup", args.warmup, 0),
         ("--threads", args.threads, 1),
+        ("--eval-images", args.eval_images, 1),
+        ("--calib-images", args.calib_images, 1),
     ):
         if value is not None and value < low:
             raise HT2Error(f"{flag} must be at least {low}, got {value}")

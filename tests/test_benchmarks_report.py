@@ -172,6 +172,35 @@ def test_realized_speed_section_renders_best_against_best_and_targets(tmp_path: 
     assert "- compile left out" in text
 
 
+def test_realized_speed_renders_pruning_and_what_the_speed_costs(tmp_path: Path) -> None:
+    results, out = _synthetic(tmp_path / "results"), tmp_path / "report.md"
+    _realized(results)
+    path = results / "realized_speed.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    model = data["models"][0]
+    pair = {**model["best"][0]["best_against_best"], "latency_ms": 20.0, "speedup": 3.2}
+    model["pruned"] = {
+        "param_reduction": 4.1,
+        "mac_reduction": 4.75,
+        "best": [{"batch_size": 128, "best_against_best": pair}],
+        "accuracy": {"top1": 12.5, "top1_calibrated": 40.25},
+    }
+    model["accuracy"] = {
+        "original": {"top1": 83.2, "top1_calibrated": 83.0},
+        "compressed": {"top1": 30.0, "top1_calibrated": 61.5},
+    }
+    path.write_text(json.dumps(data), encoding="utf-8")
+    assert _report("--results", results, "--out", out).returncode == 0
+    text = out.read_text(encoding="utf-8")
+    assert (
+        "| ResNet-56 | 128 | float32 NCHW onnxruntime | 20.00 | bfloat16 NHWC eager | 64.00 | "
+        "3.20x | 4.75x | 4.10x | 1.60x |"
+    ) in text
+    assert "| ResNet-56 | original | - | 83.20 / 83.00 |" in text
+    assert "| ResNet-56 | e=0.7 | 4.71x | 30.00 / 61.50 |" in text
+    assert "| ResNet-56 | channel pruning | 4.75x | 12.50 / 40.25 |" in text
+
+
 def test_realized_speed_section_is_absent_without_its_json(tmp_path: Path) -> None:
     results, out = _synthetic(tmp_path / "results"), tmp_path / "report.md"
     assert _report("--results", results, "--out", out).returncode == 0

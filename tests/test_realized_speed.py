@@ -112,3 +112,27 @@ def test_a_failed_write_leaves_no_temporary(realized: ModuleType, tmp_path: Path
     with pytest.raises(TypeError):
         realized.write_json(out, {"benchmark": "realized_speed", "rows": object()})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_accuracy_is_measured_on_a_copy_and_only_for_real_weights(
+    realized: ModuleType, tmp_path: Path
+) -> None:
+    import argparse
+
+    import torch
+
+    import ht2
+    from tests._shared import write_image_tree
+
+    data = write_image_tree(tmp_path / "data", classes=tuple("abcdefghij"), per_class=2)
+    args = argparse.Namespace(data=data, eval_images=None, calib_images=10)
+    assert realized.accuracy_meter(args, "cifar10_resnet20", "random init") is None
+    no_data = argparse.Namespace(data=None, eval_images=None, calib_images=10)
+    assert realized.accuracy_meter(no_data, "cifar10_resnet20", "w.th") is None
+    measure = realized.accuracy_meter(args, "cifar10_resnet20", "w.th")
+    model = ht2.models.create("cifar10_resnet20").eval()
+    before = model.bn1.running_mean.clone()
+    found = measure(model)
+    assert set(found) == {"top1", "top1_calibrated"}
+    assert all(0.0 <= value <= 100.0 for value in found.values())
+    assert torch.equal(model.bn1.running_mean, before)  # calibrated a copy, not the timed model

@@ -69,6 +69,45 @@ def target_rows(data: dict[str, Any]) -> list[list[str]]:
     ]
 
 
+def top1(accuracy: dict[str, float] | None) -> str:
+    """'as timed / calibrated' top-1, or '-' when not measured."""
+    if not accuracy:
+        return "-"
+    return f"{num(accuracy['top1'])} / {num(accuracy['top1_calibrated'])}"
+
+
+def accuracy_rows(data: dict[str, Any]) -> list[list[str]]:
+    """Top-1 of every model timed, for the networks with real weights (`--data`)."""
+    rows = []
+    for model in data["models"]:
+        if "accuracy" not in model:
+            continue
+        name = net_name(model["model"])
+        rows.append([name, "original", "-", top1(model["accuracy"]["original"])])
+        rows.append(
+            [
+                name,
+                model["compression"],
+                times(model["mac_reduction"]),
+                top1(model["accuracy"]["compressed"]),
+            ]
+        )
+        for row in model.get("speed_target", []):
+            label = f"--target-speedup {row['target_speedup']:g} (batch {row['batch_size']})"
+            rows.append([name, label, times(row["mac_reduction"]), top1(row.get("accuracy"))])
+        pruned = model.get("pruned")
+        if pruned:
+            rows.append(
+                [
+                    name,
+                    "channel pruning",
+                    times(pruned["mac_reduction"]),
+                    top1(pruned.get("accuracy")),
+                ]
+            )
+    return rows
+
+
 SPEED = [
     "model",
     "batch",
@@ -185,6 +224,13 @@ def realized_section(results: Results) -> Section | None:
                 "the treatment it ran fastest in (whole models timed in it, layers alone in "
                 "eager where it is an exported runtime), then timed against it like for like:",
                 table(SPEED, speed, "lrrlrlrrrr"),
+            ]
+        scored = accuracy_rows(data)
+        if scored:
+            parts += [
+                "What the speed costs before any training (`--data`): top-1 (%) on the test "
+                "split as timed / after BatchNorm calibration on training images:",
+                table(["model", "variant", "fewer MACs", "top-1 / calibrated"], scored, "llrr"),
             ]
         rival = pruned_rows(data)
         if rival:
