@@ -342,6 +342,46 @@ def test_budget_timing_measures_real_steps(tmp_path: Path) -> None:
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_budget_steps_are_computed_as_the_run_computes_them(
+    tmp_path: Path, monkeypatch, in_memory: bool
+) -> None:
+    """The probe reads the run's inputs (in memory or the files) and steps in its precision and
+    memory format, so that --budget-minutes times what training will do."""
+    import ht2.recipes.budget as budget
+    from ht2.train import TrainConfig
+    from ht2.train.batches import MemoryBatches
+
+    seen = []
+    real = budget.step_loss
+
+    def recording(model, images, labels, settings):
+        channels_last = images.is_contiguous(memory_format=torch.channels_last)
+        seen.append((settings.amp, settings.channels_last, channels_last))
+        return real(model, images, labels, settings)
+
+    built = []
+    real_inputs = budget.build_inputs
+    monkeypatch.setattr(budget, "step_loss", recording)
+    monkeypatch.setattr(
+        budget, "build_inputs", lambda *args: built.append(real_inputs(*args)) or built[-1]
+    )
+    data = write_image_tree(tmp_path / "data", classes=tuple("abcdefghij"), per_class=2)
+    config = TrainConfig(
+        batch_size=8,
+        workers=0,
+        eval_limit=8,
+        device="cpu",
+        amp="none",
+        channels_last=True,
+        in_memory=in_memory,
+    )
+    entry = ht2.models.get_entry("cifar10_resnet20")
+    budget.epochs_within(ht2.models.create("cifar10_resnet20"), entry, str(data), config, 600)
+    assert seen and all(step == ("none", True, True) for step in seen)
+    assert isinstance(built[0].train, MemoryBatches) == in_memory
+
+
 def test_finetune_budget_picks_the_epochs_and_prints_them(tmp_path: Path, cli, monkeypatch) -> None:
     _steady_clock(monkeypatch, step_seconds=0.5, batch_seconds=0.1)
     data = write_image_tree(tmp_path / "data", classes=tuple("abcdefghij"), per_class=2)

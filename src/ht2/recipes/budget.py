@@ -1,9 +1,10 @@
 """How many fine-tuning epochs fit in a time budget, from a few training steps timed here.
 
-The steps run on a copy of the model (its weights stay as they are), with the run's own data
-pipeline, batch size, workers and teacher, so data loading and distillation are paid as they
-will be. The estimate covers what `ht2.train.fit` does: one evaluation before training, then
-per epoch its steps and one evaluation.
+The steps run on a copy of the model (its weights stay as they are), with the run's own inputs
+(the decoded in-memory split or the image files), precision (bfloat16 autocast where the run
+uses it), memory format, batch size, workers and teacher, so that each step costs what it will.
+The estimate covers what `ht2.train.fit` does: one evaluation before training, then per epoch
+its steps and one evaluation.
 """
 
 from __future__ import annotations
@@ -17,14 +18,16 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ht2.device import resolve_device
 from ht2.errors import HT2Error
 from ht2.models import ModelEntry
 from ht2.train.config import TrainConfig
-from ht2.train.distill import distillation_loss
+from ht2.train.distributed import World
+from ht2.train.inputs import build_inputs
+from ht2.train.loop import StepSettings, step_loss
+from ht2.train.precision import resolve_precision
 from ht2.train.schedules import build_optimizer
 
 PROBE_STEPS = 5  # timed steps, after one untimed step that starts the loader and warms up
@@ -82,31 +85,34 @@ def epochs_within(
 
     HT2Error when not even one epoch fits, naming the minutes one would need.
     """
-    from ht2.data import eval_dataset, make_loader, train_dataset  # torchvision, lazily
-
     if not (minutes > 0 and math.isfinite(minutes)):
         raise HT2Error(
             f"budget_minutes must be a positive number of minutes, not {minutes}",
             params="budget_minutes",
         )
     device = resolve_device(config.device)
-    train_set = train_dataset(data, entry, augment=True, limit=config.train_limit)
-    drop_last = len(train_set) >= 2 * config.batch_size  # as the training run decides
-    train_loader = make_loader(
-        train_set, config.batch_size, config.workers, shuffle=True, drop_last=drop_last
-    )
-    steps_per_epoch = len(train_loader)
+    precision = resolve_precision(config.amp, config.channels_last, device)
+    inputs = build_inputs(data, entry, config, World(0, 1, 0, device), config.batch_size)
+    steps_per_epoch = len(inputs.train)
     if config.max_steps is not None:
         steps_per_epoch = min(steps_per_epoch, config.max_steps)
-    eval_loader = make_loader(
-        eval_dataset(data, entry, limit=config.eval_limit), config.batch_size, config.workers
-    )
-    work = copy.deepcopy(model).to(device)
+    layout = torch.channels_last if precision.channels_last else torch.contiguous_format
+    work = copy.deepcopy(model).to(device, memory_format=layout)
     if teacher is not None:
-        teacher = copy.deepcopy(teacher).to(device).eval()
-    per_step, timed = _time_training(work, train_loader, config, device, teacher, probe_steps)
-    per_batch = _time_evaluation(work, eval_loader, device, probe_steps)
-    eval_seconds = per_batch * len(eval_loader)
+        teacher = copy.deepcopy(teacher).to(device, memory_format=layout).eval()
+    settings = StepSettings(
+        device,
+        precision.amp,
+        precision.channels_last,
+        config.clip_grad,
+        config.label_smoothing,
+        teacher,
+        config.distill_temperature,
+        config.distill_weight,
+    )
+    per_step, timed = _time_training(work, inputs.train, config, settings, probe_steps)
+    per_batch = _time_evaluation(work, inputs.evaluation, device, probe_steps)
+    eval_seconds = per_batch * len(inputs.evaluation)
     epoch_seconds = steps_per_epoch * per_step + eval_seconds
     budget = EpochBudget(
         minutes=minutes,
@@ -144,8 +150,7 @@ def _time_training(
     model: nn.Module,
     batches: Iterable,
     config: TrainConfig,
-    device: torch.device,
-    teacher: nn.Module | None,
+    settings: StepSettings,
     count: int,
 ) -> tuple[float, int]:
     """Seconds per optimiser step (data loading included) over up to `count` steps after the
@@ -156,14 +161,11 @@ def _time_training(
     model.train()
     first = start = time.perf_counter()
     timed = 0
+    device = settings.device
     for index, images, labels in _timed_batches(batches, count, device):
-        logits = model(images)
-        loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
-        if teacher is not None:
-            with torch.no_grad():
-                taught = teacher(images)
-            soft = distillation_loss(logits, taught, config.distill_temperature)
-            loss = (1 - config.distill_weight) * loss + config.distill_weight * soft
+        if settings.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        _, loss = step_loss(model, images, labels, settings)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -45,7 +45,8 @@ def _autocast(settings: StepSettings):
     return torch.autocast(device_type=settings.device.type, dtype=dtype, enabled=enabled)
 
 
-def _loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, s: StepSettings):
+def step_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, s: StepSettings):
+    """The logits and the loss of one training step (autocast, distillation) as `s` says."""
     with _autocast(s):
         logits = model(images)
         loss = F.cross_entropy(logits, labels, label_smoothing=s.label_smoothing)
@@ -95,7 +96,7 @@ def train_one_epoch(
             images = settings.augment_batch(images)
         if settings.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        logits, loss = _loss(model, images, labels, settings)
+        logits, loss = step_loss(model, images, labels, settings)
         if not math.isfinite(loss.item()):
             raise HT2Error(
                 f"the loss became {loss.item()} at step {int(steps) + 1}; lower lr "
