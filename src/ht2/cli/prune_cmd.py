@@ -22,10 +22,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="prune channels to a size (the rival to decomposition), for a like-for-like table",
         description="Remove the filters with the smallest L1 norms from every conv whose "
         "outputs reach only one other conv (through BatchNorm and activations), the same "
-        "fraction everywhere, until the model is --target-params (or --target-macs) times "
-        "smaller; channels tied "
-        "to a residual addition or a concatenation are kept. Writes DIR/model.safetensors and "
-        "DIR/ht2.json, which `ht2 finetune`, `evaluate`, `benchmark` and `export` read.",
+        "share everywhere, topped up channel by channel, until the model is --target-params (or "
+        "--target-macs) times smaller; channels tied to a residual addition, a concatenation or "
+        "a Linear layer are kept. Writes DIR/model.safetensors and DIR/ht2.json, which "
+        "`ht2 finetune`, `evaluate`, `benchmark`, `export` and `report` read.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

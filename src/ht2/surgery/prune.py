@@ -104,8 +104,9 @@ def prune_chain(model: nn.Module, entry: dict[str, Any]) -> nn.Module:
         )
     keep = list(entry["keep"])
     if not keep or keep != sorted(set(keep)) or keep[0] < 0 or keep[-1] >= channels:
+        shown = f"{keep[:8]}"[:-1] + (", ...]" if len(keep) > 8 else "]")
         raise HT2Error(
-            f"the pruning of {entry['producer']} keeps {keep[:8]}...: want ascending, distinct "
+            f"the pruning of {entry['producer']} keeps {shown}: want ascending, distinct "
             f"channel indices below {channels}, at least one"
         )
     index = torch.tensor(keep, dtype=torch.long, device=producer.weight.device)
