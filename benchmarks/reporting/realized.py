@@ -29,6 +29,17 @@ def how(treatment: dict[str, Any]) -> str:
     return text if treatment["fold_bn"] else text + " (BN unfolded)"
 
 
+def pair_cells(pair: dict[str, Any]) -> list[str]:
+    """One best-against-best pair as cells: each side's treatment and time, then the speedup."""
+    return [
+        how(pair["treatment"]),
+        num(pair["latency_ms"], 2),
+        how(pair["baseline_treatment"]),
+        num(pair["baseline_latency_ms"], 2),
+        times(pair["speedup"]),
+    ]
+
+
 def best_rows(data: dict[str, Any]) -> list[list[str]]:
     """One line per model and batch size: each side in its own fastest treatment."""
     rows = []
@@ -40,11 +51,7 @@ def best_rows(data: dict[str, Any]) -> list[list[str]]:
                     net_name(model["model"]),
                     model["compression"],
                     entry["batch_size"],
-                    how(pair["treatment"]),
-                    num(pair["latency_ms"], 2),
-                    how(pair["baseline_treatment"]),
-                    num(pair["baseline_latency_ms"], 2),
-                    times(pair["speedup"]),
+                    *pair_cells(pair),
                     times(model["mac_reduction"]),
                     num(pair["realized_over_mac"]),
                     f"{times(fastest['speedup'])} ({how(fastest['treatment'])})",
@@ -168,11 +175,7 @@ def pruned_rows(data: dict[str, Any]) -> list[list[str]]:
                 [
                     net_name(model["model"]),
                     entry["batch_size"],
-                    how(pair["treatment"]),
-                    num(pair["latency_ms"], 2),
-                    how(pair["baseline_treatment"]),
-                    num(pair["baseline_latency_ms"], 2),
-                    times(pair["speedup"]),
+                    *pair_cells(pair),
                     times(pruned["mac_reduction"]),
                     times(pruned["param_reduction"]),
                     times(decomposed[entry["batch_size"]]["speedup"]),

@@ -80,24 +80,19 @@ class _Counter:
         with_bias_and_norm: bool,
     ) -> None:
         self.base, self.chains = total, chains
-        self.convs: dict[str, tuple] = {}
-        for index, chain in enumerate(chains):
-            for name in (chain.producer, chain.consumer):
-                conv = model.get_submodule(name)
-                bias = with_bias_and_norm and conv.bias is not None
-                out_index, in_index = self.convs.get(name, (None, None, 0, 0, 0, False))[:2]
-                if name == chain.producer:
-                    out_index = index
-                if name == chain.consumer:
-                    in_index = index
-                self.convs[name] = (
-                    out_index,
-                    in_index,
-                    conv.out_channels,
-                    conv.in_channels,
-                    per_pair[name],
-                    bias,
-                )
+        out_of = {chain.producer: index for index, chain in enumerate(chains)}
+        in_of = {chain.consumer: index for index, chain in enumerate(chains)}
+        self.convs: dict[str, tuple] = {}  # name: (chain of its outputs, of its inputs, ...)
+        for name in {**out_of, **in_of}:
+            conv = model.get_submodule(name)
+            self.convs[name] = (
+                out_of.get(name),
+                in_of.get(name),
+                conv.out_channels,
+                conv.in_channels,
+                per_pair[name],
+                with_bias_and_norm and conv.bias is not None,
+            )
         self.norms = [
             index
             for index, chain in enumerate(chains)
