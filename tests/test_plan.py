@@ -287,3 +287,30 @@ def test_compress_with_recipe_times_the_decomposition() -> None:
     assert report.pipeline["steps"][-1]["seconds"] == report.seconds
     with pytest.raises(HT2Error, match="refine_sweeps comes from the recipe"):
         compress_with_recipe(_resnet20(), "paper", energy=0.6, refine_sweeps=3)
+
+
+@pytest.mark.parametrize("method", ["ht2", "tucker2"])
+def test_known_ranks_too_large_keep_a_layer_dense_without_factoring(
+    method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ht2.layers import factorize
+    from ht2.metrics import count_params
+    from ht2.planning import planner
+
+    model = _resnet20()
+    big = {"r1": 16, "r13": 48, "r3": 16} if method == "ht2" else {"r_in": 16, "r_out": 16}
+    name = "layer1.0.conv1"
+    module = model.get_submodule(name)
+    size = count_params(factorize(module, method, ranks=big))
+    factored: list[int] = []
+
+    def counting(layer: nn.Module, *args, **kwargs):
+        factored.append(id(layer))
+        return factorize(layer, *args, **kwargs)
+
+    monkeypatch.setattr(planner, "factorize", counting)
+    plan = ht2.plan(model, EXAMPLE, energy=0.6, method=method, layer_ranks={name: big})
+    assert plan.dense[name] == (
+        f"factors would have {size:,} parameters, not fewer than {count_params(module):,}"
+    )
+    assert id(module) not in factored and len(factored) == len(plan.layers)

@@ -15,12 +15,15 @@ from tqdm.auto import tqdm
 
 from ht2.errors import HT2Error
 from ht2.layers import factorize
+from ht2.layers.effective import effective_layer
 from ht2.metrics import count_params
 from ht2.planning.options import CompressOptions
+from ht2.surgery.costs import factorized_cost
 from ht2.surgery.finite import check_finite, decomposing
 from ht2.surgery.plan_model import LayerPlan, Plan, json_layer, model_name
 from ht2.surgery.policy import Decision, matches, paper_policy, resolve_method
-from ht2.surgery.rank_choice import RankChoice, check_layer_ranks
+from ht2.surgery.rank_choice import RankChoice, Ranks, check_layer_ranks
+from ht2.surgery.ranking import clip_ranks, has_unfoldings
 from ht2.surgery.walk import candidate_layers, first_conv_name
 
 
@@ -114,6 +117,11 @@ def _plan_layer(
     """One layer's entry (or its reason to stay dense), its factors kept for apply."""
     with decomposing(name):
         ranks, energy = choice.ranks_of(name, module, method)
+        if options.keep_if_larger:
+            reason = _dense_before_factoring(module, method, ranks)
+            if reason:
+                result.dense[name] = reason
+                return
         if ranks is None:
             factors = factorize(module, method, energy=energy, sweeps=options.refine_sweeps)
         else:
@@ -121,7 +129,7 @@ def _plan_layer(
     factors.energy = energy
     size, before = count_params(factors), count_params(module)
     if options.keep_if_larger and size >= before:
-        result.dense[name] = f"factors would have {size:,} parameters, not fewer than {before:,}"
+        result.dense[name] = _larger(size, before)
         return
     layer = LayerPlan(
         name=name,
@@ -134,3 +142,20 @@ def _plan_layer(
     )
     result.layers.append(layer)
     result.remember(layer, module, factors)
+
+
+def _larger(size: int, before: int) -> str:
+    return f"factors would have {size:,} parameters, not fewer than {before:,}"
+
+
+def _dense_before_factoring(module: nn.Module, method: str, ranks: Ranks | None) -> str | None:
+    """The reason to keep `module` dense when its known ranks show that factors would not be
+    smaller, found without computing them (a size target's ranks are known before factoring).
+    Energy ranks are not read ahead: the singular values alone would cost a replaced layer
+    a second pass over its spectrum."""
+    if ranks is None or not has_unfoldings(method):
+        return None
+    layer = effective_layer(module)
+    clipped = clip_ranks(method, ranks, layer.dense.weight.shape)
+    size, before = factorized_cost(method, layer.spec, clipped)[0], count_params(module)
+    return _larger(size, before) if size >= before else None
