@@ -26,7 +26,8 @@ after the last epoch; delta is against the base row of the same net and epochs.
 Writes benchmarks/results/paper_table.json ({"rows": [...]}, replaced atomically after every
 row) and paper_table.md. Work folders (compressed models, fine-tuning runs with their
 checkpoints) go to ~/.cache/ht2/paper_table/ (--work); a half-done fine-tune resumes from its
-last epoch's checkpoint.
+last epoch's checkpoint. Several runs may share one table (say, one per core, --threads 1):
+a row's work folder holds .running with its process id while it runs, and the others skip it.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -331,6 +334,43 @@ def read_state(folder: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"seconds": 0.0}
 
 
+def _live_holder(marker: Path) -> int | None:
+    """The pid written in `marker` when it is another process that is still alive."""
+    try:
+        pid = int(marker.read_text(encoding="utf-8").strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return None if pid == os.getpid() else pid
+
+
+@contextmanager
+def claimed(folder: Path) -> Iterator[int | None]:
+    """Hold folder/.running (this process's pid) while a row runs, so that two runs started on
+    the same table never work on one row; yields the pid of a live process that holds it
+    already (nothing is claimed then), else None. A marker left by a dead process is taken."""
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / ".running"
+    for _ in range(2):
+        try:
+            descriptor = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            holder = _live_holder(marker)
+            if holder is not None:
+                yield holder
+                return
+            marker.unlink(missing_ok=True)
+    else:
+        raise SystemExit(f"paper_table: cannot claim {marker}")
+    with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
+        stream.write(str(os.getpid()))
+    try:
+        yield None
+    finally:
+        marker.unlink(missing_ok=True)
+
+
 def run_row(row: Row, settings: Settings, folder: Path) -> dict[str, Any]:
     """Compress, evaluate and fine-tune one row, skipping what an earlier run finished; the
     seconds spent are summed over runs in folder/row.json."""
@@ -491,11 +531,16 @@ def main(argv: list[str] | None = None) -> int:
     install_interrupt_handlers()
     try:
         for row in rows:
+            done |= {r["key"] for r in read_results(args.results)}  # another run may add rows
             if row.key in done:
                 print(f"{row.key}: done, skipped", flush=True)
                 continue
-            print(f"{row.key}: running", flush=True)
-            result = run_row(row, settings, args.work / row.slug)
+            with claimed(args.work / row.slug) as holder:
+                if holder is not None:
+                    print(f"{row.key}: being run by process {holder}, skipped", flush=True)
+                    continue
+                print(f"{row.key}: running", flush=True)
+                result = run_row(row, settings, args.work / row.slug)
             store_row(args.results, result)
             print(
                 f"{row.key}: top-1 {result['top1_before']:.2f} -> {result['top1_after']:.2f} % "

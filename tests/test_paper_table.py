@@ -4,6 +4,7 @@ fine-tune resumed, deltas against the base row, the Markdown from the JSON alone
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from types import ModuleType
 
@@ -125,6 +126,36 @@ def test_rows_are_written_one_by_one_and_a_second_run_skips_them(
     assert fake.calls == []
     assert capsys.readouterr().out.count("done, skipped") == 4
     assert table.read_results(results) == rows
+
+
+def test_a_row_another_live_run_holds_is_skipped_and_a_dead_ones_is_taken(
+    table: ModuleType, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    import subprocess
+    import sys
+
+    results = tmp_path / "out.json"
+    fake = FakeStages(table, results, {"base": 80.0, "paper": 70.0}).install(monkeypatch)
+    work = tmp_path / "work"
+    base, paper = "cifar10_resnet20-base-dense-1x-e2", "cifar10_resnet20-paper-ht2-1.5x-e2"
+    for slug in (base, paper):
+        (work / slug).mkdir(parents=True)
+    live = os.getppid()
+    (work / base / ".running").write_text(str(live))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (work / paper / ".running").write_text(str(dead.pid))
+    assert table.main(_argv(tmp_path, "*/base/*,*/paper/ht2/1.5x/*")) == 0
+    out = capsys.readouterr().out
+    assert f"cifar10_resnet20/base/dense/1x/e2: being run by process {live}, skipped" in out
+    assert [key for stage, key, _ in fake.calls if stage == "compress"] == [
+        "cifar10_resnet20/paper/ht2/1.5x/e2"
+    ]
+    assert [row["key"] for row in table.read_results(results)] == [
+        "cifar10_resnet20/paper/ht2/1.5x/e2"
+    ]
+    assert (work / base / ".running").read_text() == str(live)  # left to its holder
+    assert not (work / paper / ".running").exists()  # released when the row finished
 
 
 def test_delta_is_against_the_base_row_and_filled_when_it_arrives(
