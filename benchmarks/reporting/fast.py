@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ht2.choices import treatment_phrase
+
 from .base import Results, Section, command, grouped, load, net_name, num, table, times
 
 PRECISION = [
@@ -163,13 +165,6 @@ def rounding_table(rows: list[dict[str, Any]]) -> str:
     return table(header, lines, "r" * len(header))
 
 
-def treatment_name(treatment: dict[str, Any]) -> str:
-    """'bfloat16, NHWC, eager, BatchNorms folded', as ht2's Treatment.describe() says it."""
-    layout = "NHWC" if treatment["memory_format"] == "channels_last" else "NCHW"
-    folded = "folded" if treatment["fold_bn"] else "unfolded"
-    return f"{treatment['dtype']}, {layout}, {treatment['runtime']}, BatchNorms {folded}"
-
-
 def original_times(rows: list[dict[str, Any]]) -> str:
     """'the original takes 1.90 ms at batch 1, 86.3 ms at batch 128' (medians)."""
     medians = {r["batch_size"]: r["original_ms"] for r in rows}
@@ -225,7 +220,7 @@ def rounding_treated(name: str, data: dict[str, Any]) -> list[str]:
         verdict = next((v for v in data["verdicts"] if v["treatment"] == treatment), None)
         said = f" {verdict_text(verdict)}" if verdict else ""
         parts += [
-            f"{treatment_name(treatment)}: {original_times(rows)}.{said}",
+            f"{treatment_phrase(treatment)}: {original_times(rows)}.{said}",
             rounding_table(rows),
         ]
     return parts

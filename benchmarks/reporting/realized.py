@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ht2.choices import layout_name
+
 from .base import Results, Section, command, net_name, num, table, times
 
 BEST = [
@@ -24,7 +26,7 @@ BEST = [
 
 def how(treatment: dict[str, Any]) -> str:
     """'float32 NHWC onnxruntime', with '(BN unfolded)' when the BatchNorms were not folded."""
-    layout = "NHWC" if treatment["memory_format"] == "channels_last" else "NCHW"
+    layout = layout_name(treatment["memory_format"])
     text = f"{treatment['dtype']} {layout} {treatment['runtime']}"
     return text if treatment["fold_bn"] else text + " (BN unfolded)"
 

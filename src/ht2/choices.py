@@ -34,6 +34,18 @@ ORT_CPU_DTYPES = ("float32", "float16")
 FORM_RUNTIMES = ("eager", "compile")  # runtimes --latency-aware can time forms in
 
 
+def layout_name(memory_format: str | None) -> str:
+    """How tables name a memory format: NHWC for "channels_last", else NCHW."""
+    return "NHWC" if memory_format == "channels_last" else "NCHW"
+
+
+def treatment_phrase(treatment: dict) -> str:
+    """'bfloat16, NHWC, eager, BatchNorms folded': a treatment's JSON record in one phrase."""
+    folded = "folded" if treatment["fold_bn"] else "unfolded"
+    layout = layout_name(treatment["memory_format"])
+    return f"{treatment['dtype']}, {layout}, {treatment['runtime']}, BatchNorms {folded}"
+
+
 class HT2Warning(UserWarning):
     """Something worth knowing about a result that ht2 still produced; the CLI prints it as
     one `ht2: warning:` line once the command succeeds."""

@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ht2.choices import DTYPES, EXPORTED_RUNTIMES, RUNTIMES
+from ht2.choices import DTYPES, EXPORTED_RUNTIMES, RUNTIMES, treatment_phrase
 from ht2.cli.common import first_given, parse_batch_sizes
 from ht2.cli.number_args import non_negative_int, positive_int
 from ht2.cli.tables import render
@@ -382,18 +382,13 @@ def layer_table(layers: list[dict[str, Any]]) -> str:
     return render(headers, lines)
 
 
-def _describe(treatment: dict[str, Any]) -> str:
-    layout = "NHWC" if treatment["memory_format"] == "channels_last" else "NCHW"
-    fold = "folded" if treatment["fold_bn"] else "unfolded"
-    return f"{treatment['dtype']}, {layout}, {treatment['runtime']}, BatchNorms {fold}"
-
-
 def best_lines(result: dict[str, Any]) -> list[str]:
     """The marked pairs of a matrix, one line each."""
     lines = []
     for best in result["best"]:
         pick = best["fastest_like_for_like"]
-        text = f"batch {best['batch_size']}: fastest like-for-like: {_describe(pick['treatment'])}"
+        fastest = treatment_phrase(pick["treatment"])
+        text = f"batch {best['batch_size']}: fastest like-for-like: {fastest}"
         if "speedup" in pick:
             text += f", {pick['speedup']:.2f}x (realized/MAC {pick['realized_over_mac']:.2f})"
         lines.append(text)
@@ -401,8 +396,8 @@ def best_lines(result: dict[str, Any]) -> list[str]:
         if pair:
             lines.append(
                 f"batch {best['batch_size']}: best against best: {result['model']} as "
-                f"{_describe(pair['treatment'])} vs the baseline as "
-                f"{_describe(pair['baseline_treatment'])}: {pair['speedup']:.2f}x "
+                f"{treatment_phrase(pair['treatment'])} vs the baseline as "
+                f"{treatment_phrase(pair['baseline_treatment'])}: {pair['speedup']:.2f}x "
                 f"(realized/MAC {pair['realized_over_mac']:.2f})"
             )
     return lines
@@ -440,7 +435,7 @@ def footnote(args: argparse.Namespace, result: dict[str, Any]) -> str:
         text += f"; baseline {args.against}: {result['baseline_macs']:,} MACs, run in turn with it"
         text += "; realized/MAC: speedup divided by the MAC reduction"
     if "treatment" in result:
-        ours = _describe(result["treatment"])
+        ours = treatment_phrase(result["treatment"])
         if not args.against:
             text += f"\ntreatment: {ours}"
         elif result["matched"]:
@@ -448,8 +443,8 @@ def footnote(args: argparse.Namespace, result: dict[str, Any]) -> str:
         else:
             text += (
                 f"\nUNMATCHED (--unmatched-baseline): {args.model} ran as {ours}, the baseline "
-                f"as {_describe(result['baseline_treatment'])}; the speedup mixes compression "
-                "with the treatment"
+                f"as {treatment_phrase(result['baseline_treatment'])}; the speedup mixes "
+                "compression with the treatment"
             )
     elif args.against:
         text += "\neach line: both models in that treatment (like for like)"

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from ht2.choices import DTYPES, FORM_RUNTIMES, RUNTIMES
+from ht2.choices import DTYPES, FORM_RUNTIMES, RUNTIMES, layout_name
 from ht2.cli.common import energy_value, first_given
 from ht2.cli.number_args import positive_int
 from ht2.cli.rank_args import reduction_factor
@@ -186,7 +186,7 @@ def print_forms(report: CompressionReport) -> None:
     summary = report.latency_aware
     if not summary:
         return
-    layout = "NHWC" if summary.get("memory_format") == "channels_last" else "NCHW"
+    layout = layout_name(summary.get("memory_format"))
     where = (
         f"{summary['device']}, batch {summary['batch_size']}, {summary['dtype']}, {layout}, "
         f"{summary['runtime']}"

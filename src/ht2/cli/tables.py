@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ht2.choices import layout_name
+
 if TYPE_CHECKING:
     from ht2.surgery import CompressionReport, LayerReport
 
@@ -125,7 +127,7 @@ def latency_notes(report: CompressionReport) -> list[str]:
     if not aware:
         return []
     counts = ", ".join(f"{count} {form}" for form, count in aware["forms"].items())
-    layout = "NHWC" if aware["memory_format"] == "channels_last" else "NCHW"
+    layout = layout_name(aware["memory_format"])
     notes = [
         f"latency-aware forms ({counts}) timed on {aware['device']} at batch "
         f"{aware['batch_size']}, {aware['dtype']}, {layout}, {aware['runtime']}; "
@@ -208,7 +210,7 @@ def rank_notes(report: CompressionReport) -> list[str]:
 def speed_note(speed: dict) -> str:
     """What a speed target reached, timed where; out of reach or slower than the original
     said plainly."""
-    layout = "NHWC" if speed.get("memory_format") == "channels_last" else "NCHW"
+    layout = layout_name(speed.get("memory_format"))
     where = (
         f"{speed['device']}, batch {speed['batch_size']}, {speed['dtype']}, {layout}, "
         f"{speed['runtime']}, BatchNorms folded on both sides"

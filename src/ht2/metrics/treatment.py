@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ht2.choices import DTYPES, EXPORTED_RUNTIMES, RUNTIMES
+from ht2.choices import DTYPES, EXPORTED_RUNTIMES, RUNTIMES, layout_name
 from ht2.errors import HT2Error
 from ht2.io.folds import folds_of
 from ht2.metrics.latency import Runnable, time_models
@@ -68,7 +68,7 @@ class Treatment:
 
     def cells(self) -> list[str]:
         """Table cells: dtype, memory format, runtime, BatchNorms."""
-        layout = "NHWC" if self.channels_last else "NCHW"
+        layout = layout_name("channels_last" if self.channels_last else None)
         return [self.dtype, layout, self.runtime, "folded" if self.fold_bn else "unfolded"]
 
     def describe(self) -> str:
