@@ -218,7 +218,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         "Top-1 (%) on the test split. Before: the model as `ht2 compress` wrote it (base: the "
         "bundled weights). After: the last epoch of `ht2 finetune`. Delta: against the base row "
         "fine-tuned for the same epochs. Prune: `ht2 prune` (channel pruning), fine-tuned the "
-        "same way."
+        "same way. Minutes: compressing, scoring and the fine-tune's training epochs, on a "
+        "shared 2-core machine where other rows ran at the same time."
     )
     return "\n".join(lines) + "\n"
 
@@ -331,7 +332,7 @@ def training_log(out: Path) -> list[dict[str, Any]]:
 
 def read_state(folder: Path) -> dict[str, Any]:
     path = folder / "row.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"seconds": 0.0}
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def _live_holder(marker: Path) -> int | None:
@@ -372,30 +373,28 @@ def claimed(folder: Path) -> Iterator[int | None]:
 
 
 def run_row(row: Row, settings: Settings, folder: Path) -> dict[str, Any]:
-    """Compress, evaluate and fine-tune one row, skipping what an earlier run finished; the
-    seconds spent are summed over runs in folder/row.json."""
+    """Compress, evaluate and fine-tune one row, skipping what an earlier run finished. The
+    time of compressing and scoring is summed over runs in folder/row.json as each finishes;
+    the fine-tune's is read from its log, one line per epoch, so a killed run loses none."""
     folder.mkdir(parents=True, exist_ok=True)
     state = read_state(folder)
     compressed, tuned = folder / "compressed", folder / "finetune"
-    started = time.perf_counter()
-    try:
-        if "sizes" not in state or not (compressed / "ht2.json").is_file():
-            state["sizes"] = compress_row(row, settings, compressed)
-            state.pop("top1_before", None)
-            _save_state(folder, state, started)
-            started = time.perf_counter()
-        if "top1_before" not in state:
-            state["top1_before"] = evaluate_row(compressed, settings)
-            _save_state(folder, state, started)
-            started = time.perf_counter()
-        done = checkpoint_epoch(tuned)
-        if done is None or done < row.epochs:
-            if done is not None:
-                print(f"{row.key}: resuming its fine-tune after epoch {done}", file=sys.stderr)
-            finetune_row(row, settings, compressed, tuned, resume=done is not None)
-    finally:
+    if "sizes" not in state or not (compressed / "ht2.json").is_file():
+        started = time.perf_counter()
+        state["sizes"] = compress_row(row, settings, compressed)
+        state.pop("top1_before", None)
         _save_state(folder, state, started)
-    history = [line for line in training_log(tuned) if "top1" in line]
+    if "top1_before" not in state:
+        started = time.perf_counter()
+        state["top1_before"] = evaluate_row(compressed, settings)
+        _save_state(folder, state, started)
+    done = checkpoint_epoch(tuned)
+    if done is None or done < row.epochs:
+        if done is not None:
+            print(f"{row.key}: resuming its fine-tune after epoch {done}", file=sys.stderr)
+        finetune_row(row, settings, compressed, tuned, resume=done is not None)
+    log = training_log(tuned)
+    history = [line for line in log if "top1" in line]
     return {
         "key": row.key,
         "net": row.net,
@@ -410,7 +409,7 @@ def run_row(row: Row, settings: Settings, folder: Path) -> dict[str, Any]:
         "top1_best": max(line["top1"] for line in history),
         "top1_by_epoch": {str(line["epoch"]): line["top1"] for line in history},
         "delta": None,
-        "minutes": state["seconds"] / 60,
+        "minutes": row_minutes(state, log),
         "settings": settings.to_dict(),
         "compress_command": _command(compress_args(row, settings, compressed))
         if row.pipeline != "base"
@@ -420,13 +419,22 @@ def run_row(row: Row, settings: Settings, folder: Path) -> dict[str, Any]:
     }
 
 
+def row_minutes(state: dict[str, Any], log: list[dict[str, Any]]) -> float:
+    """Minutes of compressing and scoring (row.json) plus the fine-tune's training epochs (its
+    log). A row.json from before "stage_seconds" holds one sum that may miss epochs of a killed
+    run: at least the epochs are counted then."""
+    epochs = sum(float(line.get("seconds", 0.0)) for line in log)
+    staged, older = state.get("stage_seconds", 0.0), state.get("seconds", 0.0)
+    return (staged + (max(older, epochs) if older else epochs)) / 60
+
+
 def _command(argv: list[str]) -> str:
     """`ht2 ARGV` with every absolute path written portably."""
     return "ht2 " + " ".join(portable(arg) if os.path.isabs(arg) else arg for arg in argv)
 
 
 def _save_state(folder: Path, state: dict[str, Any], started: float) -> None:
-    state["seconds"] = state.get("seconds", 0.0) + time.perf_counter() - started
+    state["stage_seconds"] = state.get("stage_seconds", 0.0) + time.perf_counter() - started
     write_atomically(folder / "row.json", json.dumps(state, indent=1) + "\n")
 
 

@@ -158,6 +158,15 @@ def test_a_row_another_live_run_holds_is_skipped_and_a_dead_ones_is_taken(
     assert not (work / paper / ".running").exists()  # released when the row finished
 
 
+def test_minutes_count_every_logged_epoch_even_of_a_killed_run(table: ModuleType) -> None:
+    log = [{"epoch": 0, "top1": 10.0}, {"epoch": 1, "seconds": 100.0}, {"epoch": 2, "seconds": 200}]
+    assert table.row_minutes({"stage_seconds": 60.0}, log) == 6.0
+    assert table.row_minutes({}, log) == 5.0
+    # row.json written before stage_seconds: one sum that a kill may have cut short
+    assert table.row_minutes({"seconds": 120.0}, log) == 5.0
+    assert table.row_minutes({"seconds": 420.0, "stage_seconds": 60.0}, log) == 8.0
+
+
 def test_delta_is_against_the_base_row_and_filled_when_it_arrives(
     table: ModuleType, tmp_path: Path, monkeypatch
 ) -> None:
