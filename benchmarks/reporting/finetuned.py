@@ -109,43 +109,76 @@ def paper_section(results: Results) -> Section:
     if not rows:
         parts.append("No rows yet.")
         return Section("After fine-tuning: the paper's table", "\n\n".join(parts))
+    speeds, sizes = _row_speeds(results.json("paper_table_speed.json"))
     for net, epochs in sorted({(r["net"], r["epochs"]) for r in rows}):
         mine = sorted(
             (r for r in rows if r["net"] == net and r["epochs"] == epochs),
             key=lambda r: (r["target"], PIPELINE_ORDER.get(r["pipeline"], 9), r["method"]),
         )
+        header = ["pipeline", "method", "target", "params x", "MACs x", "top-1 before"]
+        header += [f"top-1 after {epochs} ep", "delta vs base", "minutes"]
+        header += [f"faster, batch {size}" for size in sizes]
+        lines = [
+            [
+                r["pipeline"],
+                method_name(r["method"]),
+                "-" if r["pipeline"] == "base" else f"{r['target']:g}x",
+                times(r["params_x"]),
+                times(r["macs_x"]),
+                num(r["top1_before"]),
+                num(r["top1_after"]),
+                num(r.get("delta"), sign=True),
+                num(r["minutes"], 1),
+            ]
+            + [_speed_cell(r, speeds, size) for size in sizes]
+            for r in mine
+        ]
         parts += [
             f"{net_name(net)}, {epochs} epochs of fine-tuning:",
-            table(
-                [
-                    "pipeline",
-                    "method",
-                    "target",
-                    "params x",
-                    "MACs x",
-                    "top-1 before",
-                    f"top-1 after {epochs} ep",
-                    "delta vs base",
-                    "minutes",
-                ],
-                [
-                    [
-                        r["pipeline"],
-                        method_name(r["method"]),
-                        "-" if r["pipeline"] == "base" else f"{r['target']:g}x",
-                        times(r["params_x"]),
-                        times(r["macs_x"]),
-                        num(r["top1_before"]),
-                        num(r["top1_after"]),
-                        num(r.get("delta"), sign=True),
-                        num(r["minutes"], 1),
-                    ]
-                    for r in mine
-                ],
-                "llrrrrrrr",
-            ),
+            table(header, lines, "ll" + "r" * (len(header) - 2)),
         ]
+    if sizes:
+        parts.append(_speed_note(results.json("paper_table_speed.json")))
     return Section("After fine-tuning: the paper's table", "\n\n".join(parts))
+
+
+def _row_speeds(data: Any) -> tuple[dict[str, dict[int, float]], list[int]]:
+    """Best-against-best speedups by row key and batch size (table_speed.py), and the sizes."""
+    speeds: dict[str, dict[int, float]] = {}
+    for entry in (data or {}).get("rows", []):
+        speeds[entry["key"]] = {
+            best["batch_size"]: best["best_against_best"]["speedup"] for best in entry["best"]
+        }
+    sizes = sorted({size for by_size in speeds.values() for size in by_size})
+    return speeds, sizes
+
+
+def _speed_cell(row: dict[str, Any], speeds: dict[str, dict[int, float]], size: int) -> str:
+    if row["pipeline"] == "base":
+        return "1.00x"
+    speedup = speeds.get(row["key"], {}).get(size)
+    return "-" if speedup is None else times(speedup)
+
+
+def _speed_note(data: dict[str, Any]) -> str:
+    settings = {json_key(entry["settings"]) for entry in data["rows"]}
+    loads = [value for entry in data["rows"] for value in entry.get("load", [])]
+    load = f", load average {min(loads):.2f} to {max(loads):.2f}" if loads else ""
+    return (
+        f"Faster: `{data['command']}` ({'; '.join(sorted(settings))}{load}). Each row's "
+        "model (as compressed or pruned; fine-tuning changes its weights, not its speed) and "
+        "the base network ran in every treatment (dtype x memory format x runtime, BatchNorms "
+        "folded on both sides), run by run in turn in one process; the figure is the best "
+        "against the best: each in its own fastest treatment. '-': not timed yet."
+    )
+
+
+def json_key(settings: dict[str, Any]) -> str:
+    """A row's timing settings as one phrase."""
+    return (
+        f"runtimes {settings.get('runtimes')}, {settings.get('threads')} thread(s), "
+        f"medians of {settings.get('repeats')} runs after {settings.get('warmup')} warm-up"
+    )
 
 
 SECTIONS = [finetune_section, one_epoch_section, paper_section]
