@@ -181,3 +181,33 @@ def test_compile_treatment_computes_what_the_model_does() -> None:
             found = prepared(x)
     with torch.no_grad():
         assert rel_error(found, model(x)) < 1e-5
+
+
+def test_every_compiled_model_of_a_matrix_is_compiled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dynamo compiles the shared Treated.forward once per model; past its recompile limit (8)
+    it would run the rest eagerly without a word."""
+    import torch._dynamo
+
+    config = torch._dynamo.config
+    monkeypatch.setattr(config, "recompile_limit", config.recompile_limit)
+    monkeypatch.setattr(config, "accumulated_recompile_limit", config.accumulated_recompile_limit)
+    graphs: list[object] = []
+
+    def backend(graph: torch.fx.GraphModule, inputs: list) -> object:
+        graphs.append(graph)
+        return graph.forward
+
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model: real(model, backend=backend))
+    torch._dynamo.reset()
+    try:
+        x = torch.randn(2, *INPUT)
+        for i in range(12):  # twelve model classes, as a compressed and an original model differ
+            model = _tiny()
+            model.__class__ = type(f"Tiny{i}", (nn.Sequential,), {})
+            prepared = treat(model, Treatment(runtime="compile"), CPU, INPUT)
+            with torch.inference_mode():
+                prepared(x)
+        assert len(graphs) == 12
+    finally:
+        torch._dynamo.reset()

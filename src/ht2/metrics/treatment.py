@@ -215,8 +215,22 @@ def treat(
         prepared = prepared.to(memory_format=torch.channels_last)
     run: Runnable = Treated(prepared, treatment.dtype, treatment.channels_last).eval()
     if treatment.runtime == "compile":
+        allow_recompiles()
         run = torch.compile(run)
     return Prepared(run, treatment, prepared, folded)
+
+
+COMPILED_MODELS = 256  # compiled models one process may time (dynamo's own default: 8)
+
+
+def allow_recompiles() -> None:
+    """Let dynamo compile up to COMPILED_MODELS models in one process. Every compiled model
+    runs through Treated.forward, which dynamo compiles once per model and caps at its
+    recompile limit, beyond which it runs the frame eagerly without an error: a matrix of
+    eight compile treatments of two models would time half of them uncompiled."""
+    config = torch._dynamo.config
+    config.recompile_limit = max(config.recompile_limit, COMPILED_MODELS)
+    config.accumulated_recompile_limit = max(config.accumulated_recompile_limit, COMPILED_MODELS)
 
 
 def _exported_runner(
