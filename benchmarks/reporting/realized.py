@@ -250,4 +250,59 @@ def realized_section(results: Results) -> Section | None:
     return Section("How fast: realized speed, best against best", "\n\n".join(parts))
 
 
-SECTIONS = [realized_section]
+def chain_rows(layer: dict[str, Any], batch_size: int) -> list[list[str]]:
+    """One line per treatment: each variant's time and MAC rate, and HT-2 against dense."""
+    macs = layer["macs_per_sample"]
+    rows = []
+    for timing in layer["timings"]:
+        ms = timing["ms"]
+        rates = {variant: macs[variant] * batch_size / (ms[variant] * 1e6) for variant in ms}
+        treatment = timing["treatment"]
+        rows.append(
+            [
+                " ".join([treatment["dtype"], layout_name(treatment["memory_format"])])
+                + f" {treatment['runtime']}",
+                num(ms["dense"]),
+                num(ms["ht2"]),
+                num(ms["matmul chain"]),
+                times(ms["dense"] / ms["ht2"]),
+                num(rates["dense"], 1),
+                num(rates["ht2"], 1),
+                num(rates["matmul chain"], 1),
+            ]
+        )
+    return rows
+
+
+def chain_section(results: Results) -> Section | None:
+    data = results.json("layer_chain.json")
+    if data is None:
+        return None
+    parts = [
+        command(data["command"] + "   # layer_chain.json"),
+        f"Where an HT-2 layer's time goes. {net_name(data['model'])} compressed at e = "
+        f"{data['energy']:g} (weights: `{data['weights']}`); the first HT-2 layer of each stage, "
+        "timed at batch "
+        f"{data['batch_size']} against its dense conv (the product of its factors) and against "
+        "the same factors written as matmuls over the NHWC view (3-tap convs as sums of "
+        "shifted matmuls), which torch.compile may fuse. All three ran in turn in each "
+        f"treatment, {data['threads']} thread(s), medians of {data['repeats']} runs after "
+        f"{data['warmup']} warm-up, load average {data['load'][0]:.2f} at the start and "
+        f"{data['load'][-1]:.2f} at the end. GMAC/s: the variant's multiply-adds over its "
+        "time, the rate the runtime reaches on that shape.",
+    ]
+    header = ["treatment", "dense ms", "HT-2 ms", "matmul chain ms", "HT-2 vs dense"]
+    header += ["dense GMAC/s", "HT-2 GMAC/s", "chain GMAC/s"]
+    for layer in data["layers"]:
+        ranks = ", ".join(f"{k} {v}" for k, v in layer["ranks"].items())
+        channels, height, width = layer["input_size"]
+        macs = layer["macs_per_sample"]
+        parts += [
+            f"`{layer['name']}`: {channels} -> {layer['out_channels']} channels at "
+            f"{height}x{width}, ranks {ranks}; {times(macs['dense'] / macs['ht2'])} fewer MACs.",
+            table(header, chain_rows(layer, data["batch_size"]), "l" + "r" * (len(header) - 1)),
+        ]
+    return Section("How fast: one layer, where the time goes", "\n\n".join(parts))
+
+
+SECTIONS = [realized_section, chain_section]
