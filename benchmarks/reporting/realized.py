@@ -215,13 +215,16 @@ def realized_section(results: Results) -> Section | None:
             command(data["command"]),
             conditions(data),
             table(BEST, best_rows(data), "llrlrlrrrrl"),
-            "Targets (best against best):",
-            table(
-                ["model", "compression", "batch", "target", "reached", "verdict"],
-                target_rows(data),
-                "llrrrl",
-            ),
         ]
+        if any(row["met"] is not None for row in data["targets"]):  # a target's model ran
+            parts += [
+                "Targets (best against best):",
+                table(
+                    ["model", "compression", "batch", "target", "reached", "verdict"],
+                    target_rows(data),
+                    "llrrrl",
+                ),
+            ]
         speed = speed_rows(data)
         if speed:
             parts += [
