@@ -169,7 +169,10 @@ def _speed_note(data: dict[str, Any]) -> str:
         "model (as compressed or pruned; fine-tuning changes its weights, not its speed) and "
         "the base network ran in every treatment (dtype x memory format x runtime, BatchNorms "
         "folded on both sides), run by run in turn in one process; the figure is the best "
-        "against the best: each in its own fastest treatment. '-': not timed yet."
+        "against the best: each in its own fastest treatment. '-': not timed yet. A batch-1 "
+        "run of these models takes 2-10 ms, as long as a scheduler time slice on a machine "
+        "this loaded: repeated runs of the same pair can differ by 2x at batch 1, so read "
+        "that column as a rough sign only; batch 128 is steadier."
     )
 
 
