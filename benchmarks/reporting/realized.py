@@ -248,9 +248,61 @@ def realized_section(results: Results) -> Section | None:
                 "same run:",
                 table(PRUNED, rival, "lrlrlrrrrr"),
             ]
+        grouped = layer_group_rows(data)
+        if grouped:
+            parts += [
+                "`--per-layer`: each factorized layer alone against its dense original, eager "
+                "PyTorch in the dtype and memory format of the compressed model's fastest "
+                "treatment at that batch size, summed over the layers that share a method and "
+                "an input shape (where the time goes):",
+                table(LAYER_GROUPS, grouped, "lrllrrrrr"),
+            ]
         if data["notes"]:
             parts.append("\n".join(f"- {note}" for note in data["notes"]))
     return Section("How fast: realized speed, best against best", "\n\n".join(parts))
+
+
+LAYER_GROUPS = [
+    "model",
+    "batch",
+    "method",
+    "input (C x H x W)",
+    "layers",
+    "dense ms",
+    "factorized ms",
+    "speedup",
+    "fewer MACs",
+]
+
+
+def layer_group_rows(data: dict[str, Any]) -> list[list[str]]:
+    """Per model, batch size, method and input shape: the layers' summed times, dense against
+    factorized, and the range of their MAC reductions."""
+    rows = []
+    for model in data["models"]:
+        groups: dict[tuple, list[dict[str, Any]]] = {}
+        for layer in model.get("layers", []):
+            shape = "x".join(str(n) for n in layer["input_shape"][1:])
+            groups.setdefault((layer["batch_size"], layer["method"], shape), []).append(layer)
+        for (batch, method, shape), layers in groups.items():
+            dense = sum(layer["dense_ms"] for layer in layers)
+            factorized = sum(layer["factorized_ms"] for layer in layers)
+            reductions = [layer["mac_reduction"] for layer in layers]
+            low, high = min(reductions), max(reductions)
+            rows.append(
+                [
+                    net_name(model["model"]),
+                    batch,
+                    method,
+                    shape,
+                    len(layers),
+                    num(dense),
+                    num(factorized),
+                    times(dense / factorized),
+                    times(low) if high - low < 0.005 else f"{times(low)}-{times(high)}",
+                ]
+            )
+    return rows
 
 
 def chain_rows(layer: dict[str, Any], batch_size: int) -> list[list[str]]:
