@@ -50,7 +50,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "paper_table.json"
 WORK = Path.home() / ".cache" / "ht2" / "paper_table"
 INTERRUPTED = (129, 130, 143)  # ht2's exit codes for SIGHUP, Ctrl-C, SIGTERM
-PIPELINES = ("base", "paper", "best", "prune")
+PIPELINES = ("base", "paper", "best", "prune", "speed")
 METHODS = ("dense", "ht2", "tucker2", "cp", "channels")
 RIVALS = ("tucker2", "cp")
 
@@ -76,7 +76,7 @@ class Row:
     net: str
     pipeline: str
     method: str
-    target: float  # parameter reduction asked for (1 for the base)
+    target: float  # parameter reduction asked for (1 for the base; speed rows: the speedup)
     epochs: int
 
     @property
@@ -103,6 +103,7 @@ class Settings:
     train_limit: int | None = None
     eval_limit: int | None = None
     weights: dict[str, str] = field(default_factory=dict)
+    speed_for: str = "openvino,bfloat16,128"  # speed rows: runtime, dtype, batch size timed
 
     def source(self, net: str) -> list[str]:
         """The weights flags of `net`: a file given by --weights, else the bundled ones."""
@@ -116,10 +117,10 @@ class Settings:
         return data
 
 
-def plan_rows(nets: list[str], epochs: int) -> list[Row]:
+def plan_rows(nets: list[str], epochs: int, speedups: tuple[float, ...] = ()) -> list[Row]:
     """Every row of the table, in the order they run: each net's base first (so deltas fill as
     rows arrive), then each size by the paper's and the best pipeline, then the rivals, then
-    channel pruning at each size."""
+    channel pruning at each size, then (only when asked for) HT-2 compressed for `speedups`."""
     rows = []
     for net in nets:
         plan = NETS[net]
@@ -130,6 +131,7 @@ def plan_rows(nets: list[str], epochs: int) -> list[Row]:
             Row(net, "best", rival, size, epochs) for size in plan.rival_sizes for rival in RIVALS
         ]
         rows += [Row(net, "prune", "channels", size, epochs) for size in plan.sizes]
+        rows += [Row(net, "speed", "ht2", speedup, epochs) for speedup in speedups]
     return rows
 
 
@@ -179,6 +181,7 @@ def _order(row: dict[str, Any]) -> tuple:
     return (
         row["net"],
         row["epochs"],
+        row["pipeline"] == "speed",  # speed rows last: their target is a speedup, not a size
         row["target"],
         PIPELINES.index(row["pipeline"]) if row["pipeline"] in PIPELINES else 9,
         METHODS.index(row["method"]) if row["method"] in METHODS else 9,
@@ -189,6 +192,13 @@ def _number(value: float | None, digits: int = 2, sign: bool = False) -> str:
     if value is None:
         return "-"
     return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+
+
+def target_cell(row: dict[str, Any]) -> str:
+    """'3.8x' (fewer parameters), '1.3x faster' for a speed row, '-' for the base."""
+    if row["pipeline"] == "base":
+        return "-"
+    return f"{row['target']:g}x" + (" faster" if row["pipeline"] == "speed" else "")
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
@@ -206,7 +216,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             "|---|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for row in members:
-            target = "-" if row["pipeline"] == "base" else f"{row['target']:g}x"
+            target = target_cell(row)
             lines.append(
                 f"| {row['pipeline']} | {row['method']} | {target} | "
                 f"{_number(row['params_x'])}x | {_number(row['macs_x'])}x | "
@@ -218,8 +228,10 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         "Top-1 (%) on the test split. Before: the model as `ht2 compress` wrote it (base: the "
         "bundled weights). After: the last epoch of `ht2 finetune`. Delta: against the base row "
         "fine-tuned for the same epochs. Prune: `ht2 prune` (channel pruning), fine-tuned the "
-        "same way. Minutes: compressing, scoring and the fine-tune's training epochs, on a "
-        "shared 2-core machine where other rows ran at the same time."
+        "same way. Speed: `ht2 compress --target-speedup X` (timed where the row's speed_for "
+        "says: runtime, dtype, batch), fine-tuned the same way. Minutes: compressing, scoring "
+        "and the fine-tune's training epochs, on a shared 2-core machine where other rows ran "
+        "at the same time."
     )
     return "\n".join(lines) + "\n"
 
@@ -241,6 +253,12 @@ def run_cli(argv: list[str]) -> None:
 def compress_args(row: Row, settings: Settings, out: Path) -> list[str]:
     if row.pipeline == "prune":
         argv = ["prune", row.net, *settings.source(row.net), "--target-params", f"{row.target:g}"]
+        return [*argv, "--out", str(out), "--force"]
+    if row.pipeline == "speed":
+        runtime, dtype, batch = settings.speed_for.split(",")
+        argv = ["compress", row.net, *settings.source(row.net), "--recipe", "paper"]
+        argv += ["--method", row.method, "--target-speedup", f"{row.target:g}"]
+        argv += ["--runtime", runtime, "--dtype", dtype, "--batch-size", batch]
         return [*argv, "--out", str(out), "--force"]
     argv = ["compress", row.net, *settings.source(row.net), "--recipe", row.pipeline]
     argv += ["--method", row.method, "--target-params", f"{row.target:g}"]
@@ -277,7 +295,12 @@ def compress_row(row: Row, settings: Settings, out: Path) -> dict[str, float]:
     if row.pipeline == "prune":
         return measured_sizes(row.net, out)
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
-    return {"params_x": report["param_reduction"], "macs_x": report["mac_reduction"]}
+    sizes = {"params_x": report["param_reduction"], "macs_x": report["mac_reduction"]}
+    steps = (report.get("pipeline") or {}).get("steps", [])
+    planned = [step["reached"] for step in steps if step.get("step") == "speed target"]
+    if planned:
+        sizes["speedup_planned"] = planned[0]
+    return sizes
 
 
 def measured_sizes(net: str, folder: Path) -> dict[str, float]:
@@ -404,6 +427,8 @@ def run_row(row: Row, settings: Settings, folder: Path) -> dict[str, Any]:
         "epochs": row.epochs,
         "params_x": state["sizes"]["params_x"],
         "macs_x": state["sizes"]["macs_x"],
+        **({"speed_for": settings.speed_for} if row.pipeline == "speed" else {}),
+        **{k: v for k, v in state["sizes"].items() if k == "speedup_planned"},
         "top1_before": state["top1_before"],
         "top1_after": history[-1]["top1"],
         "top1_best": max(line["top1"] for line in history),
@@ -455,6 +480,16 @@ def _weights(text: str) -> tuple[str, str]:
     return net, str(Path(path).resolve())
 
 
+def _speedups(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"want speedups such as 1.2,1.5, got {text!r}") from None
+    if any(value <= 1 for value in values):
+        raise argparse.ArgumentTypeError(f"each speedup must be above 1, got {text!r}")
+    return values
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -474,6 +509,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--train-limit", type=int, help="smoke runs: training images")
     parser.add_argument("--eval-limit", type=int, help="smoke runs: test images")
     parser.add_argument("--rows", help="comma-separated globs on row keys, such as '*/best/*'")
+    parser.add_argument(
+        "--speed",
+        type=_speedups,
+        default=(),
+        metavar="X,...",
+        help="also HT-2 compressed to run X times faster (ht2 compress --target-speedup), "
+        "fine-tuned like every row (default: none)",
+    )
+    parser.add_argument(
+        "--speed-for",
+        default="openvino,bfloat16,128",
+        metavar="RUNTIME,DTYPE,BATCH",
+        help="where --speed rows are timed (default: openvino,bfloat16,128)",
+    )
     parser.add_argument("--work", type=Path, default=WORK, help=f"(default: {WORK})")
     parser.add_argument("--results", type=Path, default=RESULTS, help=f"(default: {RESULTS})")
     parser.add_argument("--dry-run", action="store_true", help="list the rows and which are done")
@@ -494,6 +543,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         train_limit=args.train_limit,
         eval_limit=args.eval_limit,
         weights=dict(args.weights or []),
+        speed_for=args.speed_for,
     )
 
 
@@ -519,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"paper_table: unknown nets {unknown}; known: {', '.join(NETS)}")
     rows = pick(
-        plan_rows(list(dict.fromkeys(nets)), args.epochs),
+        plan_rows(list(dict.fromkeys(nets)), args.epochs, args.speed),
         args.rows.split(",") if args.rows else None,
     )
     done = {row["key"] for row in read_results(args.results)}

@@ -262,3 +262,28 @@ def test_rows_record_no_absolute_paths(table: ModuleType, tmp_path: Path) -> Non
     assert (
         table._command(["finetune", str(shared)]) == "ht2 finetune ../beside-the-repo/cifar.tar.gz"
     )
+
+
+def test_speed_rows_are_asked_for_and_compress_for_a_speedup(
+    table: ModuleType, tmp_path: Path, monkeypatch
+) -> None:
+    keys = [row.key for row in table.plan_rows(["cifar10_resnet20"], 10, (1.3,))]
+    assert keys[-1] == "cifar10_resnet20/speed/ht2/1.3x/e10"
+    assert not any("/speed/" in row.key for row in table.plan_rows(["cifar10_resnet20"], 10))
+    speed = table.Row("cifar10_resnet20", "speed", "ht2", 1.3, 10)
+    settings = table.Settings(data="d", speed_for="eager,float32,16")
+    argv = table.compress_args(speed, settings, tmp_path / "out")
+    assert " ".join(argv).startswith(
+        "compress cifar10_resnet20 --pretrained --recipe paper --method ht2 --target-speedup 1.3 "
+        "--runtime eager --dtype float32 --batch-size 16 --out"
+    )
+    results = tmp_path / "out.json"
+    FakeStages(table, results, {"base": 80.0, "speed": 77.0}).install(monkeypatch)
+    argv = _argv(tmp_path, "*/base/*,*/speed/*", "--speed", "1.3")
+    assert table.main(argv) == 0
+    rows = {row["pipeline"]: row for row in table.read_results(results)}
+    assert rows["speed"]["delta"] == -3.0 and rows["speed"]["speed_for"] == "openvino,bfloat16,128"
+    text = results.with_suffix(".md").read_text()
+    assert text.index("| base |") < text.index("| speed | ht2 | 1.3x faster |")
+    with pytest.raises(SystemExit):
+        table.main(_argv(tmp_path, "*", "--speed", "1.3,0.9"))

@@ -83,7 +83,7 @@ def one_epoch_section(results: Results) -> Section | None:
     return Section("After fine-tuning: one epoch per allocation", "\n\n".join(parts))
 
 
-PIPELINE_ORDER = {"base": 0, "paper": 1, "best": 2, "prune": 3}
+PIPELINE_ORDER = {"base": 0, "paper": 1, "best": 2, "prune": 3, "speed": 4}
 
 
 def paper_section(results: Results) -> Section:
@@ -104,7 +104,8 @@ def paper_section(results: Results) -> Section:
         "epochs, against the base model fine-tuned the same way. A background job fills "
         "`benchmarks/results/paper_table.json` row by row. Top-1 after is the last epoch's; "
         "minutes are wall time on this shared 2-core machine, including what other jobs took "
-        "from it.",
+        "from it. Speed rows (`--speed X`): HT-2 compressed by `ht2 compress --target-speedup "
+        "X` for the runtime, dtype and batch size the row names, then fine-tuned the same way.",
     ]
     if not rows:
         parts.append("No rows yet.")
@@ -113,7 +114,12 @@ def paper_section(results: Results) -> Section:
     for net, epochs in sorted({(r["net"], r["epochs"]) for r in rows}):
         mine = sorted(
             (r for r in rows if r["net"] == net and r["epochs"] == epochs),
-            key=lambda r: (r["target"], PIPELINE_ORDER.get(r["pipeline"], 9), r["method"]),
+            key=lambda r: (
+                r["pipeline"] == "speed",  # last: their target is a speedup, not a size
+                r["target"],
+                PIPELINE_ORDER.get(r["pipeline"], 9),
+                r["method"],
+            ),
         )
         header = ["pipeline", "method", "target", "params x", "MACs x", "top-1 before"]
         header += [f"top-1 after {epochs} ep", "delta vs base", "minutes"]
@@ -122,7 +128,7 @@ def paper_section(results: Results) -> Section:
             [
                 r["pipeline"],
                 method_name(r["method"]),
-                "-" if r["pipeline"] == "base" else f"{r['target']:g}x",
+                _target(r),
                 times(r["params_x"]),
                 times(r["macs_x"]),
                 num(r["top1_before"]),
@@ -140,6 +146,13 @@ def paper_section(results: Results) -> Section:
     if sizes:
         parts.append(_speed_note(results.json("paper_table_speed.json")))
     return Section("After fine-tuning: the paper's table", "\n\n".join(parts))
+
+
+def _target(row: dict[str, Any]) -> str:
+    """'3.8x' (fewer parameters), '1.3x faster' for a speed row, '-' for the base."""
+    if row["pipeline"] == "base":
+        return "-"
+    return f"{row['target']:g}x" + (" faster" if row["pipeline"] == "speed" else "")
 
 
 def _row_speeds(data: Any) -> tuple[dict[str, dict[int, float]], list[int]]:
