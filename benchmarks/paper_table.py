@@ -490,6 +490,20 @@ def _speedups(text: str) -> tuple[float, ...]:
     return values
 
 
+def _speed_for(text: str) -> str:
+    from ht2.choices import DTYPES, RUNTIMES
+
+    parts = text.split(",")
+    if len(parts) != 3 or parts[0] not in RUNTIMES or parts[1] not in DTYPES:
+        raise argparse.ArgumentTypeError(
+            f"want RUNTIME,DTYPE,BATCH with a runtime of {', '.join(RUNTIMES)} and a dtype of "
+            f"{', '.join(DTYPES)}, such as openvino,bfloat16,128; got {text!r}"
+        )
+    if not parts[2].isdigit() or int(parts[2]) < 1:
+        raise argparse.ArgumentTypeError(f"the batch size must be 1 or more, got {text!r}")
+    return text
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -519,6 +533,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--speed-for",
+        type=_speed_for,
         default="openvino,bfloat16,128",
         metavar="RUNTIME,DTYPE,BATCH",
         help="where --speed rows are timed (default: openvino,bfloat16,128)",

@@ -265,7 +265,7 @@ def test_rows_record_no_absolute_paths(table: ModuleType, tmp_path: Path) -> Non
 
 
 def test_speed_rows_are_asked_for_and_compress_for_a_speedup(
-    table: ModuleType, tmp_path: Path, monkeypatch
+    table: ModuleType, tmp_path: Path, monkeypatch, capsys
 ) -> None:
     keys = [row.key for row in table.plan_rows(["cifar10_resnet20"], 10, (1.3,))]
     assert keys[-1] == "cifar10_resnet20/speed/ht2/1.3x/e10"
@@ -285,5 +285,7 @@ def test_speed_rows_are_asked_for_and_compress_for_a_speedup(
     assert rows["speed"]["delta"] == -3.0 and rows["speed"]["speed_for"] == "openvino,bfloat16,128"
     text = results.with_suffix(".md").read_text()
     assert text.index("| base |") < text.index("| speed | ht2 | 1.3x faster |")
-    with pytest.raises(SystemExit):
-        table.main(_argv(tmp_path, "*", "--speed", "1.3,0.9"))
+    for bad in (["--speed", "1.3,0.9"], ["--speed", "fast"], ["--speed-for", "openvino,bf16,8"]):
+        with pytest.raises(SystemExit):
+            table.main(_argv(tmp_path, "*", *bad))
+        assert "error: argument --speed" in capsys.readouterr().err
