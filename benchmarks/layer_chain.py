@@ -87,7 +87,7 @@ def _same_size(layer: nn.Module) -> bool:
     return plain and tuple(spec.padding) == same and getattr(layer, "form", "four") == "four"
 
 
-def treatments(threads: int | None) -> list[Any]:
+def treatments() -> list[Any]:
     """Eager in both dtypes and layouts, compile in channels_last, OpenVINO where installed."""
     from ht2.metrics.like_for_like import missing_runtime
     from ht2.metrics.treatment import Treatment
@@ -106,18 +106,7 @@ def measure_layer(
     from ht2.metrics.treatment import time_in_turn
 
     spec = layer.spec
-    dense = nn.Conv2d(
-        spec.in_channels,
-        spec.out_channels,
-        spec.kernel_size,
-        spec.stride,
-        spec.padding,
-        bias=layer.expand.bias is not None,
-    )
-    with torch.no_grad():
-        dense.weight.copy_(layer.dense_weight())
-        if dense.bias is not None:
-            dense.bias.copy_(layer.expand.bias)
+    dense = layer.to_dense()
     chain = MatmulChain(layer)
     x = torch.randn(args.batch_size, *shape[1:])
     with torch.no_grad():
@@ -134,7 +123,7 @@ def measure_layer(
     macs["matmul chain"] = macs["ht2"]
     timings = []
     with tempfile.TemporaryDirectory(prefix="ht2-layer-chain-") as workdir:
-        for treatment in treatments(args.threads):
+        for treatment in treatments():
             ms = time_in_turn(
                 [dense, layer, chain],
                 x,

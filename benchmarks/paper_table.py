@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from paths import portable
+from reporting.base import target_cell
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "paper_table.json"
@@ -69,6 +70,11 @@ NETS = {
 }
 
 
+def slug_of(key: str) -> str:
+    """A row key's work folder name: cifar10_resnet20-best-ht2-3.8x-e10."""
+    return key.replace("/", "-")
+
+
 @dataclass(frozen=True)
 class Row:
     """One run: a net, a pipeline, a method, a size and a number of fine-tuning epochs."""
@@ -85,7 +91,7 @@ class Row:
 
     @property
     def slug(self) -> str:
-        return self.key.replace("/", "-")
+        return slug_of(self.key)
 
 
 @dataclass
@@ -192,13 +198,6 @@ def _number(value: float | None, digits: int = 2, sign: bool = False) -> str:
     if value is None:
         return "-"
     return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
-
-
-def target_cell(row: dict[str, Any]) -> str:
-    """'3.8x' (fewer parameters), '1.3x faster' for a speed row, '-' for the base."""
-    if row["pipeline"] == "base":
-        return "-"
-    return f"{row['target']:g}x" + (" faster" if row["pipeline"] == "speed" else "")
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:

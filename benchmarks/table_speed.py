@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from paper_table import slug_of
 from paths import ROOT, portable
 from paths import write_json as write_atomically  # benchmarks/ is on sys.path when run as a script
 
@@ -35,11 +36,6 @@ DEFAULT_OUT = ROOT / "benchmarks" / "results" / "paper_table_speed.json"
 DEFAULT_RESULTS = ROOT / "benchmarks" / "results" / "paper_table.json"
 DEFAULT_WORK = Path.home() / ".cache" / "ht2" / "paper_table"
 DEFAULT_RUNTIMES = "eager,openvino"
-
-
-def slug(key: str) -> str:
-    """A row key's work folder name, as paper_table.py names it."""
-    return key.replace("/", "-")
 
 
 def rows_to_time(results: Path, patterns: list[str] | None) -> list[dict[str, Any]]:
@@ -159,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         if previous and previous["settings"] == settings_of(args) and not args.again:
             print(f"{row['key']}: timed already, skipped", flush=True)
             continue
-        folder = args.work / slug(row["key"]) / "compressed"
+        folder = args.work / slug_of(row["key"]) / "compressed"
         if not (folder / "ht2.json").is_file():
             print(f"{row['key']}: no compressed model in {portable(folder)}, skipped", flush=True)
             continue

@@ -46,7 +46,7 @@ def test_measure_layer_times_three_variants_per_treatment(
     model = _compressed()
     name, shape = chain.stage_layers(model, EXAMPLE)[-1]
     eager = [Treatment("float32", False, "eager"), Treatment("bfloat16", True, "eager")]
-    monkeypatch.setattr(chain, "treatments", lambda threads: eager)
+    monkeypatch.setattr(chain, "treatments", lambda: eager)
     args = argparse.Namespace(batch_size=2, threads=1, repeats=1, warmup=0)
     result = chain.measure_layer(name, model.get_submodule(name), shape, args)
     assert result["name"] == name and result["input_size"] == list(shape[1:])

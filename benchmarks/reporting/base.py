@@ -62,6 +62,14 @@ class Results:
         return sorted(p.relative_to(self.root).as_posix() for p in self.root.glob(pattern))
 
 
+def target_cell(row: dict[str, Any]) -> str:
+    """A paper-table row's target: '3.8x' (fewer parameters), '1.3x faster' for a speed row,
+    '-' for the base."""
+    if row["pipeline"] == "base":
+        return "-"
+    return f"{row['target']:g}x" + (" faster" if row["pipeline"] == "speed" else "")
+
+
 def table(header: Sequence[str], rows: Iterable[Sequence[Any]], right: str = "") -> str:
     """A Markdown table; `right` holds one letter per column, 'r' for right-aligned."""
     align = ["---:" if right[i : i + 1] == "r" else "---" for i in range(len(header))]

@@ -6,7 +6,18 @@ from __future__ import annotations
 from typing import Any
 
 from .accuracy import allocation_commands, allocation_rows, pivot
-from .base import Results, Section, command, method_name, net_name, num, span, table, times
+from .base import (
+    Results,
+    Section,
+    command,
+    method_name,
+    net_name,
+    num,
+    span,
+    table,
+    target_cell,
+    times,
+)
 
 
 def finetune_section(results: Results) -> Section | None:
@@ -128,7 +139,7 @@ def paper_section(results: Results) -> Section:
             [
                 r["pipeline"],
                 method_name(r["method"]),
-                _target(r),
+                target_cell(r),
                 times(r["params_x"]),
                 times(r["macs_x"]),
                 num(r["top1_before"]),
@@ -146,13 +157,6 @@ def paper_section(results: Results) -> Section:
     if sizes:
         parts.append(_speed_note(results.json("paper_table_speed.json")))
     return Section("After fine-tuning: the paper's table", "\n\n".join(parts))
-
-
-def _target(row: dict[str, Any]) -> str:
-    """'3.8x' (fewer parameters), '1.3x faster' for a speed row, '-' for the base."""
-    if row["pipeline"] == "base":
-        return "-"
-    return f"{row['target']:g}x" + (" faster" if row["pipeline"] == "speed" else "")
 
 
 def _row_speeds(data: Any) -> tuple[dict[str, dict[int, float]], list[int]]:
@@ -174,7 +178,7 @@ def _speed_cell(row: dict[str, Any], speeds: dict[str, dict[int, float]], size: 
 
 
 def _speed_note(data: dict[str, Any]) -> str:
-    settings = {json_key(entry["settings"]) for entry in data["rows"]}
+    settings = {_timing_phrase(entry["settings"]) for entry in data["rows"]}
     loads = [value for entry in data["rows"] for value in entry.get("load", [])]
     load = f", load average {min(loads):.2f} to {max(loads):.2f}" if loads else ""
     return (
@@ -189,7 +193,7 @@ def _speed_note(data: dict[str, Any]) -> str:
     )
 
 
-def json_key(settings: dict[str, Any]) -> str:
+def _timing_phrase(settings: dict[str, Any]) -> str:
     """A row's timing settings as one phrase."""
     return (
         f"runtimes {settings.get('runtimes')}, {settings.get('threads')} thread(s), "

@@ -315,8 +315,8 @@ def chain_rows(layer: dict[str, Any], batch_size: int) -> list[list[str]]:
         treatment = timing["treatment"]
         rows.append(
             [
-                " ".join([treatment["dtype"], layout_name(treatment["memory_format"])])
-                + f" {treatment['runtime']}",
+                f"{treatment['dtype']} {layout_name(treatment['memory_format'])} "
+                f"{treatment['runtime']}",
                 num(ms["dense"]),
                 num(ms["ht2"]),
                 num(ms["matmul chain"]),
