@@ -84,10 +84,12 @@ class Row:
     method: str
     target: float  # parameter reduction asked for (1 for the base; speed rows: the speedup)
     epochs: int
+    lr: float | None = None  # the fine-tune's peak learning rate; None: ht2 finetune's own
 
     @property
     def key(self) -> str:
-        return f"{self.net}/{self.pipeline}/{self.method}/{self.target:g}x/e{self.epochs}"
+        key = f"{self.net}/{self.pipeline}/{self.method}/{self.target:g}x/e{self.epochs}"
+        return key if self.lr is None else f"{key}/lr{self.lr:g}"
 
     @property
     def slug(self) -> str:
@@ -100,6 +102,7 @@ class Settings:
 
     data: str | None
     epochs: int = 10
+    lr: float | None = None  # the fine-tune's peak learning rate (None: its recipe's)
     device: str = "auto"
     threads: int | None = None
     workers: int = 2
@@ -123,21 +126,26 @@ class Settings:
         return data
 
 
-def plan_rows(nets: list[str], epochs: int, speedups: tuple[float, ...] = ()) -> list[Row]:
+def plan_rows(
+    nets: list[str], epochs: int, speedups: tuple[float, ...] = (), lr: float | None = None
+) -> list[Row]:
     """Every row of the table, in the order they run: each net's base first (so deltas fill as
     rows arrive), then each size by the paper's and the best pipeline, then the rivals, then
-    channel pruning at each size, then (only when asked for) HT-2 compressed for `speedups`."""
+    channel pruning at each size, then (only when asked for) HT-2 compressed for `speedups`.
+    A fine-tuning `lr` of its own makes a table of its own, with its own base row."""
     rows = []
     for net in nets:
         plan = NETS[net]
-        rows.append(Row(net, "base", "dense", 1.0, epochs))
+        rows.append(Row(net, "base", "dense", 1.0, epochs, lr))
         for size in plan.sizes:
-            rows += [Row(net, "paper", "ht2", size, epochs), Row(net, "best", "ht2", size, epochs)]
+            rows += [Row(net, pipeline, "ht2", size, epochs, lr) for pipeline in ("paper", "best")]
         rows += [
-            Row(net, "best", rival, size, epochs) for size in plan.rival_sizes for rival in RIVALS
+            Row(net, "best", rival, size, epochs, lr)
+            for size in plan.rival_sizes
+            for rival in RIVALS
         ]
-        rows += [Row(net, "prune", "channels", size, epochs) for size in plan.sizes]
-        rows += [Row(net, "speed", "ht2", speedup, epochs) for speedup in speedups]
+        rows += [Row(net, "prune", "channels", size, epochs, lr) for size in plan.sizes]
+        rows += [Row(net, "speed", "ht2", speedup, epochs, lr) for speedup in speedups]
     return rows
 
 
@@ -165,12 +173,18 @@ def write_atomically(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
+def fine_tune_of(row: dict[str, Any]) -> tuple[str, int, float | None]:
+    """What makes two rows comparable: the net, the epochs and the learning rate (None: the
+    recipe's) they were fine-tuned with."""
+    return row["net"], row["epochs"], row.get("lr")
+
+
 def fill_deltas(rows: list[dict[str, Any]]) -> None:
-    """Each row's top-1 after fine-tuning minus its net's base row's, at the same epochs (None
-    until that base row exists)."""
-    base = {(r["net"], r["epochs"]): r["top1_after"] for r in rows if r["pipeline"] == "base"}
+    """Each row's top-1 after fine-tuning minus its net's base row's, fine-tuned the same way
+    (None until that base row exists)."""
+    base = {fine_tune_of(r): r["top1_after"] for r in rows if r["pipeline"] == "base"}
     for row in rows:
-        reference = base.get((row["net"], row["epochs"]))
+        reference = base.get(fine_tune_of(row))
         row["delta"] = None if reference is None else round(row["top1_after"] - reference, 2)
 
 
@@ -187,11 +201,18 @@ def _order(row: dict[str, Any]) -> tuple:
     return (
         row["net"],
         row["epochs"],
+        row.get("lr") is not None,  # the recipe's learning rate first
+        row.get("lr") or 0.0,
         row["pipeline"] == "speed",  # speed rows last: their target is a speedup, not a size
         row["target"],
         PIPELINES.index(row["pipeline"]) if row["pipeline"] in PIPELINES else 9,
         METHODS.index(row["method"]) if row["method"] in METHODS else 9,
     )
+
+
+def lr_phrase(lr: float | None) -> str:
+    """How a table's heading names a learning rate of its own ("" for the recipe's)."""
+    return "" if lr is None else f", peak learning rate {lr:g}"
 
 
 def _number(value: float | None, digits: int = 2, sign: bool = False) -> str:
@@ -203,12 +224,12 @@ def _number(value: float | None, digits: int = 2, sign: bool = False) -> str:
 def markdown(rows: list[dict[str, Any]]) -> str:
     """One table per net and epoch count, the way the paper reports."""
     lines = ["# The paper's table, measured here (`python benchmarks/paper_table.py`)", ""]
-    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, int, float | None], list[dict[str, Any]]] = {}
     for row in sorted(rows, key=_order):
-        groups.setdefault((row["net"], row["epochs"]), []).append(row)
-    for (net, epochs), members in groups.items():
+        groups.setdefault(fine_tune_of(row), []).append(row)
+    for (net, epochs, lr), members in groups.items():
         lines += [
-            f"## {net}, {epochs} epochs of fine-tuning",
+            f"## {net}, {epochs} epochs of fine-tuning{lr_phrase(lr)}",
             "",
             f"| pipeline | method | target | params x | MACs x | top-1 before | top-1 after "
             f"{epochs} ep | delta vs base | minutes |",
@@ -271,6 +292,8 @@ def compress_args(row: Row, settings: Settings, out: Path) -> list[str]:
 def finetune_args(settings: Settings, source: Path, out: Path, resume: bool) -> list[str]:
     argv = ["finetune", str(source), "--data", str(settings.data)]
     argv += ["--epochs", str(settings.epochs), "--batch-size", str(settings.batch_size)]
+    if settings.lr is not None:
+        argv += ["--lr", f"{settings.lr:g}"]
     argv += ["--workers", str(settings.workers), "--device", settings.device]
     for flag, value in (
         ("--max-steps", settings.max_steps),
@@ -424,6 +447,7 @@ def run_row(row: Row, settings: Settings, folder: Path) -> dict[str, Any]:
         "method": row.method,
         "target": row.target,
         "epochs": row.epochs,
+        **({"lr": row.lr} if row.lr is not None else {}),
         "params_x": state["sizes"]["params_x"],
         "macs_x": state["sizes"]["macs_x"],
         **({"speed_for": settings.speed_for} if row.pipeline == "speed" else {}),
@@ -503,6 +527,16 @@ def _speed_for(text: str) -> str:
     return text
 
 
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
+    return value
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -513,6 +547,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--weights", type=_weights, action="append", metavar="NET=FILE")
     parser.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs (default: 10)")
+    parser.add_argument(
+        "--lr",
+        type=_positive,
+        help="the fine-tune's peak learning rate; its rows (a base row too) are a table of "
+        "their own (default: ht2 finetune's recipe)",
+    )
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--workers", type=int, default=2, help="data workers (default: 2)")
@@ -548,6 +588,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return Settings(
         data=str(Path(args.data).resolve()) if args.data else None,
         epochs=args.epochs,
+        lr=args.lr,
         device=args.device,
         threads=args.threads,
         workers=args.workers,
@@ -583,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"paper_table: unknown nets {unknown}; known: {', '.join(NETS)}")
     rows = pick(
-        plan_rows(list(dict.fromkeys(nets)), args.epochs, args.speed),
+        plan_rows(list(dict.fromkeys(nets)), args.epochs, args.speed, args.lr),
         args.rows.split(",") if args.rows else None,
     )
     done = {row["key"] for row in read_results(args.results)}

@@ -289,3 +289,38 @@ def test_speed_rows_are_asked_for_and_compress_for_a_speedup(
         with pytest.raises(SystemExit):
             table.main(_argv(tmp_path, "*", *bad))
         assert "error: argument --speed" in capsys.readouterr().err
+
+
+def test_a_learning_rate_of_its_own_makes_a_table_with_its_own_base(
+    table: ModuleType, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    keys = [row.key for row in table.plan_rows(["cifar10_resnet20"], 10, lr=0.003)]
+    assert keys[0] == "cifar10_resnet20/base/dense/1x/e10/lr0.003"
+    assert all(key.endswith("/e10/lr0.003") for key in keys)
+    settings = table.Settings(data="d", lr=0.003)
+    argv = table.finetune_args(settings, tmp_path / "in", tmp_path / "out", False)
+    assert argv[argv.index("--lr") + 1] == "0.003"
+    assert "--lr" not in table.finetune_args(table.Settings(data="d"), tmp_path, tmp_path, False)
+
+    results = tmp_path / "out.json"
+    fake = FakeStages(table, results, {"base": 80.0, "best": 75.0})
+    fake.install(monkeypatch)
+    assert table.main(_argv(tmp_path, "*/base/*,*/best/ht2/3.8x/*")) == 0
+    fake.after = {"base": 81.0, "best": 79.5}
+    assert table.main(_argv(tmp_path, "*/base/*,*/best/ht2/3.8x/*", "--lr", "0.003")) == 0
+    deltas = {row["key"]: row["delta"] for row in table.read_results(results)}
+    assert deltas == {
+        "cifar10_resnet20/base/dense/1x/e2": 0.0,
+        "cifar10_resnet20/best/ht2/3.8x/e2": -5.0,
+        "cifar10_resnet20/base/dense/1x/e2/lr0.003": 0.0,
+        "cifar10_resnet20/best/ht2/3.8x/e2/lr0.003": -1.5,
+    }
+    text = results.with_suffix(".md").read_text()
+    plain = text.index("## cifar10_resnet20, 2 epochs of fine-tuning\n")
+    assert plain < text.index(
+        "## cifar10_resnet20, 2 epochs of fine-tuning, peak learning rate 0.003"
+    )
+    for bad in ("0", "-1", "fast", "inf"):
+        with pytest.raises(SystemExit):
+            table.main(_argv(tmp_path, "*", "--lr", bad))
+        assert "error: argument --lr: must be a number above 0" in capsys.readouterr().err

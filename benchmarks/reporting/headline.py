@@ -4,6 +4,7 @@ calibration, data-aware fit, fine-tuning) with the pipeline that gave it, and HT
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .accuracy import allocation_rows, pipeline
 from .base import Results, Section, method_name, net_name, num, table, times
@@ -128,10 +129,14 @@ def _finetuned(results: Results) -> list[Figure]:
                     "fine-tuned",
                     r["top1_after"],
                     f"{method_name(r['method'])} {r['pipeline']} pipeline, "
-                    f"{r['epochs']} epochs (paper table)",
+                    f"{r['epochs']} epochs{_at_lr(r)} (paper table)",
                 )
             )
     return found
+
+
+def _at_lr(row: dict[str, Any]) -> str:
+    return f" at peak lr {row['lr']:g}" if row.get("lr") is not None else ""
 
 
 def clusters(sizes: list[float]) -> list[list[float]]:
