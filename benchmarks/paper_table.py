@@ -580,7 +580,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--work", type=Path, default=WORK, help=f"(default: {WORK})")
     parser.add_argument("--results", type=Path, default=RESULTS, help=f"(default: {RESULTS})")
     parser.add_argument("--dry-run", action="store_true", help="list the rows and which are done")
-    parser.add_argument("--table", action="store_true", help="rewrite the Markdown from the JSON")
+    parser.add_argument(
+        "--table", action="store_true", help="refresh the deltas and rewrite the Markdown"
+    )
     return parser.parse_args(argv)
 
 
@@ -615,6 +617,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.table:
         rows = read_results(args.results)
+        fill_deltas(rows)
+        write_atomically(args.results, json.dumps({"rows": rows}, indent=1) + "\n")
         write_atomically(args.results.with_suffix(".md"), markdown(rows))
         print(f"wrote {args.results.with_suffix('.md')} from {len(rows)} rows of {args.results}")
         return 0

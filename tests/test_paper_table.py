@@ -193,9 +193,12 @@ def test_table_is_generated_from_the_json_alone(
     results = tmp_path / "out.json"
     row = {"net": "cifar10_resnet20", "method": "ht2", "target": 3.8, "epochs": 10}
     row |= {"pipeline": "best", "params_x": 3.81, "macs_x": 3.5, "top1_before": 61.234}
-    row |= {"top1_after": 84.5, "delta": -2.25, "minutes": 42.0, "key": "k"}
-    results.write_text(json.dumps({"rows": [row]}))
+    row |= {"top1_after": 84.5, "delta": 0.0, "minutes": 42.0, "key": "k"}  # a stale delta
+    base = row | {"pipeline": "base", "method": "dense", "target": 1.0, "key": "b"}
+    base |= {"params_x": 1.0, "macs_x": 1.0, "top1_after": 86.75}
+    results.write_text(json.dumps({"rows": [row, base]}))
     assert table.main(["--table", "--results", str(results)]) == 0
+    assert [r["delta"] for r in table.read_results(results)] == [-2.25, 0.0]
     text = results.with_suffix(".md").read_text()
     assert "## cifar10_resnet20, 10 epochs of fine-tuning" in text
     assert "| best | ht2 | 3.8x | 3.81x | 3.50x | 61.23 | 84.50 | -2.25 | 42.0 |" in text
