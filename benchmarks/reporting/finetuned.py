@@ -187,7 +187,8 @@ def _row_speeds(data: Any) -> tuple[dict[str, dict[int, float]], list[int]]:
 def _speed_cell(row: dict[str, Any], speeds: dict[str, dict[int, float]], size: int) -> str:
     if row["pipeline"] == "base":
         return "1.00x"
-    speedup = speeds.get(row["key"], {}).get(size)
+    key = row["key"] if row.get("lr") is None else row["key"].rsplit("/", 1)[0]  # same model
+    speedup = speeds.get(key, {}).get(size)
     return "-" if speedup is None else times(speedup)
 
 
