@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from paths import portable
-from reporting.base import target_cell
+from reporting.base import fine_tune_of, lr_phrase, target_cell
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "paper_table.json"
@@ -173,12 +173,6 @@ def write_atomically(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
-def fine_tune_of(row: dict[str, Any]) -> tuple[str, int, float | None]:
-    """What makes two rows comparable: the net, the epochs and the learning rate (None: the
-    recipe's) they were fine-tuned with."""
-    return row["net"], row["epochs"], row.get("lr")
-
-
 def fill_deltas(rows: list[dict[str, Any]]) -> None:
     """Each row's top-1 after fine-tuning minus its net's base row's, fine-tuned the same way
     (None until that base row exists)."""
@@ -208,11 +202,6 @@ def _order(row: dict[str, Any]) -> tuple:
         PIPELINES.index(row["pipeline"]) if row["pipeline"] in PIPELINES else 9,
         METHODS.index(row["method"]) if row["method"] in METHODS else 9,
     )
-
-
-def lr_phrase(lr: float | None) -> str:
-    """How a table's heading names a learning rate of its own ("" for the recipe's)."""
-    return "" if lr is None else f", peak learning rate {lr:g}"
 
 
 def _number(value: float | None, digits: int = 2, sign: bool = False) -> str:

@@ -70,6 +70,17 @@ def target_cell(row: dict[str, Any]) -> str:
     return f"{row['target']:g}x" + (" faster" if row["pipeline"] == "speed" else "")
 
 
+def fine_tune_of(row: dict[str, Any]) -> tuple[str, int, float | None]:
+    """What makes two paper-table rows comparable: the net, the epochs and the peak learning
+    rate (None: the fine-tuning recipe's) they were fine-tuned with."""
+    return row["net"], row["epochs"], row.get("lr")
+
+
+def lr_phrase(lr: float | None) -> str:
+    """How a table's heading names a learning rate of its own ("" for the recipe's)."""
+    return "" if lr is None else f", peak learning rate {lr:g} (not the recipe's)"
+
+
 def table(header: Sequence[str], rows: Iterable[Sequence[Any]], right: str = "") -> str:
     """A Markdown table; `right` holds one letter per column, 'r' for right-aligned."""
     align = ["---:" if right[i : i + 1] == "r" else "---" for i in range(len(header))]

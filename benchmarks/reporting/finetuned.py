@@ -10,6 +10,8 @@ from .base import (
     Results,
     Section,
     command,
+    fine_tune_of,
+    lr_phrase,
     method_name,
     net_name,
     num,
@@ -122,9 +124,9 @@ def paper_section(results: Results) -> Section:
         parts.append("No rows yet.")
         return Section("After fine-tuning: the paper's table", "\n\n".join(parts))
     speeds, sizes = _row_speeds(results.json("paper_table_speed.json"))
-    for net, epochs, lr in sorted({_fine_tune(r) for r in rows}, key=_fine_tune_order):
+    for net, epochs, lr in sorted({fine_tune_of(r) for r in rows}, key=_fine_tune_order):
         mine = sorted(
-            (r for r in rows if _fine_tune(r) == (net, epochs, lr)),
+            (r for r in rows if fine_tune_of(r) == (net, epochs, lr)),
             key=lambda r: (
                 r["pipeline"] == "speed",  # last: their target is a speedup, not a size
                 r["target"],
@@ -151,7 +153,7 @@ def paper_section(results: Results) -> Section:
             for r in mine
         ]
         parts += [
-            f"{net_name(net)}, {epochs} epochs of fine-tuning{_lr_phrase(lr)}:",
+            f"{net_name(net)}, {epochs} epochs of fine-tuning{lr_phrase(lr)}:",
             table(header, lines, "ll" + "r" * (len(header) - 2)),
         ]
     if sizes:
@@ -159,18 +161,9 @@ def paper_section(results: Results) -> Section:
     return Section("After fine-tuning: the paper's table", "\n\n".join(parts))
 
 
-def _fine_tune(row: dict[str, Any]) -> tuple[str, int, float | None]:
-    """The rows a delta compares: same net, epochs and learning rate (None: the recipe's)."""
-    return row["net"], row["epochs"], row.get("lr")
-
-
 def _fine_tune_order(group: tuple[str, int, float | None]) -> tuple:
     net, epochs, lr = group
     return net, epochs, lr is not None, lr or 0.0
-
-
-def _lr_phrase(lr: float | None) -> str:
-    return "" if lr is None else f", peak learning rate {lr:g} (not the recipe's)"
 
 
 def _row_speeds(data: Any) -> tuple[dict[str, dict[int, float]], list[int]]:
