@@ -108,9 +108,7 @@ def paper_section(results: Results) -> Section:
         f" --workers {n}" for n in workers[:1]
     )
     parts = [
-        command(
-            f"nohup python benchmarks/paper_table.py --data DATA{flags} > paper_table.log 2>&1 &"
-        ),
+        command("\n".join(_table_commands(rows, flags))),
         "Each size compressed by the paper's pipeline (one energy, no data) and by the best one "
         "(`--recipe best`), rival decompositions and channel pruning (`ht2 prune`) beside them, "
         "every model fine-tuned for the same number of "
@@ -118,7 +116,9 @@ def paper_section(results: Results) -> Section:
         "`benchmarks/results/paper_table.json` row by row. Top-1 after is the last epoch's; "
         "minutes are wall time on this shared 2-core machine, including what other jobs took "
         "from it. Speed rows (`--speed X`): HT-2 compressed by `ht2 compress --target-speedup "
-        "X` for the runtime, dtype and batch size the row names, then fine-tuned the same way.",
+        "X` for the runtime, dtype and batch size the row names, then fine-tuned the same way. "
+        "`--lr X` fine-tunes the rows it picks (a base row among them) at peak learning rate X "
+        "instead of the recipe's, in a table of their own.",
     ]
     if not rows:
         parts.append("No rows yet.")
@@ -159,6 +159,25 @@ def paper_section(results: Results) -> Section:
     if sizes:
         parts.append(_speed_note(results.json("paper_table_speed.json")))
     return Section("After fine-tuning: the paper's table", "\n\n".join(parts))
+
+
+def _table_commands(rows: list[dict[str, Any]], flags: str) -> list[str]:
+    """The paper_table.py commands that ran these rows: the recipe-lr table (with its speed
+    rows' --speed), then one per learning rate of its own, naming the rows it ran."""
+    speeds = sorted({r["target"] for r in rows if r["pipeline"] == "speed" and not r.get("lr")})
+    speed = f" --speed {','.join(f'{x:g}' for x in speeds)}" if speeds else ""
+    run = f"python benchmarks/paper_table.py --data DATA{flags}"
+    lines = [f"nohup {run}{speed} > paper_table.log 2>&1 &"]
+    for lr in sorted({r["lr"] for r in rows if r.get("lr") is not None}):
+        picked = sorted(
+            {
+                f"*/{r['pipeline']}/{r['method']}/{r['target']:g}x/*"
+                for r in rows
+                if r.get("lr") == lr
+            }
+        )
+        lines.append(f"nohup {run} --lr {lr:g} --rows '{','.join(picked)}' > lr.log 2>&1 &")
+    return lines
 
 
 def _fine_tune_order(group: tuple[str, int, float | None]) -> tuple:
