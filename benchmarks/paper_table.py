@@ -47,6 +47,8 @@ from typing import Any
 from paths import portable
 from reporting.base import fine_tune_of, lr_phrase, target_cell
 
+from ht2.cli.number_args import real_number
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "paper_table.json"
 WORK = Path.home() / ".cache" / "ht2" / "paper_table"
@@ -182,12 +184,17 @@ def fill_deltas(rows: list[dict[str, Any]]) -> None:
         row["delta"] = None if reference is None else round(row["top1_after"] - reference, 2)
 
 
-def store_row(path: Path, row: dict[str, Any]) -> list[dict[str, Any]]:
-    """Add (or replace) `row` in the results, refresh every delta, write JSON and Markdown."""
-    rows = [r for r in read_results(path) if r["key"] != row["key"]] + [row]
+def write_table(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Refresh every delta of `rows`, then write them as JSON and as Markdown beside it."""
     fill_deltas(rows)
     write_atomically(path, json.dumps({"rows": rows}, indent=1) + "\n")
     write_atomically(path.with_suffix(".md"), markdown(rows))
+
+
+def store_row(path: Path, row: dict[str, Any]) -> list[dict[str, Any]]:
+    """Add (or replace) `row` in the results and write the table again."""
+    rows = [r for r in read_results(path) if r["key"] != row["key"]] + [row]
+    write_table(path, rows)
     return rows
 
 
@@ -516,16 +523,6 @@ def _speed_for(text: str) -> str:
     return text
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
-    return value
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -538,7 +535,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs (default: 10)")
     parser.add_argument(
         "--lr",
-        type=_positive,
+        type=real_number(0.0, above=True),
         help="the fine-tune's peak learning rate; its rows (a base row too) are a table of "
         "their own (default: ht2 finetune's recipe)",
     )
@@ -606,9 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.table:
         rows = read_results(args.results)
-        fill_deltas(rows)
-        write_atomically(args.results, json.dumps({"rows": rows}, indent=1) + "\n")
-        write_atomically(args.results.with_suffix(".md"), markdown(rows))
+        write_table(args.results, rows)
         print(f"wrote {args.results.with_suffix('.md')} from {len(rows)} rows of {args.results}")
         return 0
     settings = settings_from(args)

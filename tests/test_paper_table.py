@@ -326,4 +326,6 @@ def test_a_learning_rate_of_its_own_makes_a_table_with_its_own_base(
     for bad in ("0", "-1", "fast", "inf"):
         with pytest.raises(SystemExit):
             table.main(_argv(tmp_path, "*", "--lr", bad))
-        assert "error: argument --lr: must be a number above 0" in capsys.readouterr().err
+        assert f"error: argument --lr: expected a finite number > 0, got {bad}" in (
+            capsys.readouterr().err
+        )
