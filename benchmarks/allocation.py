@@ -71,6 +71,7 @@ def row_recipe(
         sensitivity_images=args.calib_images,
         data_aware=data_aware,
         data_aware_images=images,
+        refit=args.refit if data_aware else None,
     )
 
 
@@ -149,6 +150,9 @@ def main() -> None:
     parser.add_argument("--calib-images", type=int, default=256)
     parser.add_argument("--data-aware", choices=("whiten", "refit", "both"))
     parser.add_argument("--data-aware-images", type=int, default=512)
+    parser.add_argument(
+        "--refit", choices=("last", "all", "blocks"), help="the data-aware refit (default: all)"
+    )
     parser.add_argument("--refine-sweeps", type=int, default=0, help="ALS/HOOI rounds")
     parser.add_argument("--tag", default="", help="added to the JSON file's name")
     parser.add_argument("--bn-images", type=int, default=2048)

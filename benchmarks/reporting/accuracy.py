@@ -202,6 +202,11 @@ def pipeline(row: dict[str, Any]) -> str:
     return text
 
 
+def refit_name(row: dict[str, Any]) -> str:
+    """How a row's data-aware fit ran: 'refit', or 'refit + block fit' (`--refit blocks`)."""
+    return "refit + block fit" if row.get("settings", {}).get("refit") == "blocks" else "refit"
+
+
 DEFAULTS = {
     "nets": "['cifar10_resnet20']",
     "factors": "['2', '4', '8']",
@@ -211,6 +216,7 @@ DEFAULTS = {
     "calib_images": "256",
     "data_aware": "None",
     "data_aware_images": "512",
+    "refit": "None",
     "refine_sweeps": "0",
     "tag": "",
     "bn_images": "2048",
@@ -226,7 +232,7 @@ def allocation_command(name: str, settings: dict[str, Any]) -> str:
     flags = ["--data DATA"]
     for key, default in DEFAULTS.items():
         value = settings.get(key, default)
-        if value == default or (key == "data_aware" and value == "None"):
+        if value == default or (key in ("data_aware", "refit") and value == "None"):
             continue
         if value.startswith("["):
             value = ",".join(ast.literal_eval(value))
@@ -308,7 +314,7 @@ def dataaware_section(results: Results) -> Section | None:
         [
             net_name(r["net"]),
             f"{r['factor']:g}x",
-            pipeline(r),
+            pipeline(r) + (", block fit" if refit_name(r) != "refit" else ""),
             r["settings"].get("data_aware_images", "-"),
             num(r["bn_calibrated"]),
             num(r["data_aware"]),
@@ -320,8 +326,11 @@ def dataaware_section(results: Results) -> Section | None:
         [
             allocation_commands(results, sorted({r["file"] for r in rows})),
             "The allocations above with the data-aware refit on top (N training images, no "
-            "gradient step; the layers left dense after compressed ones, such as the classifier "
-            "under spectrum and sensitivity, are refitted too). Top-1 (%); seconds of the "
+            "labels, no training step; the layers left dense after compressed ones, such as the "
+            "classifier under spectrum and sensitivity, are refitted too). The refit is least "
+            "squares, layer by layer; rows marked 'block fit' (`--refit blocks`) then fit the "
+            "factors inside each residual block to the original block's output (L-BFGS on the "
+            "output error, kept where held-out images agree). Top-1 (%); seconds of the "
             "allocation + the fit on one loaded CPU thread.",
             table(
                 [

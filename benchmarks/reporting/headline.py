@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .accuracy import allocation_rows, pipeline
+from .accuracy import allocation_rows, pipeline, refit_name
 from .base import Results, Section, method_name, net_name, num, table, times
 
 STAGES = ("zero-shot", "calibrated", "data-aware", "fine-tuned")
@@ -32,7 +32,7 @@ def _allocation(results: Results) -> list[Figure]:
         for stage, key, extra in (
             ("zero-shot", "zero_shot", ""),
             ("calibrated", "bn_calibrated", ""),
-            ("data-aware", "data_aware", ", refit"),
+            ("data-aware", "data_aware", ", " + refit_name(r)),
             ("fine-tuned", "finetuned_1", ", 1 epoch"),
         ):
             if r.get(key) is not None:

@@ -27,9 +27,11 @@ def add_data_aware_args(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--refit",
-        choices=("last", "all"),
-        help="what the refit fits: the last 1x1 factor and bias, or all factors jointly "
-        "and then those (default: all)",
+        choices=("last", "all", "blocks"),
+        help="what the refit fits: the last 1x1 factor and bias; all factors jointly and then "
+        "those; or blocks: all, then the factors inside each block (a residual block, an "
+        "element of an nn.Sequential) fitted to the block's output, kept where that helps on "
+        "held-out images (slower) (default: all)",
     )
     group.add_argument(
         "--no-refit-dense",

@@ -250,9 +250,28 @@ def data_aware_notes(report: CompressionReport) -> list[str]:
             f"{gap['plain']:.4f} plain -> {gap['data_aware']:.4f}"
         )
     text += "; BatchNorm re-estimated" if summary.get("bn_calibration") else ""
-    notes = [text, "(calib err: relative output error on the calibration images, before -> after)"]
+    notes = [
+        text,
+        *_block_notes(summary.get("blocks") or {}),
+        "(calib err: relative output error on the calibration images, before -> after)",
+    ]
     notes += [f"note: {name}: {note}" for name, note in summary.get("notes", {}).items()]
     return notes
+
+
+def _block_notes(blocks: dict) -> list[str]:
+    """One line on the block fit: how many blocks kept it, and their held-out output errors."""
+    if not blocks:
+        return []
+    kept = [name for name, result in blocks.items() if result["kept"]]
+    before = sum(result["before"] for result in blocks.values()) / len(blocks)
+    after = sum(
+        result["after"] if result["kept"] else result["before"] for result in blocks.values()
+    ) / len(blocks)
+    return [
+        f"block fit kept in {len(kept)} of {len(blocks)} blocks; mean relative output error "
+        f"of a block on the held-out images {before:.4f} -> {after:.4f}"
+    ]
 
 
 def _setting(report: CompressionReport) -> str:

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from ht2.choices import HT2Warning
 from ht2.data.gather import gather_images
+from ht2.dataaware.blocks import block_names, refit_block
 from ht2.dataaware.capture import forward_order, layer_input_output
 from ht2.dataaware.holdout import (
     agreement,
@@ -45,7 +46,7 @@ from ht2.surgery.policy import matches
 
 MODES = ("whiten", "refit", "both")
 RANK_SOURCES = ("plain", "whitened")
-REFITS = ("last", "all")
+REFITS = ("last", "all", "blocks")
 BN_CHOICES = ("auto", "always", "never")
 
 
@@ -55,11 +56,13 @@ class DataAwareOptions:
 
     mode: str = "both"  # whiten | refit | both
     rank_from: str = "plain"  # ranks of the plain energy rule, or the rule on whitened weights
-    refit: str = "all"  # "last": the expand factor and bias; "all": every factor, then those
+    refit: str = "all"  # "last": the expand factor and bias; "all": every factor, then those;
+    # "blocks": "all", then the factors inside each block fitted to the block's output
     bn: str = "auto"  # BatchNorm re-estimation: kept if it helps on held-out images
     damping: float = 1e-2  # whitening: added to the covariance, times its mean eigenvalue
     ridge: float = 1e-3  # refit: added to sum p p^T, times its mean eigenvalue
     iterations: int = 100  # L-BFGS iterations of the joint refit, per layer
+    block_iterations: int = 30  # L-BFGS iterations of the block fit, per block
     refit_dense: bool = True  # with a refit, also refit the layers left dense after those
     held_out: int | None = None  # default min(256, N // 4), taken out of the N images
     batch_size: int = 128
@@ -76,6 +79,8 @@ class DataAwareOptions:
                 raise HT2Error(f"{flag} must be one of {', '.join(choices)}, not {value!r}")
         if self.damping < 0 or self.ridge < 0:
             raise HT2Error("damping and ridge must be >= 0")
+        if self.iterations < 1 or self.block_iterations < 1:
+            raise HT2Error("iterations must be >= 1")
         if self.batch_size < 1:
             raise HT2Error(f"batch size must be >= 1, not {self.batch_size}")
 
@@ -141,7 +146,7 @@ def _fit_layer(
         before, before_error = copy.deepcopy(chosen), _calib_error(stats, chosen)
         refit_expand(chosen, stats, options.ridge)
         errors["refit_last"] = _calib_error(stats, chosen)
-        if options.refit == "all":
+        if options.refit in ("all", "blocks"):
             refit_all(chosen, stats, options.ridge, options.iterations)
             errors["refit_all"] = _calib_error(stats, chosen)
         after_error = _calib_error(stats, chosen)
@@ -297,48 +302,104 @@ def _fit_model(
     work = tqdm(
         order, desc="fitting", unit="layer", disable=None if progress else True, leave=False
     )
+    state = _Fitting(original, plain, entries, report, fit, energy, options, notes, keep_if_larger)
+    by_block = options.refit == "blocks" and options.mode != "whiten"
+    ends = _block_ends(model, order, entries) if by_block else {}
+    blocks = {}
     for name in work:
         work.set_postfix_str(name, refresh=False)
-        dense = model.get_submodule(name)
-        if type(dense) not in (nn.Conv2d, nn.Linear):
-            # A subclass (weight standardisation, dynamic padding, ...): the fit's patches and
-            # weights model only what a plain layer computes, so its plain factors stay.
-            notes[name] = f"{type(dense).__name__} computes more than a plain layer; " + (
-                "kept the plain factors" if name in entries else "left dense as it was"
+        _fit_one(model, name, state)
+        if name in ends:  # the last layer of a block: fit the block before what follows sees it
+            result = refit_block(
+                original,
+                model,
+                ends[name],
+                fit,
+                held_out,
+                options.block_iterations,
+                options.batch_size,
             )
-            if name in entries:
-                _replace(
-                    model, name, copy.deepcopy(plain.get_submodule(name)), entries[name], False
-                )
-            continue
-        fan_in = dense.weight[0].numel()
-        if fan_in > MAX_FAN_IN and name not in entries:
-            notes[name] = f"fan-in {fan_in:,} is above {MAX_FAN_IN:,}; left dense as it was"
-            continue
-        if fan_in > MAX_FAN_IN:
-            notes[name] = (
-                f"fan-in {fan_in:,} would need a {fan_in:,} x {fan_in:,} float64 covariance; "
-                f"kept the plain factors (the limit is {MAX_FAN_IN:,})"
-            )
-            _replace(model, name, copy.deepcopy(plain.get_submodule(name)), entries[name], False)
-            continue
-        stats = _stats_for(original, model, name, fit, options.batch_size)
-        with threads_for(fan_in * fan_in):  # sized by its covariance: small fits, one thread
-            if name not in entries:
-                _refit_kept_dense(model.get_submodule(name), stats, report, name, options)
-                continue
-            plain_layer = copy.deepcopy(plain.get_submodule(name))
-            factors = _fit_layer(dense, plain_layer, entries[name], stats, energy, options, notes)
-        with torch.no_grad():  # the weight error of the fitted factors, as the report shows it
-            gap = torch.linalg.norm(factors.dense_weight() - dense.weight)
-            factors.rel_error = float(gap / torch.linalg.norm(dense.weight))
-        _replace(model, name, factors.float(), entries[name], keep_if_larger)
+            if result is not None:
+                blocks[ends[name]] = result
     summary = _held_out_checks(model, original, plain, fit, held_out, options)
     summary.update(options=asdict(options), images=len(fit), notes=notes)
+    if blocks:
+        summary["blocks"] = blocks
     model.train(was_training)
     _retotal(report, model, example_input)
     report.data_aware = summary
     return report
+
+
+@dataclass
+class _Fitting:
+    """What the layer-by-layer fit of one model carries from layer to layer."""
+
+    original: nn.Module
+    plain: nn.Module
+    entries: dict[str, LayerReport]
+    report: CompressionReport
+    fit: torch.Tensor
+    energy: float
+    options: DataAwareOptions
+    notes: dict[str, str]
+    keep_if_larger: bool
+
+
+def _fit_one(model: nn.Module, name: str, state: _Fitting) -> None:
+    """Fit (or refit, or keep as planned) layer `name` of `model` in place."""
+    dense = model.get_submodule(name)
+    if type(dense) not in (nn.Conv2d, nn.Linear):
+        # A subclass (weight standardisation, dynamic padding, ...): the fit's patches and
+        # weights model only what a plain layer computes, so its plain factors stay.
+        state.notes[name] = f"{type(dense).__name__} computes more than a plain layer; " + (
+            "kept the plain factors" if name in state.entries else "left dense as it was"
+        )
+        if name in state.entries:
+            _replace(
+                model,
+                name,
+                copy.deepcopy(state.plain.get_submodule(name)),
+                state.entries[name],
+                False,
+            )
+        return
+    fan_in = dense.weight[0].numel()
+    if fan_in > MAX_FAN_IN and name not in state.entries:
+        state.notes[name] = f"fan-in {fan_in:,} is above {MAX_FAN_IN:,}; left dense as it was"
+        return
+    if fan_in > MAX_FAN_IN:
+        state.notes[name] = (
+            f"fan-in {fan_in:,} would need a {fan_in:,} x {fan_in:,} float64 covariance; "
+            f"kept the plain factors (the limit is {MAX_FAN_IN:,})"
+        )
+        _replace(
+            model, name, copy.deepcopy(state.plain.get_submodule(name)), state.entries[name], False
+        )
+        return
+    stats = _stats_for(state.original, model, name, state.fit, state.options.batch_size)
+    with threads_for(fan_in * fan_in):  # sized by its covariance: small fits, one thread
+        if name not in state.entries:
+            _refit_kept_dense(model.get_submodule(name), stats, state.report, name, state.options)
+            return
+        plain_layer = copy.deepcopy(state.plain.get_submodule(name))
+        factors = _fit_layer(
+            dense, plain_layer, state.entries[name], stats, state.energy, state.options, state.notes
+        )
+    with torch.no_grad():  # the weight error of the fitted factors, as the report shows it
+        gap = torch.linalg.norm(factors.dense_weight() - dense.weight)
+        factors.rel_error = float(gap / torch.linalg.norm(dense.weight))
+    _replace(model, name, factors.float(), state.entries[name], state.keep_if_larger)
+
+
+def _block_ends(model: nn.Module, order: list[str], entries: dict) -> dict[str, str]:
+    """{last layer of the block in `order`: block} for the blocks holding replaced layers."""
+    last = {}
+    for name in order:
+        for block in block_names(model, [name]):
+            last[block] = name
+    holding = set(block_names(model, list(entries)))
+    return {name: block for block, name in last.items() if block in holding}
 
 
 def _dense_to_refit(

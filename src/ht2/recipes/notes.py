@@ -92,6 +92,8 @@ def _factors(step: dict[str, Any]) -> str:
     if mode:
         what = {"refit": "refitted", "whiten": "whitened", "both": "whitened and refitted"}
         text += f", {what.get(mode, mode)} on {step.get('images')} training images"
+        if step.get("refit") == "blocks" and mode != "whiten":
+            text += ", then fitted block by block"
     return text
 
 

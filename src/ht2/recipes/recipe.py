@@ -38,7 +38,7 @@ class Recipe:
     refine_sweeps: int = 0  # ALS/HOOI rounds after the one-pass factors
     data_aware: str | None = None  # None (off) | whiten | refit | both
     rank_from: str = "plain"  # data-aware ranks: of the plain or of the whitened weights
-    refit: str = "all"  # data-aware refit: the last factor ("last") or every factor ("all")
+    refit: str = "all"  # data-aware refit: "last", "all" factors, or "blocks" (all, then by block)
     refit_dense: bool = True  # with a refit, also refit the dense layers after compressed ones
     bn_calibrate: str = "auto"  # after a data-aware fit: auto (held-out images decide)
     calibrate: bool = False  # BatchNorm re-estimation of plain factors on training images
