@@ -94,7 +94,8 @@ def fit_block(
     ]
     if not params:
         return
-    frozen = [p for p in block.parameters() if all(p is not q for q in params)]
+    moving = {id(p) for p in params}
+    frozen = [p for p in block.parameters() if id(p) not in moving]
     was_grad = [p.requires_grad for p in block.parameters()]
     for p in frozen:
         p.requires_grad_(False)
