@@ -299,3 +299,55 @@ def test_rounding_run_with_a_treatment_renders_its_table_named(tmp_path: Path) -
     ) in prose
     assert "Test CPU (2 cores, AVX-512 BF16 yes, AMX yes)" in prose
     assert "--threads 1 --repeats 30\n```" not in text  # no float32 NCHW run was given
+
+
+def test_bundled_weights_render_with_their_training_history(tmp_path: Path) -> None:
+    folder = _synthetic(tmp_path / "results")
+    epochs = [{"epoch": e, "top1": 50.0 + e, "seconds": 100.0 + e} for e in range(1, 9)]
+    nets = [
+        {
+            "net": "cifar10_resnet56",
+            "top1": 88.25,
+            "top5": 99.5,
+            "params": 855770,
+            "macs": 125485706,
+            "epochs": epochs,
+        },
+        {
+            "net": "cifar10_resnet20",
+            "top1": 86.84,
+            "top5": 99.4,
+            "params": 1000,
+            "macs": 9000,
+            "epochs": None,
+        },
+    ]
+    (folder / "bundled.json").write_text(json.dumps({"nets": nets}), encoding="utf-8")
+    out = tmp_path / "report.md"
+    assert _report("--results", folder, "--out", out).returncode == 0
+    text = out.read_text(encoding="utf-8")
+    history = "51.00 after 1, 53.00 after 3, 55.00 after 5, 57.00 after 7, 58.00 after 8"
+    assert (
+        f"| ResNet-56 | 855,770 | 125,485,706 | 88.25 | 99.50 | 8, 101-108 s each | {history} |"
+        in text
+    )
+    assert "| ResNet-20 | 1,000 | 9,000 | 86.84 | 99.40 | - | - |" in text
+
+
+def test_bundled_benchmark_reads_the_epochs_of_a_training_log(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from bundled import epochs_of
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    log = tmp_path / "log.jsonl"
+    lines = [
+        {"epoch": 1, "lr": 0.1, "loss": 1.5, "top1": 44.44, "seconds": 104.51},
+        {"note": "resumed"},
+        {"epoch": 2, "lr": 0.1, "loss": 1.2, "top1": 58.59, "seconds": 98.04},
+    ]
+    log.write_text("\n".join(json.dumps(line) for line in lines) + "\n", encoding="utf-8")
+    assert epochs_of(log) == [
+        {"epoch": 1, "top1": 44.44, "seconds": 104.5},
+        {"epoch": 2, "top1": 58.59, "seconds": 98.0},
+    ]

@@ -1,5 +1,5 @@
-"""After fine-tuning: the CPU fine-tuning runs, one epoch after each rank allocation, and the
-paper's table as the background job fills it."""
+"""After training: the bundled weights, the CPU fine-tuning runs, one epoch after each rank
+allocation, and the paper's table as the background job fills it."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from .base import (
     Section,
     command,
     fine_tune_of,
+    grouped,
     lr_phrase,
     method_name,
     net_name,
@@ -228,4 +229,51 @@ def _timing_phrase(settings: dict[str, Any]) -> str:
     )
 
 
-SECTIONS = [finetune_section, one_epoch_section, paper_section]
+def bundled_section(results: Results) -> Section | None:
+    data = results.json("bundled.json")
+    if data is None:
+        return None
+    rows = []
+    for r in data["nets"]:
+        epochs = r.get("epochs") or []
+        picks = sorted(
+            {0, len(epochs) // 4, len(epochs) // 2, 3 * len(epochs) // 4, len(epochs) - 1}
+        )
+        history = ", ".join(
+            f"{epochs[i]['top1']:.2f} after {epochs[i]['epoch']}" for i in picks if epochs
+        )
+        rows.append(
+            [
+                net_name(r["net"]),
+                grouped(r["params"]),
+                grouped(r["macs"]),
+                num(r["top1"]),
+                num(r["top5"]),
+                f"{len(epochs)}, {span([e['seconds'] for e in epochs], 0)} s each"
+                if epochs
+                else "-",
+                history or "-",
+            ]
+        )
+    body = "\n\n".join(
+        [
+            command(
+                "python benchmarks/bundled.py --data DATA "
+                "--train-log cifar10_resnet56=RUN/log.jsonl"
+            ),
+            "The CIFAR-10 weights that ship in the package (`ht2 compress NET --pretrained`), "
+            "each trained by `ht2 train NET --data DATA --recipe resnet-cifar10` on the JPEG "
+            "train/ folder on this CPU; top-1 and top-5 (%) by `ht2 evaluate NET --pretrained` on "
+            "the JPEG test/ folder. Epoch figures come from the training run's log.jsonl where it "
+            "was kept (the ResNet-20 run's was not; docs/notes.md has its history).",
+            table(
+                ["net", "params", "MACs", "top-1", "top-5", "epochs", "top-1 during training"],
+                rows,
+                "lrrrrll",
+            ),
+        ]
+    )
+    return Section("Bundled weights", body)
+
+
+SECTIONS = [bundled_section, finetune_section, one_epoch_section, paper_section]
