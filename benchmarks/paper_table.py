@@ -8,8 +8,8 @@ Run (resumable: rerun the same command after a stop; each row is written as it f
     python benchmarks/paper_table.py --table                      # the Markdown, from the JSON only
     python benchmarks/paper_table.py --data DATA --rows '*/best/ht2/*'   # a subset (globs on keys)
 
-Rows, per net (the bundled `cifar10_resnet20 --pretrained`; ResNet-56 as well once weights for
-it are bundled or given by --weights cifar10_resnet56=FILE):
+Rows, per net (the bundled `cifar10_resnet20 --pretrained` and `cifar10_resnet56 --pretrained`,
+or other weights given by --weights cifar10_resnet56=FILE):
   base   the uncompressed model, fine-tuned like every other row (the like-for-like reference)
   paper  `ht2 compress --recipe paper --target-params X`: one energy for all layers, one-pass
          HT-2 factors, no data

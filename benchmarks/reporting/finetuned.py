@@ -265,7 +265,9 @@ def bundled_section(results: Results) -> Section | None:
             "each trained by `ht2 train NET --data DATA --recipe resnet-cifar10` on the JPEG "
             "train/ folder on this CPU; top-1 and top-5 (%) by `ht2 evaluate NET --pretrained` on "
             "the JPEG test/ folder. Epoch figures come from the training run's log.jsonl where it "
-            "was kept (the ResNet-20 run's was not; docs/notes.md has its history).",
+            "was kept (the ResNet-20 run's was not; docs/notes.md has its history); the seconds "
+            "depend on what else ran on the machine and on the threads given, which "
+            "docs/notes.md tells for each run. `ht2 train` keeps the best epoch.",
             table(
                 ["net", "params", "MACs", "top-1", "top-5", "epochs", "top-1 during training"],
                 rows,
