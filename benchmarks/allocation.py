@@ -122,6 +122,7 @@ def measure_row(args, net, method, allocation, factor, original, loaders, cache)
         "seconds": time.perf_counter() - start,
         "zero_shot": evaluate_accuracy(model, test, args.device, False)["top1"],
     }
+    torch.manual_seed(0)  # the same crops and flips for every row under --bn-augment
     recalibrate_batchnorm(model, calib, args.bn_images, args.device, False)
     row["bn_calibrated"] = evaluate_accuracy(model, test, args.device, False)["top1"]
     row["finetuned_1"] = None
@@ -153,6 +154,11 @@ def main() -> None:
     parser.add_argument(
         "--refit", choices=("last", "all", "blocks"), help="the data-aware refit (default: all)"
     )
+    parser.add_argument(
+        "--bn-augment",
+        action="store_true",
+        help="BN-cal column: the calibration images get the training augmentation",
+    )
     parser.add_argument("--refine-sweeps", type=int, default=0, help="ALS/HOOI rounds")
     parser.add_argument("--tag", default="", help="added to the JSON file's name")
     parser.add_argument("--bn-images", type=int, default=2048)
@@ -181,13 +187,21 @@ def main() -> None:
         original = ht2.models.create(net, weights=weights).to(args.device).eval()
         test = make_loader(eval_dataset(args.data, entry, cache=True), 256, args.workers)
         calib = make_loader(
-            train_dataset(args.data, entry, augment=False, limit=args.bn_images), 256, args.workers
+            train_dataset(args.data, entry, augment=args.bn_augment, limit=args.bn_images),
+            256,
+            args.workers,
         )
         sense = make_loader(
             train_dataset(args.data, entry, augment=False, limit=args.calib_images), 256, 0
         )
         base = evaluate_accuracy(original, test, args.device, progress=False)["top1"]
         result["baseline"][net] = base
+        if args.bn_augment:  # the uncompressed model calibrated the same way, like for like
+            calibrated = copy.deepcopy(original)
+            torch.manual_seed(0)
+            recalibrate_batchnorm(calibrated, calib, args.bn_images, args.device, False)
+            top1 = evaluate_accuracy(calibrated, test, args.device, progress=False)["top1"]
+            result.setdefault("baseline_bn", {})[net] = top1
         pool = None
         if args.data_aware:
             limit = args.data_aware_images

@@ -65,3 +65,18 @@ def test_calibration_refuses_data_of_other_classes(tmp_path: Path, compressed: P
     with pytest.raises(ht2.HT2Error, match="2 class folders"):
         calibrate_folder(compressed, tmp_path / "out", str(two), images=4, workers=0)
     assert not (tmp_path / "out").exists()
+
+
+def test_augmented_calibration_is_seeded_and_differs_from_the_plain_one(
+    tiny: Path, compressed: Path, tmp_path: Path, capsys
+) -> None:
+    states = {}
+    for name, extra in (("plain", []), ("aug1", ["--augment"]), ("aug2", ["--augment"])):
+        argv = ["calibrate", str(compressed), "--data", str(tiny), "--images", "16", *extra]
+        assert main([*argv, "--workers", "0", "--out", str(tmp_path / name)]) == 0
+        states[name] = load_file(str(tmp_path / name / "model.safetensors"))
+    means = [key for key in states["plain"] if key.endswith("running_mean")]
+    assert means
+    assert all(torch.equal(states["aug1"][key], states["aug2"][key]) for key in states["aug1"])
+    assert any(not torch.equal(states["plain"][k], states["aug1"][k]) for k in means)
+    assert "(training augmentation)" in capsys.readouterr().out

@@ -42,6 +42,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "(default: 2048, or the whole split when smaller)",
     )
     parser.add_argument(
+        "--augment",
+        action="store_true",
+        help="give the images the training augmentation (random crop and flip, seeded), as "
+        "the statistics were estimated in training; on the CIFAR-10 ResNets here this scored "
+        "2-4 points higher than the evaluation transform (default: evaluation transform)",
+    )
+    parser.add_argument(
         "--batch-size", type=positive_int, default=256, help="batch size (default: 256)"
     )
     add_workers_arg(parser)
@@ -69,11 +76,13 @@ def run(args: argparse.Namespace) -> int:
         evaluate=args.evaluate,
         overwrite=args.force,
         progress=not args.json,
+        augment=args.augment,
     )
     if args.json:
         print(json.dumps(result.to_dict(), indent=1))
     else:
         line = f"calibrated BatchNorm statistics on {result.images} images"
+        line += " (training augmentation)" if args.augment else ""
         if args.evaluate:
             line += f"; top-1 {result.before['top1']:.2f} % -> {result.after['top1']:.2f} %"
         print(line)

@@ -44,13 +44,16 @@ class Calibration:
         return result
 
 
-def calibration_images(data: str, entry: ModelEntry, images: int | None = None):
-    """The class-balanced training images of `data` (evaluation transform) for BatchNorm
-    statistics: `images` of them, refused naming both counts when the split holds fewer;
-    None: DEFAULT_IMAGES, or the whole split when it is smaller."""
+def calibration_images(
+    data: str, entry: ModelEntry, images: int | None = None, augment: bool = False
+):
+    """The class-balanced training images of `data` for BatchNorm statistics: `images` of them,
+    refused naming both counts when the split holds fewer; None: DEFAULT_IMAGES, or the whole
+    split when it is smaller. With `augment` they get the training augmentation (the images
+    the statistics were estimated on during training), else the evaluation transform."""
     from ht2.data import train_dataset  # torchvision: only when data is read
 
-    dataset = train_dataset(data, entry, augment=False, limit=images or DEFAULT_IMAGES)
+    dataset = train_dataset(data, entry, augment=augment, limit=images or DEFAULT_IMAGES)
     if images is not None and len(dataset) < images:
         raise HT2Error(
             f"only {len(dataset)} training images in {data}, fewer than the {images} asked "
@@ -68,17 +71,24 @@ def calibrate_on_train_images(
     batch_size: int,
     workers: int,
     progress: bool = True,
+    augment: bool = False,
 ) -> Calibration:
-    """Recalibrate `model`'s BatchNorms on calibration_images(data, entry, images), refusing
-    data whose classes are not the model's."""
+    """Recalibrate `model`'s BatchNorms on calibration_images(data, entry, images, augment),
+    refusing data whose classes are not the model's. Augmented draws are seeded: the same
+    call gives the same statistics."""
+    import torch
+
     from ht2.data import make_loader
     from ht2.data.datasets import check_classes
     from ht2.train.calibrate import recalibrate_batchnorm
 
-    dataset = calibration_images(data, entry, images)
+    dataset = calibration_images(data, entry, images, augment)
     check_classes(dataset, model, entry, entry.name)
     loader = make_loader(dataset, batch_size, workers)
-    return Calibration(recalibrate_batchnorm(model, loader, len(dataset), progress=progress))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # the crops and flips, and the loader workers' seeds
+        seen = recalibrate_batchnorm(model, loader, len(dataset), progress=progress)
+    return Calibration(seen)
 
 
 def train_image_calibrator(
@@ -133,10 +143,11 @@ def calibrate_folder(
     evaluate: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    augment: bool = False,
 ) -> Calibration:
     """Load the compressed folder `source`, recalibrate its BatchNorms on `images` training
-    images of `data` (see calibration_images) and write it to `out` (all or nothing;
-    `overwrite` replaces an ht2 folder there). With `evaluate`, accuracy is measured before
+    images of `data` (see calibration_images; `augment` as there) and write it to `out` (all or
+    nothing; `overwrite` replaces an ht2 folder there). With `evaluate`, accuracy is measured before
     and after, and the copied report.json records the calibrated accuracy."""
     from ht2 import models
     from ht2.io import atomic_directory, check_output_dir, load
@@ -148,7 +159,9 @@ def calibrate_folder(
     before = None
     if evaluate:
         before = eval_accuracy(model, entry, data, batch_size, workers, progress)
-    result = calibrate_on_train_images(model, entry, data, images, batch_size, workers, progress)
+    result = calibrate_on_train_images(
+        model, entry, data, images, batch_size, workers, progress, augment
+    )
     result.before = before
     if evaluate:
         result.after = eval_accuracy(model, entry, data, batch_size, workers, progress)
