@@ -31,13 +31,18 @@ def _allocation(results: Results) -> list[Figure]:
         label = pipeline(r) + (" [GPU]" if r["settings"].get("device") != "cpu" else "")
         for stage, key, extra in (
             ("zero-shot", "zero_shot", ""),
-            ("calibrated", "bn_calibrated", ""),
+            ("calibrated", "bn_calibrated", _calibration(r)),
             ("data-aware", "data_aware", ", " + refit_name(r)),
             ("fine-tuned", "finetuned_1", ", 1 epoch"),
         ):
             if r.get(key) is not None:
                 found.append(Figure(r["net"], r["factor"], True, stage, r[key], label + extra))
     return found
+
+
+def _calibration(row: dict[str, Any]) -> str:
+    """', augmented calibration' for a row whose BN images got the training augmentation."""
+    return ", augmented calibration" if row["settings"].get("bn_augment") == "True" else ""
 
 
 def _compare(results: Results) -> list[Figure]:
