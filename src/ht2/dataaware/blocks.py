@@ -108,7 +108,7 @@ def fit_block(
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        total = torch.zeros(())
+        total = torch.zeros((), device=inputs.device)
         for x, y in zip(inputs.split(batch_size), targets.split(batch_size), strict=True):
             loss = (block(x) - y).square().sum() / scale
             loss.backward()
