@@ -36,6 +36,8 @@ def _log(text: str) -> tuple[str, Path]:
     net, sep, path = text.partition("=")
     if not sep or not net or not path:
         raise argparse.ArgumentTypeError(f"expected NET=FILE, not {text!r}")
+    if not Path(path).is_file():
+        raise argparse.ArgumentTypeError(f"no such training log: {path}")
     return net, Path(path)
 
 
