@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests._shared import load_benchmark
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "report.py"
 
@@ -334,12 +336,8 @@ def test_bundled_weights_render_with_their_training_history(tmp_path: Path) -> N
     assert "| ResNet-20 | 1,000 | 9,000 | 86.84 | 99.40 | - | - |" in text
 
 
-def test_bundled_benchmark_reads_the_epochs_of_a_training_log(tmp_path: Path) -> None:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from bundled import epochs_of
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+def test_bundled_benchmark_reads_the_epochs_of_a_training_log(tmp_path: Path, monkeypatch) -> None:
+    epochs_of = load_benchmark("bundled", monkeypatch).epochs_of
     log = tmp_path / "log.jsonl"
     lines = [
         {"epoch": 1, "lr": 0.1, "loss": 1.5, "top1": 44.44, "seconds": 104.51},

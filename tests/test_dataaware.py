@@ -227,14 +227,20 @@ def test_too_few_images_and_bad_settings_are_one_line_errors() -> None:
         )
 
 
-def test_cli_data_aware_writes_a_model_with_calibration_errors(tmp_path: Path, cli) -> None:
+def _refit_cli(tmp_path: Path, cli, refit: str) -> tuple[str, Path]:
+    """`ht2 compress --data-aware refit --refit REFIT --json` of a random ResNet-20 on 12
+    images: its stdout and the folder it wrote."""
     data = write_image_tree(tmp_path / "data", per_class=4)
     out = tmp_path / "r20"
     args = ["compress", "cifar10_resnet20", "--random-init", "--energy", "0.7"]
     args += ["--data", str(data), "--calib-images", "12", "--data-aware", "refit"]
-    args += ["--refit", "last", "--json", "--out", str(out)]
-    code, stdout, _ = cli(args)
+    code, stdout, _ = cli([*args, "--refit", refit, "--json", "--out", str(out)])
     assert code == 0
+    return stdout, out
+
+
+def test_cli_data_aware_writes_a_model_with_calibration_errors(tmp_path: Path, cli) -> None:
+    stdout, out = _refit_cli(tmp_path, cli, "last")
     report = json.loads(stdout)
     layer = next(item for item in report["layers"] if item["name"] == "layer2.0.conv1")
     assert set(layer["calib_errors"]) == {"dense", "plain", "refit_last"}
@@ -247,6 +253,18 @@ def test_cli_data_aware_writes_a_model_with_calibration_errors(tmp_path: Path, c
     assert "data-aware (refit) on 9 images; output gap to the original on 3 held-out" in stdout
     plain, fitted = layer["calib_errors"]["plain"], layer["calib_errors"]["refit_last"]
     assert f"{plain:.3f} -> {fitted:.3f}" in stdout
+
+
+def test_cli_refit_blocks_records_and_reports_each_block(tmp_path, cli) -> None:
+    stdout, out = _refit_cli(tmp_path, cli, "blocks")
+    blocks = json.loads(stdout)["data_aware"]["blocks"]
+    assert len(blocks) == 9 and all(set(r) == {"before", "after", "kept"} for r in blocks.values())
+    assert all(r["kept"] == (r["after"] < r["before"]) for r in blocks.values())
+    assert ht2.load(out)(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+    code, stdout, _ = cli(["report", str(out)])
+    kept = sum(r["kept"] for r in blocks.values())
+    assert code == 0 and f"block fit kept in {kept} of 9 blocks" in stdout
+    assert "refitted on 9 training images, then fitted block by block" in stdout
 
 
 @pytest.mark.slow

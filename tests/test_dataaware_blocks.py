@@ -4,21 +4,18 @@ a fit that does not help on held-out images is undone, and `--refit blocks` runs
 from __future__ import annotations
 
 import copy
-import json
 
 import pytest
 import torch
 import torchvision
 from torch import nn
 
-import ht2
 from ht2 import models
 from ht2.dataaware import DataAwareOptions, compress_data_aware
 from ht2.dataaware import blocks as block_fit
 from ht2.dataaware.blocks import block_error, block_names, fit_block, refit_block
 from ht2.errors import HT2Error
 from ht2.layers import factorize
-from tests._shared import write_image_tree
 
 
 class Residual(nn.Module):
@@ -161,21 +158,3 @@ def test_refit_blocks_gets_closer_to_the_original_than_refit_all() -> None:
 def test_iterations_below_one_are_refused(field: str) -> None:
     with pytest.raises(HT2Error, match="iterations must be >= 1"):
         DataAwareOptions(**{field: 0}).check()
-
-
-def test_cli_refit_blocks_records_and_reports_each_block(tmp_path, cli) -> None:
-    data = write_image_tree(tmp_path / "data", per_class=4)
-    out = tmp_path / "r20"
-    args = ["compress", "cifar10_resnet20", "--random-init", "--energy", "0.7"]
-    args += ["--data", str(data), "--calib-images", "12", "--data-aware", "refit"]
-    args += ["--refit", "blocks", "--json", "--out", str(out)]
-    code, stdout, _ = cli(args)
-    assert code == 0
-    blocks = json.loads(stdout)["data_aware"]["blocks"]
-    assert len(blocks) == 9 and all(set(r) == {"before", "after", "kept"} for r in blocks.values())
-    assert all(r["kept"] == (r["after"] < r["before"]) for r in blocks.values())
-    assert ht2.load(out)(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
-    code, stdout, _ = cli(["report", str(out)])
-    kept = sum(r["kept"] for r in blocks.values())
-    assert code == 0 and f"block fit kept in {kept} of 9 blocks" in stdout
-    assert "refitted on 9 training images, then fitted block by block" in stdout
