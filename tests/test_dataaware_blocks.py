@@ -13,7 +13,7 @@ from torch import nn
 from ht2 import models
 from ht2.dataaware import DataAwareOptions, compress_data_aware
 from ht2.dataaware import blocks as block_fit
-from ht2.dataaware.blocks import block_error, block_names, fit_block, refit_block
+from ht2.dataaware.blocks import block_error, block_of, fit_block, refit_block
 from ht2.errors import HT2Error
 from ht2.layers import factorize
 
@@ -65,18 +65,26 @@ def _randomize_norms(model: nn.Module) -> nn.Module:
 def test_blocks_are_the_elements_of_sequentials_that_hold_more_than_the_layer() -> None:
     net = Net()
     names = ["stem", "stage.0.conv1", "stage.0.conv2", "stage.1.conv2", "head"]
-    assert block_names(net, names) == ["stage.0", "stage.1"]
+    assert block_of(net, names) == {
+        "stage.0.conv1": "stage.0",
+        "stage.0.conv2": "stage.0",
+        "stage.1.conv2": "stage.1",
+    }
     resnet = torchvision.models.resnet18()
     layers = ["conv1", "layer1.0.conv1", "layer2.0.downsample.0", "layer2.0.conv2", "fc"]
-    assert block_names(resnet, layers) == ["layer1.0", "layer2.0"]
+    assert block_of(resnet, layers) == {
+        "layer1.0.conv1": "layer1.0",
+        "layer2.0.downsample.0": "layer2.0",
+        "layer2.0.conv2": "layer2.0",
+    }
     vgg = torchvision.models.vgg11()
-    assert block_names(vgg, ["features.0", "classifier.0"]) == []  # layers themselves
+    assert block_of(vgg, ["features.0", "classifier.0"]) == {}  # layers themselves
 
 
 def test_cifar_resnet_blocks_are_its_residual_blocks() -> None:
     model = models.create("cifar10_resnet20")
     convs = [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    blocks = block_names(model, convs)
+    blocks = list(dict.fromkeys(block_of(model, convs).values()))
     assert len(blocks) == 9
     assert all(isinstance(model.get_submodule(name), nn.Module) for name in blocks)
     assert blocks[0].endswith("0") and blocks == sorted(blocks)

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ht2.choices import HT2Warning
 from ht2.data.gather import gather_images
-from ht2.dataaware.blocks import block_names, refit_block
+from ht2.dataaware.blocks import block_of, refit_block
 from ht2.dataaware.capture import forward_order, layer_input_output
 from ht2.dataaware.holdout import (
     agreement,
@@ -394,11 +394,9 @@ def _fit_one(model: nn.Module, name: str, state: _Fitting) -> None:
 
 def _block_ends(model: nn.Module, order: list[str], entries: dict) -> dict[str, str]:
     """{last layer of the block in `order`: block} for the blocks holding replaced layers."""
-    last = {}
-    for name in order:
-        for block in block_names(model, [name]):
-            last[block] = name
-    holding = set(block_names(model, list(entries)))
+    blocks = block_of(model, order)
+    last = {block: name for name, block in blocks.items()}  # later layers overwrite earlier
+    holding = {block for name, block in blocks.items() if name in entries}
     return {name: block for block, name in last.items() if block in holding}
 
 

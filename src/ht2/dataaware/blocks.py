@@ -18,21 +18,19 @@ from ht2.dataaware.capture import layer_input_output
 from ht2.layers import FactorizedLayer
 
 
-def block_names(model: nn.Module, layers: Iterable[str]) -> list[str]:
-    """The blocks holding `layers`: for each layer, its outermost ancestor that is an element
-    of an nn.Sequential (a residual block in a ResNet stage), when that ancestor is more than
-    the layer itself. Deduplicated, in the order the layers are given."""
+def block_of(model: nn.Module, layers: Iterable[str]) -> dict[str, str]:
+    """{layer: its block} for the layers inside one: the layer's outermost ancestor that is an
+    element of an nn.Sequential (a residual block in a ResNet stage), when that ancestor is
+    more than the layer itself. Layers in no block are left out; the order is `layers`'."""
     containers = {
         name for name, module in model.named_modules() if isinstance(module, nn.Sequential)
     }
-    blocks: list[str] = []
+    blocks: dict[str, str] = {}
     for layer in layers:
         parts = layer.split(".")
         for depth in range(1, len(parts)):
-            parent, ancestor = ".".join(parts[: depth - 1]), ".".join(parts[:depth])
-            if parent in containers:
-                if ancestor not in blocks:
-                    blocks.append(ancestor)
+            if ".".join(parts[: depth - 1]) in containers:
+                blocks[layer] = ".".join(parts[:depth])
                 break
     return blocks
 
