@@ -97,6 +97,13 @@ def data_aware_top1(args, method, allocation, factor, original, loaders, cache) 
     return evaluate_accuracy(model, test, args.device, False)["top1"], seconds
 
 
+def calibrate(model, calib, args) -> None:
+    """BatchNorm re-estimation on the BN-cal images, seeded: the same crops and flips for every
+    model under --bn-augment."""
+    torch.manual_seed(0)
+    recalibrate_batchnorm(model, calib, args.bn_images, args.device, False)
+
+
 def measure_row(args, net, method, allocation, factor, original, loaders, cache) -> dict:
     """Compress a copy of `original` for one row and measure it."""
     test, calib, sense, _ = loaders
@@ -122,8 +129,7 @@ def measure_row(args, net, method, allocation, factor, original, loaders, cache)
         "seconds": time.perf_counter() - start,
         "zero_shot": evaluate_accuracy(model, test, args.device, False)["top1"],
     }
-    torch.manual_seed(0)  # the same crops and flips for every row under --bn-augment
-    recalibrate_batchnorm(model, calib, args.bn_images, args.device, False)
+    calibrate(model, calib, args)
     row["bn_calibrated"] = evaluate_accuracy(model, test, args.device, False)["top1"]
     row["finetuned_1"] = None
     if factor in args.finetune_factors:
@@ -198,8 +204,7 @@ def main() -> None:
         result["baseline"][net] = base
         if args.bn_augment:  # the uncompressed model calibrated the same way, like for like
             calibrated = copy.deepcopy(original)
-            torch.manual_seed(0)
-            recalibrate_batchnorm(calibrated, calib, args.bn_images, args.device, False)
+            calibrate(calibrated, calib, args)
             top1 = evaluate_accuracy(calibrated, test, args.device, progress=False)["top1"]
             result.setdefault("baseline_bn", {})[net] = top1
         pool = None

@@ -202,6 +202,11 @@ def pipeline(row: dict[str, Any]) -> str:
     return text
 
 
+def bn_augmented(row: dict[str, Any]) -> bool:
+    """Whether a row's BN-cal images got the training augmentation (`--bn-augment`)."""
+    return row.get("settings", {}).get("bn_augment") == "True"
+
+
 def refit_name(row: dict[str, Any]) -> str:
     """How a row's data-aware fit ran: 'refit', or 'refit + block fit' (`--refit blocks`)."""
     return "refit + block fit" if row.get("settings", {}).get("refit") == "blocks" else "refit"
@@ -410,7 +415,7 @@ def refine_section(results: Results) -> Section | None:
                     [
                         f"{r['factor']:g}x",
                         pipeline(r),
-                        "augmented" if r["settings"].get("bn_augment") == "True" else "plain",
+                        "augmented" if bn_augmented(r) else "plain",
                         num(r["bn_calibrated"]),
                         num(r["seconds"], 0),
                     ]

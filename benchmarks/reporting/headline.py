@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .accuracy import allocation_rows, pipeline, refit_name
+from .accuracy import allocation_rows, bn_augmented, pipeline, refit_name
 from .base import Results, Section, method_name, net_name, num, table, times
 
 STAGES = ("zero-shot", "calibrated", "data-aware", "fine-tuned")
@@ -31,18 +31,13 @@ def _allocation(results: Results) -> list[Figure]:
         label = pipeline(r) + (" [GPU]" if r["settings"].get("device") != "cpu" else "")
         for stage, key, extra in (
             ("zero-shot", "zero_shot", ""),
-            ("calibrated", "bn_calibrated", _calibration(r)),
+            ("calibrated", "bn_calibrated", ", augmented calibration" if bn_augmented(r) else ""),
             ("data-aware", "data_aware", ", " + refit_name(r)),
             ("fine-tuned", "finetuned_1", ", 1 epoch"),
         ):
             if r.get(key) is not None:
                 found.append(Figure(r["net"], r["factor"], True, stage, r[key], label + extra))
     return found
-
-
-def _calibration(row: dict[str, Any]) -> str:
-    """', augmented calibration' for a row whose BN images got the training augmentation."""
-    return ", augmented calibration" if row["settings"].get("bn_augment") == "True" else ""
 
 
 def _compare(results: Results) -> list[Figure]:
