@@ -9,13 +9,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ht2 import models
-from ht2.cli.number_args import fraction, positive_float, positive_int
+from ht2.cli.number_args import fraction, non_negative_float, positive_float, positive_int
 from ht2.cli.threads_arg import add_threads_arg
 from ht2.cli.training_args import add_training_args, config_from_args
 from ht2.errors import HT2Error
 
 if TYPE_CHECKING:
     from torch import nn
+
+NO_TEACHER = "note: fine-tuning without distillation: "
 
 EXAMPLES = """examples:
   ht2 finetune out/r20-e0.7 --data ~/data/cifar10 --epochs 5 --out out/r20-e0.7-ft
@@ -63,6 +65,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="share of the distillation term in the loss, in [0, 1] (default: 0.5)",
     )
     parser.add_argument(
+        "--distill-blocks",
+        type=non_negative_float,
+        metavar="W",
+        help="with distillation, also pull each residual block's output towards the "
+        "uncompressed model's, with weight W on that term (relative squared error, mean over "
+        "the blocks; default: 0, off)",
+    )
+    parser.add_argument(
         "--no-calibrate",
         dest="calibrate",
         action="store_false",
@@ -97,7 +107,7 @@ def choose_teacher(
     if why is None:
         return teacher, None
     note = with_flags(HT2Error(why, params=TEACHER_PARAMS))
-    return None, f"note: fine-tuning without distillation: {note}"
+    return None, NO_TEACHER + note
 
 
 def check_budget_args(args: argparse.Namespace) -> None:
@@ -132,6 +142,9 @@ def run(args: argparse.Namespace) -> int:
     prepare_output(Path(args.out), args.resume, args.force)  # a bad --out fails before any work
     teacher, note = choose_teacher(source, args.distill, args.teacher_weights)
     config = config.updated(distill=teacher is not None)
+    if config.distill_blocks > 0 and teacher is None:
+        why = "--no-distill was given" if args.distill is False else note.removeprefix(NO_TEACHER)
+        raise HT2Error(f"--distill-blocks needs the uncompressed model as teacher ({why})")
     if args.calibrate and not args.resume:
         from ht2.train.calibration import calibrate_on_train_images
 

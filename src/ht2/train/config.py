@@ -32,6 +32,7 @@ class TrainConfig:
     distill: bool = False
     distill_temperature: float = 4.0
     distill_weight: float = 0.5
+    distill_blocks: float = 0.0  # weight of the block-output term (0: off; ht2.train.features)
     train_limit: int | None = None
     eval_limit: int | None = None
     device: str = "auto"

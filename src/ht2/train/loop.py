@@ -19,6 +19,7 @@ from ht2.errors import HT2Error
 from ht2.metrics.accuracy import evaluate_accuracy
 from ht2.train.distill import distillation_loss
 from ht2.train.distributed import World, all_reduce_sum
+from ht2.train.features import BlockDistillation, block_output_loss
 
 AMP_DTYPES = dict(zip(AMP_NAMES, (torch.bfloat16, torch.float16), strict=True))
 
@@ -36,6 +37,7 @@ class StepSettings:
     distill_temperature: float = 4.0
     distill_weight: float = 0.5
     augment_batch: Callable[[torch.Tensor], torch.Tensor] | None = None
+    blocks: BlockDistillation | None = None  # block outputs matched to the teacher's
 
 
 def _autocast(settings: StepSettings):
@@ -47,6 +49,16 @@ def _autocast(settings: StepSettings):
 
 def step_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, s: StepSettings):
     """The logits and the loss of one training step (autocast, distillation) as `s` says."""
+    if s.blocks is None or s.teacher is None:
+        return _logits_and_loss(model, images, labels, s)
+    with s.blocks.student.recording() as student, s.blocks.teacher.recording() as teacher:
+        logits, loss = _logits_and_loss(model, images, labels, s)
+        with _autocast(s):
+            loss = loss + s.blocks.weight * block_output_loss(student, teacher)
+    return logits, loss
+
+
+def _logits_and_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, s: StepSettings):
     with _autocast(s):
         logits = model(images)
         loss = F.cross_entropy(logits, labels, label_smoothing=s.label_smoothing)

@@ -29,6 +29,7 @@ from ht2.train.distributed import (
     teardown_world,
     wrap_model,
 )
+from ht2.train.features import BlockDistillation
 from ht2.train.inputs import build_inputs
 from ht2.train.lighting import add_lighting_noise
 from ht2.train.loop import StepSettings, evaluate, train_one_epoch
@@ -163,7 +164,11 @@ def fit(
 ) -> RunResult:
     """Train `model` by `config` on `data`, keeping the best epoch in `out` via `save_best`."""
     world = setup_world(config.device)
+    blocks = None
     try:
+        if teacher is not None and config.distill and config.distill_blocks > 0:
+            blocks = BlockDistillation(model, teacher, config.distill_blocks)
+            say(world, f"matching the outputs of {len(blocks.names)} blocks to the teacher's")
         return _fit(
             model,
             entry,
@@ -176,13 +181,27 @@ def fit(
             force,
             evaluate_first,
             world,
+            blocks,
         )
     finally:
+        if blocks is not None:
+            blocks.remove()
         teardown_world(world)
 
 
 def _fit(
-    model, entry, data, config, out, save_best, teacher, resume, force, evaluate_first, world: World
+    model,
+    entry,
+    data,
+    config,
+    out,
+    save_best,
+    teacher,
+    resume,
+    force,
+    evaluate_first,
+    world: World,
+    blocks: BlockDistillation | None,
 ) -> RunResult:
     if world.is_main:  # one process decides; torchrun stops the others if it fails
         prepare_output(out, resume, force)
@@ -241,6 +260,7 @@ def _fit(
         config.distill_temperature,
         config.distill_weight,
         (lambda x: add_lighting_noise(x, config.lighting, std)) if config.lighting > 0 else None,
+        blocks,
     )
 
     name = getattr(model, "ht2_arch", {}).get("name", type(model).__name__)
