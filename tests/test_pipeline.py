@@ -440,3 +440,21 @@ def test_a_missing_data_folder_is_refused_before_any_compression(
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and "does not exist" in err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("method", "expected"),
+    [
+        ("ht2", "ht2 factors refined by 10 ALS sweeps ->"),
+        ("tucker2", "tucker2 factors refined by 10 ALS sweeps ->"),
+        ("cp", "cp factors ->"),  # sweeps do not touch CP: the line must not claim them
+    ],
+)
+def test_recipe_line_claims_sweeps_only_for_methods_they_refine(method, expected) -> None:
+    steps = [
+        {"step": "allocate", "allocation": "spectrum"},
+        {"step": "factors", "method": method, "refine_sweeps": 10},
+        {"step": "batchnorm", "how": "off"},
+    ]
+    line = pipeline_lines({"recipe": "best", "steps": steps})[0]
+    assert expected in line, line

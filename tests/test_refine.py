@@ -196,3 +196,10 @@ def test_data_aware_fit_starts_from_the_refined_factors() -> None:
         assert report.refine_sweeps == sweeps
     assert runs[0].keys() == runs[5].keys() and runs[0]
     assert any(abs(runs[0][name] - runs[5][name]) > 1e-6 for name in runs[0])
+
+
+def test_cli_does_not_claim_sweeps_for_cp(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "cp"
+    args = ["compress", "cifar10_resnet20", "--random-init", "--method", "cp", "--energy", "0.5"]
+    assert main([*args, "--refine-sweeps", "3", "--out", str(out)]) == 0
+    assert "ALS/HOOI sweeps" not in capsys.readouterr().out

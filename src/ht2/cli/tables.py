@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ht2.choices import layout_name
+from ht2.layers.registry import sweeps_refine
 
 if TYPE_CHECKING:
     from ht2.surgery import CompressionReport, LayerReport
@@ -200,7 +201,7 @@ def rank_notes(report: CompressionReport) -> list[str]:
             f"ranks rounded up to multiples of {report.round_ranks}: "
             f"+{extra:,} parameters (+{share:.1f} %)"
         )
-    if report.refine_sweeps:
+    if report.refine_sweeps and sweeps_refine(report.method):
         notes.append(
             f"factors refined by {report.refine_sweeps} ALS/HOOI sweeps (HT-2, Tucker-2 layers)"
         )

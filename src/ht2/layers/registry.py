@@ -117,6 +117,15 @@ def method_spec(name: str) -> MethodSpec:
     return source
 
 
+def sweeps_refine(method: str) -> bool:
+    """Whether refine sweeps change `method`'s factors (not SVD's, optimal already, nor CP's,
+    whose fit is iterative anyway); a method not registered here is taken to be refined."""
+    try:
+        return method_spec(method).refinable
+    except ValueError:
+        return True
+
+
 def _check_layers(name: str, spec: MethodSpec) -> None:
     for layer in spec.layers.values():
         if layer.method != name:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ht2.layers.registry import sweeps_refine
+
 FLAGS = {
     "allocate": "--allocate",
     "candidates": "--candidates",
@@ -85,9 +87,9 @@ def _allocation(step: dict[str, Any]) -> str:
 
 def _factors(step: dict[str, Any]) -> str:
     sweeps = step.get("refine_sweeps", 0)
-    text = f"{step.get('method')} factors" + (
-        f" refined by {sweeps} ALS sweeps" if sweeps else " (one pass)"
-    )
+    text = f"{step.get('method')} factors"
+    if sweeps_refine(str(step.get("method"))):
+        text += f" refined by {sweeps} ALS sweeps" if sweeps else " (one pass)"
     mode = step.get("data_aware")
     if mode:
         what = {"refit": "refitted", "whiten": "whitened", "both": "whitened and refitted"}
