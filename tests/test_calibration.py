@@ -80,3 +80,77 @@ def test_augmented_calibration_is_seeded_and_differs_from_the_plain_one(
     assert all(torch.equal(states["aug1"][key], states["aug2"][key]) for key in states["aug1"])
     assert any(not torch.equal(states["plain"][k], states["aug1"][k]) for k in means)
     assert "(training augmentation)" in capsys.readouterr().out
+
+
+def _norm_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+
+
+def _scripted_losses(monkeypatch, before: float, after: float) -> None:
+    """held_out_loss answers `before`, then `after` (the decision alone is under test)."""
+    import ht2.train.calibration as calibration
+
+    answers = iter([before, after])
+    monkeypatch.setattr(calibration, "held_out_loss", lambda model, batches: next(answers))
+
+
+def test_calibration_that_lowers_the_held_out_loss_is_kept(
+    tiny: Path, compressed: Path, monkeypatch
+) -> None:
+    from ht2.train.calibration import calibrate_if_better
+
+    _scripted_losses(monkeypatch, before=2.0, after=1.5)
+    model = ht2.load(compressed)
+    entry = ht2.models.get_entry(model.ht2_arch["name"])
+    before = _norm_state(model)
+    result = calibrate_if_better(model, entry, str(tiny), None, 8, 0, progress=False)
+    assert result.images == 19  # 24 drawn, every fifth held out
+    assert result.decision == {"held_out": 5, "loss_before": 2.0, "loss_after": 1.5, "kept": True}
+    assert any(not torch.equal(v, before[k]) for k, v in _norm_state(model).items())
+    assert result.describe() == (
+        "BatchNorm statistics re-estimated on 19 training images; cross-entropy on 5 held-out "
+        "ones 2.0000 -> 1.5000, kept"
+    )
+
+
+def test_calibration_that_does_not_lower_the_held_out_loss_is_undone(
+    tiny: Path, compressed: Path, monkeypatch
+) -> None:
+    from ht2.train.calibration import calibrate_if_better
+
+    _scripted_losses(monkeypatch, before=1.0, after=1.0)
+    model = ht2.load(compressed)
+    entry = ht2.models.get_entry(model.ht2_arch["name"])
+    before = _norm_state(model)
+    result = calibrate_if_better(model, entry, str(tiny), None, 8, 0, progress=False)
+    assert not result.decision["kept"]
+    assert all(torch.equal(v, before[k]) for k, v in _norm_state(model).items())
+    assert result.describe().endswith("1.0000 -> 1.0000, declined: the model's own statistics stay")
+
+
+def test_held_out_loss_is_the_mean_cross_entropy() -> None:
+    from ht2.train.calibration import held_out_loss
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    images = torch.randn(6, 1, 2, 2, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    batches = [(images[:4], labels[:4]), (images[:0], labels[:0]), (images[4:], labels[4:])]
+    expected = torch.nn.functional.cross_entropy(model(images), labels).item()
+    assert held_out_loss(model, batches) == pytest.approx(expected, rel=1e-6)
+
+
+def test_finetune_says_what_its_calibration_decided(
+    tiny: Path, compressed: Path, tmp_path: Path, capsys
+) -> None:
+    argv = ["finetune", str(compressed), "--data", str(tiny), "--epochs", "1", "--workers", "0"]
+    argv += ["--batch-size", "8", "--max-steps", "1", "--eval-limit", "8", "--no-distill"]
+    assert main([*argv, "--out", str(tmp_path / "ft")]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "BatchNorm" in line]
+    assert len(lines) == 1
+    assert lines[0].startswith("BatchNorm statistics re-estimated on 19 training images; ")
+    assert lines[0].endswith((", kept", "declined: the model's own statistics stay"))
+    assert "cross-entropy on 5 held-out ones" in lines[0]
+    assert main([*argv, "--calib-images", "1", "--out", str(tmp_path / "one")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("not 1; give --calib-images 2 or more") and "\n" not in err
+    assert not (tmp_path / "one").exists()

@@ -34,7 +34,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="fine-tune a compressed model folder",
         description="Fine-tune a folder written by `ht2 compress` and write a compressed model "
         "folder again (same format, report.json gains the accuracy). BatchNorm statistics are "
-        "re-estimated first (see `ht2 calibrate`), and the model is evaluated before training. "
+        "re-estimated first (see `ht2 calibrate`) and kept where they lower the loss on "
+        "held-out training images, and the model is evaluated before training. "
         "The uncompressed model teaches by distillation when its weights are known.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -76,13 +77,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--no-calibrate",
         dest="calibrate",
         action="store_false",
-        help="skip the BatchNorm re-estimation before training (default: calibrate)",
+        help="skip the BatchNorm re-estimation before training (default: re-estimate, and "
+        "keep the new statistics only if they lower the cross-entropy on held-out images)",
     )
     parser.add_argument(
         "--calib-images",
         type=positive_int,
-        help="training images for the calibration; more than the split holds is refused "
-        "(default: 2048, or the whole split when smaller)",
+        help="training images drawn for the calibration, every fifth held out to decide "
+        "whether it is kept; more than the split holds is refused (default: 2048, or the "
+        "whole split when smaller)",
     )
     parser.add_argument(
         "--budget-minutes",
@@ -145,12 +148,6 @@ def run(args: argparse.Namespace) -> int:
     if config.distill_blocks > 0 and teacher is None:
         why = "--no-distill was given" if args.distill is False else note.removeprefix(NO_TEACHER)
         raise HT2Error(f"--distill-blocks needs the uncompressed model as teacher ({why})")
-    if args.calibrate and not args.resume:
-        from ht2.train.calibration import calibrate_on_train_images
-
-        calibrate_on_train_images(
-            model, entry, args.data, args.calib_images, config.batch_size, config.workers
-        )
     if args.budget_minutes is not None:
         from ht2.recipes.budget import epochs_within
 
@@ -162,6 +159,13 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
 
+    if args.calibrate and not args.resume:
+        from ht2.train.calibration import calibrate_if_better
+
+        calibration = calibrate_if_better(
+            model, entry, args.data, args.calib_images, config.batch_size, config.workers
+        )
+        print(calibration.describe(), file=sys.stderr)
     if note:
         print(note, file=sys.stderr)
 

@@ -33,6 +33,7 @@ class Calibration:
     images: int
     before: dict[str, Any] | None = None
     after: dict[str, Any] | None = None
+    decision: dict[str, Any] | None = None  # calibrate_if_better: held-out losses, kept or not
 
     def to_dict(self) -> dict[str, Any]:
         """Images used, and the accuracies when measured, as `ht2 calibrate --json` prints."""
@@ -41,7 +42,21 @@ class Calibration:
             result["before"] = self.before
         if self.after is not None:
             result["after"] = self.after
+        if self.decision is not None:
+            result["decision"] = self.decision
         return result
+
+    def describe(self) -> str:
+        """One line: the images used and, when decided on held-out images, the verdict."""
+        text = f"BatchNorm statistics re-estimated on {self.images:,} training images"
+        if self.decision is None:
+            return text
+        d = self.decision
+        verdict = "kept" if d["kept"] else "declined: the model's own statistics stay"
+        return (
+            f"{text}; cross-entropy on {d['held_out']:,} held-out ones "
+            f"{d['loss_before']:.4f} -> {d['loss_after']:.4f}, {verdict}"
+        )
 
 
 def calibration_images(
@@ -89,6 +104,74 @@ def calibrate_on_train_images(
         torch.manual_seed(0)  # the crops and flips, and the loader workers' seeds
         seen = recalibrate_batchnorm(model, loader, len(dataset), progress=progress)
     return Calibration(seen)
+
+
+HOLD_OUT_EVERY = 5  # keep_if_better: every fifth drawn image decides, the rest calibrate
+
+
+def calibrate_if_better(
+    model: nn.Module,
+    entry: ModelEntry,
+    data: str,
+    images: int | None,
+    batch_size: int,
+    workers: int,
+    progress: bool = True,
+) -> Calibration:
+    """calibrate_on_train_images, but the new statistics are kept only if they lower the
+    cross-entropy on held-out training images: every fifth of the `images` drawn decides and
+    the others calibrate. A model whose statistics are right already (an uncompressed one, or
+    one its recipe calibrated) is then not made worse before fine-tuning starts."""
+    import copy
+
+    import torch
+
+    from ht2.data import make_loader
+    from ht2.data.datasets import check_classes
+    from ht2.layers.norms import NORMS
+    from ht2.train.calibrate import recalibrate_batchnorm
+
+    dataset = calibration_images(data, entry, images)
+    check_classes(dataset, model, entry, entry.name)
+    held = list(range(0, len(dataset), HOLD_OUT_EVERY))
+    fit = [i for i in range(len(dataset)) if i % HOLD_OUT_EVERY]
+    if not fit:
+        raise HT2Error(
+            f"calibration needs at least 2 training images (one in {HOLD_OUT_EVERY} is held out "
+            f"to decide whether it is kept), not {len(dataset)}; give calib_images 2 or more",
+            params="calib_images",
+        )
+    held_out = make_loader(torch.utils.data.Subset(dataset, held), batch_size, workers)
+    norms = [module for module in model.modules() if isinstance(module, NORMS)]
+    saved = [copy.deepcopy(norm.state_dict()) for norm in norms]
+    before = held_out_loss(model, held_out)
+    loader = make_loader(torch.utils.data.Subset(dataset, fit), batch_size, workers)
+    seen = recalibrate_batchnorm(model, loader, len(fit), progress=progress)
+    after = held_out_loss(model, held_out)
+    kept = after < before
+    if not kept:
+        for norm, state in zip(norms, saved, strict=True):
+            norm.load_state_dict(state)
+    decision = {"held_out": len(held), "loss_before": before, "loss_after": after, "kept": kept}
+    return Calibration(seen, decision=decision)
+
+
+def held_out_loss(model: nn.Module, batches) -> float:
+    """Mean cross-entropy of `model` (eval mode, on its device) over labelled `batches`."""
+    import torch
+    import torch.nn.functional as F
+
+    device = next(model.parameters()).device
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for images, labels in batches:
+            if len(labels) == 0:  # every image of the batch failed to decode
+                continue
+            logits = model(images.to(device))
+            total += float(F.cross_entropy(logits, labels.to(device), reduction="sum"))
+            count += len(labels)
+    return total / max(count, 1)
 
 
 def train_image_calibrator(
