@@ -18,10 +18,12 @@ or other weights given by --weights cifar10_resnet56=FILE):
   rivals Tucker-2 and CP by the best pipeline at two of the sizes
   prune  `ht2 prune --target-params X` at every size: channel pruning (the filters with the
          smallest L1 norms, the same share of each block's inner channels)
-Each folder is then `ht2 finetune --epochs E` (BN calibration, distillation from the
-uncompressed model, one-cycle SGD; the base row distils from a frozen copy of itself). Top-1
-on the data's test split: before fine-tuning (the model as compress or prune wrote it) and
-after the last epoch; delta is against the base row of the same net and epochs.
+Each folder is then `ht2 finetune --epochs E` (BN calibration kept where held-out training
+images say it helps, distillation from the uncompressed model, one-cycle SGD; the base row
+distils from a frozen copy of itself). Top-1 on the data's test split: before fine-tuning (the
+model as compress or prune wrote it) and after the last epoch; delta is against the base row
+of the same net and epochs. Rows run before session 13 calibrated unconditionally; that moves
+only their epoch-0 figure, since training re-estimates the statistics from its first step.
 
 Writes benchmarks/results/paper_table.json ({"rows": [...]}, replaced atomically after every
 row) and paper_table.md. Work folders (compressed models, fine-tuning runs with their
