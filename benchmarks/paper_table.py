@@ -22,8 +22,9 @@ Each folder is then `ht2 finetune --epochs E` (BN calibration kept where held-ou
 images say it helps, distillation from the uncompressed model, one-cycle SGD; the base row
 distils from a frozen copy of itself). Top-1 on the data's test split: before fine-tuning (the
 model as compress or prune wrote it) and after the last epoch; delta is against the base row
-of the same net and epochs. Rows run before session 13 calibrated unconditionally; that moves
-only their epoch-0 figure, since training re-estimates the statistics from its first step.
+of the same net and epochs. The rows fine-tuned while that calibration was unconditional (all
+those of 2026-12-02 and before) differ only in their epoch-0 figure: training re-estimates the
+statistics from its first step.
 
 Writes benchmarks/results/paper_table.json ({"rows": [...]}, replaced atomically after every
 row) and paper_table.md. Work folders (compressed models, fine-tuning runs with their
