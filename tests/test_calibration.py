@@ -97,13 +97,13 @@ def _scripted_losses(monkeypatch, before: float, after: float) -> None:
 def test_calibration_that_lowers_the_held_out_loss_is_kept(
     tiny: Path, compressed: Path, monkeypatch
 ) -> None:
-    from ht2.train.calibration import calibrate_if_better
+    from ht2.train.calibration import calibrate_if_it_helps
 
     _scripted_losses(monkeypatch, before=2.0, after=1.5)
     model = ht2.load(compressed)
     entry = ht2.models.get_entry(model.ht2_arch["name"])
     before = _norm_state(model)
-    result = calibrate_if_better(model, entry, str(tiny), None, 8, 0, progress=False)
+    result = calibrate_if_it_helps(model, entry, str(tiny), None, 8, 0, progress=False)
     assert result.images == 19  # 24 drawn, every fifth held out
     assert result.decision == {"held_out": 5, "loss_before": 2.0, "loss_after": 1.5, "kept": True}
     assert any(not torch.equal(v, before[k]) for k, v in _norm_state(model).items())
@@ -116,13 +116,13 @@ def test_calibration_that_lowers_the_held_out_loss_is_kept(
 def test_calibration_that_does_not_lower_the_held_out_loss_is_undone(
     tiny: Path, compressed: Path, monkeypatch
 ) -> None:
-    from ht2.train.calibration import calibrate_if_better
+    from ht2.train.calibration import calibrate_if_it_helps
 
     _scripted_losses(monkeypatch, before=1.0, after=1.0)
     model = ht2.load(compressed)
     entry = ht2.models.get_entry(model.ht2_arch["name"])
     before = _norm_state(model)
-    result = calibrate_if_better(model, entry, str(tiny), None, 8, 0, progress=False)
+    result = calibrate_if_it_helps(model, entry, str(tiny), None, 8, 0, progress=False)
     assert not result.decision["kept"]
     assert all(torch.equal(v, before[k]) for k, v in _norm_state(model).items())
     assert result.describe().endswith("1.0000 -> 1.0000, declined: the model's own statistics stay")

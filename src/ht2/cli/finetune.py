@@ -160,9 +160,9 @@ def run(args: argparse.Namespace) -> int:
         )
 
     if args.calibrate and not args.resume:
-        from ht2.train.calibration import calibrate_if_better
+        from ht2.train.calibration import calibrate_if_it_helps
 
-        calibration = calibrate_if_better(
+        calibration = calibrate_if_it_helps(
             model, entry, args.data, args.calib_images, config.batch_size, config.workers
         )
         print(calibration.describe(), file=sys.stderr)

@@ -3,13 +3,11 @@ original's, and whether BatchNorm re-estimation brings them closer."""
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ht2.layers.norms import NORMS
+from ht2.layers.norms import norm_states
 from ht2.train.calibrate import recalibrate_batchnorm
 
 
@@ -51,15 +49,13 @@ def calibrate_if_better(
 ) -> dict:
     """Re-estimate BatchNorm statistics on `fit_images`; keep them only if the held-out gap
     to the reference outputs went down. Returns the gaps and the decision."""
-    norms = [m for m in model.modules() if isinstance(m, NORMS)]
     before = output_gap(reference, outputs_of(model, held_out, batch_size))
-    saved = [copy.deepcopy(norm.state_dict()) for norm in norms]
+    restore = norm_states(model)
     recalibrate(model, fit_images, batch_size)
     after = output_gap(reference, outputs_of(model, held_out, batch_size))
     kept = after < before
     if not kept:
-        for norm, state in zip(norms, saved, strict=True):
-            norm.load_state_dict(state)
+        restore()
     return {"gap_before": before, "gap_after": after, "kept": kept}
 
 

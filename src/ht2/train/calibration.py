@@ -33,7 +33,7 @@ class Calibration:
     images: int
     before: dict[str, Any] | None = None
     after: dict[str, Any] | None = None
-    decision: dict[str, Any] | None = None  # calibrate_if_better: held-out losses, kept or not
+    decision: dict[str, Any] | None = None  # calibrate_if_it_helps: held-out losses, verdict
 
     def to_dict(self) -> dict[str, Any]:
         """Images used, and the accuracies when measured, as `ht2 calibrate --json` prints."""
@@ -106,10 +106,10 @@ def calibrate_on_train_images(
     return Calibration(seen)
 
 
-HOLD_OUT_EVERY = 5  # keep_if_better: every fifth drawn image decides, the rest calibrate
+HOLD_OUT_EVERY = 5  # calibrate_if_it_helps: every fifth drawn image decides, the rest calibrate
 
 
-def calibrate_if_better(
+def calibrate_if_it_helps(
     model: nn.Module,
     entry: ModelEntry,
     data: str,
@@ -122,13 +122,13 @@ def calibrate_if_better(
     cross-entropy on held-out training images: every fifth of the `images` drawn decides and
     the others calibrate. A model whose statistics are right already (an uncompressed one, or
     one its recipe calibrated) is then not made worse before fine-tuning starts."""
-    import copy
+    import math
 
     import torch
 
     from ht2.data import make_loader
     from ht2.data.datasets import check_classes
-    from ht2.layers.norms import NORMS
+    from ht2.layers.norms import norm_states
     from ht2.train.calibrate import recalibrate_batchnorm
 
     dataset = calibration_images(data, entry, images)
@@ -142,16 +142,14 @@ def calibrate_if_better(
             params="calib_images",
         )
     held_out = make_loader(torch.utils.data.Subset(dataset, held), batch_size, workers)
-    norms = [module for module in model.modules() if isinstance(module, NORMS)]
-    saved = [copy.deepcopy(norm.state_dict()) for norm in norms]
     before = held_out_loss(model, held_out)
+    restore = norm_states(model)
     loader = make_loader(torch.utils.data.Subset(dataset, fit), batch_size, workers)
     seen = recalibrate_batchnorm(model, loader, len(fit), progress=progress)
     after = held_out_loss(model, held_out)
-    kept = after < before
+    kept = after < before or (math.isnan(before) and not math.isnan(after))
     if not kept:
-        for norm, state in zip(norms, saved, strict=True):
-            norm.load_state_dict(state)
+        restore()
     decision = {"held_out": len(held), "loss_before": before, "loss_after": after, "kept": kept}
     return Calibration(seen, decision=decision)
 
