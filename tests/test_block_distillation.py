@@ -167,10 +167,19 @@ def test_cli_matches_the_blocks_and_records_the_weight(tmp_path: Path, cli) -> N
         (
             "pretrained",
             ["--no-distill"],
-            "--distill-blocks needs the uncompressed model as teacher (--no-distill was given)",
+            "--distill-blocks needs the uncompressed model as teacher: --no-distill was given",
         ),
-        (None, [], "--distill-blocks needs the uncompressed model as teacher ("),
-        ("pretrained", ["--distill-blocks", "-1"], "--distill-blocks"),
+        (
+            None,
+            [],
+            "/m/ht2.json does not record the uncompressed model's weights (pass "
+            "--teacher-weights FILE to distil)",
+        ),
+        (
+            "pretrained",
+            ["--distill-blocks", "-1"],
+            "argument --distill-blocks: expected a finite number >= 0, got -1",
+        ),
     ],
 )
 def test_cli_bad_block_distillation_is_one_line(tmp_path: Path, cli, weights, extra, message):

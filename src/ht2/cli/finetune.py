@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     config = config.updated(distill=teacher is not None)
     if config.distill_blocks > 0 and teacher is None:
         why = "--no-distill was given" if args.distill is False else note.removeprefix(NO_TEACHER)
-        raise HT2Error(f"--distill-blocks needs the uncompressed model as teacher ({why})")
+        raise HT2Error(f"--distill-blocks needs the uncompressed model as teacher: {why}")
     if args.budget_minutes is not None:
         from ht2.recipes.budget import epochs_within
 
