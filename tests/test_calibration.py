@@ -86,24 +86,24 @@ def _norm_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
 
 
-def _scripted_losses(monkeypatch, before: float, after: float) -> None:
-    """held_out_loss answers `before`, then `after` (the decision alone is under test)."""
+def _decide(monkeypatch, tiny: Path, compressed: Path, before: float, after: float):
+    """calibrate_if_it_helps on the compressed folder, held_out_loss answering `before` then
+    `after` (the decision alone is under test); the model, its statistics before, the result."""
     import ht2.train.calibration as calibration
 
     answers = iter([before, after])
     monkeypatch.setattr(calibration, "held_out_loss", lambda model, batches: next(answers))
+    model = ht2.load(compressed)
+    entry = ht2.models.get_entry(model.ht2_arch["name"])
+    state = _norm_state(model)
+    result = calibration.calibrate_if_it_helps(model, entry, str(tiny), None, 8, 0, progress=False)
+    return model, state, result
 
 
 def test_calibration_that_lowers_the_held_out_loss_is_kept(
     tiny: Path, compressed: Path, monkeypatch
 ) -> None:
-    from ht2.train.calibration import calibrate_if_it_helps
-
-    _scripted_losses(monkeypatch, before=2.0, after=1.5)
-    model = ht2.load(compressed)
-    entry = ht2.models.get_entry(model.ht2_arch["name"])
-    before = _norm_state(model)
-    result = calibrate_if_it_helps(model, entry, str(tiny), None, 8, 0, progress=False)
+    model, before, result = _decide(monkeypatch, tiny, compressed, before=2.0, after=1.5)
     assert result.images == 19  # 24 drawn, every fifth held out
     assert result.decision == {"held_out": 5, "loss_before": 2.0, "loss_after": 1.5, "kept": True}
     assert any(not torch.equal(v, before[k]) for k, v in _norm_state(model).items())
@@ -116,13 +116,7 @@ def test_calibration_that_lowers_the_held_out_loss_is_kept(
 def test_calibration_that_does_not_lower_the_held_out_loss_is_undone(
     tiny: Path, compressed: Path, monkeypatch
 ) -> None:
-    from ht2.train.calibration import calibrate_if_it_helps
-
-    _scripted_losses(monkeypatch, before=1.0, after=1.0)
-    model = ht2.load(compressed)
-    entry = ht2.models.get_entry(model.ht2_arch["name"])
-    before = _norm_state(model)
-    result = calibrate_if_it_helps(model, entry, str(tiny), None, 8, 0, progress=False)
+    model, before, result = _decide(monkeypatch, tiny, compressed, before=1.0, after=1.0)
     assert not result.decision["kept"]
     assert all(torch.equal(v, before[k]) for k, v in _norm_state(model).items())
     assert result.describe().endswith("1.0000 -> 1.0000, declined: the model's own statistics stay")
