@@ -25,7 +25,7 @@ from ht2.errors import HT2Error
 from ht2.models import ModelEntry
 from ht2.train.config import TrainConfig
 from ht2.train.distributed import World
-from ht2.train.features import BlockDistillation
+from ht2.train.features import block_distillation
 from ht2.train.inputs import build_inputs
 from ht2.train.loop import StepSettings, step_loss
 from ht2.train.precision import resolve_precision
@@ -110,9 +110,8 @@ def epochs_within(
         teacher,
         config.distill_temperature,
         config.distill_weight,
+        blocks=block_distillation(work, teacher, config),
     )
-    if teacher is not None and config.distill and config.distill_blocks > 0:
-        settings.blocks = BlockDistillation(work, teacher, config.distill_blocks)
     per_step, timed = _time_training(work, inputs.train, config, settings, probe_steps)
     per_batch = _time_evaluation(work, inputs.evaluation, device, probe_steps)
     eval_seconds = per_batch * len(inputs.evaluation)

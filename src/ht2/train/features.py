@@ -7,12 +7,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from ht2.dataaware.blocks import block_of
 from ht2.errors import HT2Error
+
+if TYPE_CHECKING:
+    from ht2.train.config import TrainConfig
 
 
 def block_names(model: nn.Module) -> list[str]:
@@ -97,3 +101,13 @@ class BlockDistillation:
     def remove(self) -> None:
         self.student.remove()
         self.teacher.remove()
+
+
+def block_distillation(
+    student: nn.Module, teacher: nn.Module | None, config: TrainConfig
+) -> BlockDistillation | None:
+    """The block distillation `config` asks for (a teacher, distill, distill_blocks > 0), its
+    hooks installed on both models; None when it asks for none."""
+    if teacher is None or not config.distill or config.distill_blocks <= 0:
+        return None
+    return BlockDistillation(student, teacher, config.distill_blocks)

@@ -29,7 +29,7 @@ from ht2.train.distributed import (
     teardown_world,
     wrap_model,
 )
-from ht2.train.features import BlockDistillation
+from ht2.train.features import BlockDistillation, block_distillation
 from ht2.train.inputs import build_inputs
 from ht2.train.lighting import add_lighting_noise
 from ht2.train.loop import StepSettings, evaluate, train_one_epoch
@@ -166,8 +166,8 @@ def fit(
     world = setup_world(config.device)
     blocks = None
     try:
-        if teacher is not None and config.distill and config.distill_blocks > 0:
-            blocks = BlockDistillation(model, teacher, config.distill_blocks)
+        blocks = block_distillation(model, teacher, config)
+        if blocks is not None:
             say(world, f"matching the outputs of {len(blocks.names)} blocks to the teacher's")
         return _fit(
             model,
