@@ -8,6 +8,7 @@ file if unpickled unsafely. All offline: downloads fail the test.
 from __future__ import annotations
 
 import hashlib
+import pickle
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from ht2 import HT2Error, models
 from ht2.cli.main import main
 from ht2.models import published
 from ht2.models.published import hub_state_dict
+from ht2.models.weights import read_state_dict
 
 TORCHVISION_FILE = "resnet18-f37072fd.pth"  # torchvision's published name for resnet18
 TIMM_URL_MODEL, TIMM_URL_FILE = "legacy_seresnet18", "seresnet18-4bb0ce65.pth"
@@ -273,3 +275,28 @@ def test_cli_refuses_payloads_in_one_line(
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("ht2: error: ") and str(planted) in err
     assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+# ---- plain pickles (pickle.dump, not torch.save) -----------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_plain_pickle_is_refused_as_a_pickle_without_running(
+    tmp_path: Path, marker: Path, protocol: int
+) -> None:
+    path = tmp_path / "evil.pt"
+    path.write_bytes(pickle.dumps(_Payload(marker), protocol=protocol))
+    with pytest.raises(HT2Error) as info:
+        read_state_dict(path)
+    assert str(info.value) == (
+        f"weights file {path} is a pickle that weights_only loading refuses (it may run code); "
+        "re-save it as a plain state dict or .safetensors"
+    )
+    assert not marker.exists()
+
+
+def test_bytes_that_are_no_pickle_are_called_corrupt(tmp_path: Path) -> None:
+    path = tmp_path / "noise.pt"
+    path.write_bytes(bytes([0x95]) + bytes(range(64)))
+    with pytest.raises(HT2Error, match=f"weights file {path} is corrupt or truncated"):
+        read_state_dict(path)

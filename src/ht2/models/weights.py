@@ -60,7 +60,8 @@ def _load_torch(file: Path, remedy: str) -> Any:
         return torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc).lower()
-        if "weights only" in text and "unsupported operand" not in text:  # not bytes garbage
+        garbage = "unsupported operand" in text and not _starts_like_pickle(file)
+        if "weights only" in text and not garbage:
             raise HT2Error(
                 f"weights file {file} is a pickle that weights_only loading refuses (it may run "
                 f"code); {remedy}"
@@ -70,6 +71,17 @@ def _load_torch(file: Path, remedy: str) -> Any:
         raise HT2Error(f"weights file {file} cannot be read (permission denied)") from None
     except Exception as exc:  # torch raises many types (RuntimeError, EOFError, KeyError, ...)
         raise _corrupt(file, exc) from None
+
+
+def _starts_like_pickle(file: Path) -> bool:
+    """Whether the file opens with a pickle's PROTO opcode (protocol 2-5): a plain pickle.dump
+    file that weights_only loading cannot parse is refused as a pickle, not called corrupt."""
+    try:
+        with file.open("rb") as stream:
+            head = stream.read(2)
+    except OSError:
+        return False
+    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
 
 
 def _load_safetensors(file: Path) -> Any:
