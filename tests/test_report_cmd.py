@@ -97,6 +97,27 @@ def test_report_with_a_bad_layer(compressed: tuple[Path, str], cli) -> None:
     _fails(["report", str(out)], cli, "report.json")
 
 
+@pytest.mark.parametrize(
+    ("damage", "needle"),
+    [
+        (lambda data: data.pop("format"), "not an ht2 manifest"),
+        (lambda data: data.update(format_version=99), "format_version 99"),
+        (lambda data: data["plan"][0].update(name="conv1..weight"), "not a module path"),
+        (lambda data: data["plan"][0].update(method="eval"), "method 'eval' is unknown"),
+    ],
+)
+def test_report_of_a_folder_whose_manifest_is_damaged(
+    compressed: tuple[Path, str], damage, needle: str, cli
+) -> None:
+    """The report is intact but the folder no longer loads: say so, as `ht2 evaluate` would."""
+    out, _ = compressed
+    data = json.loads((out / "ht2.json").read_text())
+    damage(data)
+    (out / "ht2.json").write_text(json.dumps(data))
+    _fails(["report", str(out)], cli, needle)
+    _fails(["report", str(out), "--json"], cli, needle)
+
+
 def test_not_a_folder(tmp_path: Path, cli) -> None:
     _fails(["report", str(tmp_path / "missing")], cli, "not a folder")
 
