@@ -105,7 +105,18 @@ DEFECTS = [
     (
         "wrong_spec",
         _set("plan.1.layer.out_channels", 32),
-        "plan entry 1: the plan does not fit the model at 'layer1.0.conv1'",
+        "plan entry 1: the plan does not fit the model at 'layer1.0.conv1': Conv2d differs: "
+        "out_channels planned 32, found 16",
+    ),
+    (
+        "wrong_kernel",
+        _set("plan.1.layer.kernel_size", [1000000, 1000000]),
+        "kernel_size planned (1000000, 1000000), found (3, 3)",
+    ),
+    (
+        "names_a_norm",
+        _set("plan.1.name", "layer1.0.bn1"),
+        "at 'layer1.0.bn1': planned a Conv2d layer, found BatchNorm2d",
     ),
     ("folded_path", _set("folded_bn", [{"bn": "../bn1", "into": "conv1"}]), "not a module path"),
 ]
@@ -121,6 +132,7 @@ def test_defect_is_one_error_naming_the_entry(folder: Path, tmp_path: Path, edit
     text = str(caught.value)
     assert message in text and "\n" not in text
     assert text.startswith(str(edited))
+    assert "Spec(" not in text  # the differing fields, not whole dataclass reprs
 
 
 def test_duplicate_entry_is_refused(folder: Path, tmp_path: Path) -> None:

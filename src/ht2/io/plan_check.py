@@ -13,6 +13,7 @@ of T out, C in channels and a D1 x D2 kernel, HT-2's r1 <= min(C, D1 T D2), for 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -331,8 +332,25 @@ def check_plan_fits(model: nn.Module, plan: list[dict[str, Any]], where: str) ->
         if found != expected:
             raise HT2Error(
                 f"{where}: plan entry {index}: the plan does not fit the model at '{name}': "
-                f"planned {expected}, found {type(current).__name__} {found or ''}".rstrip()
+                f"{spec_difference(expected, found, type(current).__name__)}"
             )
+
+
+def spec_difference(
+    planned: ConvSpec | LinearSpec, found: ConvSpec | LinearSpec | None, found_type: str
+) -> str:
+    """Only the hyper-parameters that differ, so the line stays short: "planned kernel_size
+    (9, 9), found (3, 3)"; the layer kinds when they differ."""
+    if found is None or type(found) is not type(planned):
+        kind = f"a {layer_kind(planned)} layer"
+        return f"planned {kind}, found {found_type}"
+    changes = [
+        f"{field.name} planned {getattr(planned, field.name)!r}, "
+        f"found {getattr(found, field.name)!r}"
+        for field in dataclasses.fields(planned)
+        if getattr(planned, field.name) != getattr(found, field.name)
+    ]
+    return f"{found_type} differs: {'; '.join(changes)}"
 
 
 def tensor_shapes(path: Path) -> dict[str, torch.Size]:
