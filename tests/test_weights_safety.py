@@ -280,6 +280,7 @@ def test_cli_refuses_payloads_in_one_line(
 # ---- plain pickles (pickle.dump, not torch.save) -----------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")  # torch's, expected
 @pytest.mark.parametrize("protocol", [2, 4, 5])
 def test_plain_pickle_is_refused_as_a_pickle_without_running(
     tmp_path: Path, marker: Path, protocol: int

@@ -339,11 +339,10 @@ def check_plan_fits(model: nn.Module, plan: list[dict[str, Any]], where: str) ->
 def spec_difference(
     planned: ConvSpec | LinearSpec, found: ConvSpec | LinearSpec | None, found_type: str
 ) -> str:
-    """Only the hyper-parameters that differ, so the line stays short: "planned kernel_size
-    (9, 9), found (3, 3)"; the layer kinds when they differ."""
+    """Only the hyper-parameters that differ, so the line stays short: "Conv2d differs:
+    kernel_size planned (9, 9), found (3, 3)"; the layer kinds when they differ."""
     if found is None or type(found) is not type(planned):
-        kind = f"a {layer_kind(planned)} layer"
-        return f"planned {kind}, found {found_type}"
+        return f"planned a {layer_kind(planned)} layer, found {found_type}"
     changes = [
         f"{field.name} planned {getattr(planned, field.name)!r}, "
         f"found {getattr(found, field.name)!r}"
