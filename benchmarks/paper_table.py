@@ -7,6 +7,8 @@ Run (resumable: rerun the same command after a stop; each row is written as it f
     python benchmarks/paper_table.py --data DATA --dry-run        # the rows, and which are done
     python benchmarks/paper_table.py --table                      # the Markdown, from the JSON only
     python benchmarks/paper_table.py --data DATA --rows '*/best/ht2/*'   # a subset (globs on keys)
+    python benchmarks/paper_table.py --data DATA --device cuda --epochs 200 --workers 8
+        # a GPU's long schedule: its rows (a base row too) are keyed by E, a table of their own
 
 Rows, per net (the bundled `cifar10_resnet20 --pretrained` and `cifar10_resnet56 --pretrained`,
 or other weights given by --weights cifar10_resnet56=FILE):
