@@ -104,6 +104,9 @@ def test_report_with_a_bad_layer(compressed: tuple[Path, str], cli) -> None:
         (lambda data: data.update(format_version=99), "format_version 99"),
         (lambda data: data["plan"][0].update(name="conv1..weight"), "not a module path"),
         (lambda data: data["plan"][0].update(method="eval"), "method 'eval' is unknown"),
+        (lambda data: data["plan"][1].update(name="__class__"), "does not have"),
+        (lambda data: data["plan"][1]["layer"].update(out_channels=32), "out_channels planned 32"),
+        (lambda data: data["arch"]["kwargs"].update(num_classes=100), "no tensor of the saved"),
     ],
 )
 def test_report_of_a_folder_whose_manifest_is_damaged(

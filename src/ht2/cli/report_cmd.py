@@ -44,12 +44,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def read_report_data(directory: Path) -> tuple[dict[str, Any], CompressionReport]:
     """The raw JSON of DIR/report.json and the report it holds; problems name the file.
 
-    The folder's ht2.json is checked first, as every command that loads the model checks it:
-    a report of a folder that no longer loads would describe a model nobody can rebuild.
+    The folder is checked first as loading it would be (without reading the tensors): a report
+    of a folder that no longer loads would describe a model nobody can rebuild.
     """
-    from ht2.io.artefacts import REPORT, read_manifest, read_report
+    from ht2.io.artefacts import REPORT, check_folder, read_report
 
-    read_manifest(directory)  # also says when DIR is not a folder
+    check_folder(directory)  # also says when DIR is not a folder
     report = read_report(directory)
     try:
         report_table(report)  # every field must also render

@@ -193,10 +193,28 @@ def load(
     The result is in eval mode and computes exactly what the saved model computed.
     """
     directory = Path(directory)
+    model = _skeleton(directory, read_manifest(directory), model)
+    load_state_strict(model, read_tensors(directory / TENSORS), directory / TENSORS)
+    return model.to(map_location).eval()
+
+
+def check_folder(directory: str | os.PathLike) -> dict[str, Any]:
+    """Every check `load` makes before it reads the tensors (the manifest; for a registry model,
+    the counts against the tensor file's header and the plan against the architecture, built on
+    the meta device, so it costs no memory); the manifest. For commands that only read."""
+    directory = Path(directory)
     manifest = read_manifest(directory)
+    if manifest.get("arch"):
+        with torch.device("meta"):
+            _skeleton(directory, manifest, None)
+    return manifest
+
+
+def _skeleton(directory: Path, manifest: dict[str, Any], model: nn.Module | None) -> nn.Module:
+    """The saved model's modules, untrained: the architecture (the registry's, or `model`),
+    pruned, factorized by the plan and folded as the manifest says."""
     where = str(directory / MANIFEST)
     plan, folds = manifest["plan"], manifest.get(FOLDED_BN, [])
-    pruned = manifest.get(PRUNED, [])
     if model is None:
         arch = manifest.get("arch")
         if not arch:
@@ -207,12 +225,11 @@ def load(
         check_counts_in_file(arch, tensor_shapes(directory / TENSORS), where)
         model = _architecture(arch, where)
         model.ht2_arch = dict(arch)
-    apply_pruning(model, pruned)
+    apply_pruning(model, manifest.get(PRUNED, []))
     check_plan_fits(model, plan, where)
     apply_plan(model, plan)
     apply_folds(model, folds)
-    load_state_strict(model, read_tensors(directory / TENSORS), directory / TENSORS)
-    return model.to(map_location).eval()
+    return model
 
 
 def _architecture(arch: dict[str, Any], where: str) -> nn.Module:
