@@ -121,6 +121,27 @@ def test_report_of_a_folder_whose_manifest_is_damaged(
     _fails(["report", str(out), "--json"], cli, needle)
 
 
+def test_report_of_a_model_that_cannot_be_built_on_the_meta_device(
+    compressed: tuple[Path, str], cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torchvision's RegNets read a tensor while they initialize, which fails on the meta
+    device; the folder check then builds the architecture for real instead of refusing it."""
+    from ht2.io import artefacts
+
+    build = artefacts._architecture
+
+    def no_meta(arch, where):
+        if torch.empty(0).device.type == "meta":
+            raise ht2.HT2Error("cannot build: Cannot copy out of meta tensor; no data!")
+        return build(arch, where)
+
+    monkeypatch.setattr(artefacts, "_architecture", no_meta)
+    out, table = compressed
+    code, stdout, stderr = cli(["report", str(out)])
+    assert (code, stderr) == (0, "")
+    assert stdout.splitlines()[0] == table.splitlines()[0]
+
+
 def test_not_a_folder(tmp_path: Path, cli) -> None:
     _fails(["report", str(tmp_path / "missing")], cli, "not a folder")
 
