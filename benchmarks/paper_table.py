@@ -252,7 +252,10 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         "same way. Speed: `ht2 compress --target-speedup X` (timed where the row's speed_for "
         "says: runtime, dtype, batch), fine-tuned the same way. Minutes: compressing, scoring "
         "and the fine-tune's training epochs, on a shared 2-core machine where other rows ran "
-        "at the same time."
+        "at the same time. Rows whose JSON has an epoch-0 top-1 below 'before' ran before "
+        "`ht2 finetune` kept a model's own BatchNorm statistics when held-out images prefer "
+        "them, and started from re-estimated ones; training steps normalise by each batch's "
+        "own statistics, so only that epoch-0 figure is affected, not 'after'."
     )
     return "\n".join(lines) + "\n"
 
