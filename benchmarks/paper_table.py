@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from paths import portable
-from reporting.base import fine_tune_of, lr_phrase, target_cell
+from reporting.base import EPOCH0_NOTE, fine_tune_of, lr_phrase, target_cell
 
 from ht2.cli.number_args import real_number
 
@@ -252,10 +252,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         "same way. Speed: `ht2 compress --target-speedup X` (timed where the row's speed_for "
         "says: runtime, dtype, batch), fine-tuned the same way. Minutes: compressing, scoring "
         "and the fine-tune's training epochs, on a shared 2-core machine where other rows ran "
-        "at the same time. Rows whose JSON has an epoch-0 top-1 below 'before' ran before "
-        "`ht2 finetune` kept a model's own BatchNorm statistics when held-out images prefer "
-        "them, and started from re-estimated ones; training steps normalise by each batch's "
-        "own statistics, so only that epoch-0 figure is affected, not 'after'."
+        "at the same time. " + EPOCH0_NOTE
     )
     return "\n".join(lines) + "\n"
 

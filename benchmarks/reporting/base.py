@@ -70,6 +70,14 @@ def target_cell(row: dict[str, Any]) -> str:
     return f"{row['target']:g}x" + (" faster" if row["pipeline"] == "speed" else "")
 
 
+EPOCH0_NOTE = (
+    "Rows whose JSON has an epoch-0 top-1 below 'before' ran before `ht2 finetune` kept a "
+    "model's own BatchNorm statistics when held-out images prefer them, and started from "
+    "re-estimated ones; training steps normalise by each batch's own statistics and every "
+    "epoch reseeds, so only that epoch-0 figure is affected, not 'after'."
+)
+
+
 def fine_tune_of(row: dict[str, Any]) -> tuple[str, int, float | None]:
     """What makes two paper-table rows comparable: the net, the epochs and the peak learning
     rate (None: the fine-tuning recipe's) they were fine-tuned with."""

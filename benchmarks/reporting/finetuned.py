@@ -7,6 +7,7 @@ from typing import Any
 
 from .accuracy import allocation_commands, allocation_rows, pivot
 from .base import (
+    EPOCH0_NOTE,
     Results,
     Section,
     command,
@@ -119,7 +120,7 @@ def paper_section(results: Results) -> Section:
         "from it. Speed rows (`--speed X`): HT-2 compressed by `ht2 compress --target-speedup "
         "X` for the runtime, dtype and batch size the row names, then fine-tuned the same way. "
         "`--lr X` fine-tunes the rows it picks (a base row among them) at peak learning rate X "
-        "instead of the recipe's, in a table of their own.",
+        "instead of the recipe's, in a table of their own. " + EPOCH0_NOTE,
     ]
     if not rows:
         parts.append("No rows yet.")
