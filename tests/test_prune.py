@@ -299,3 +299,18 @@ def test_report_of_a_pruned_folder_lists_each_pair_and_the_sizes(cli, tmp_path: 
     }
     code, stdout, _ = cli(["report", str(out)])
     assert code == 0 and "layer3.2.conv1" in stdout and "channel pruning:" in stdout
+
+
+def test_report_of_an_edited_pruned_folder_is_refused_before_any_model_is_built(
+    cli, tmp_path: Path
+) -> None:
+    """A class count no saved tensor has is refused from the file's header, not by building
+    an original with 2**40 classes first."""
+    out = tmp_path / "p"
+    cli(["prune", "cifar10_resnet20", "--random-init", "--target-macs", "2", "--out", str(out)])
+    manifest = json.loads((out / "ht2.json").read_text())
+    manifest["arch"]["kwargs"]["num_classes"] = 2**40
+    (out / "ht2.json").write_text(json.dumps(manifest))
+    code, stdout, stderr = cli(["report", str(out)])
+    assert (code, stdout) == (2, "")
+    assert stderr.count("\n") == 1 and "num_classes is 1099511627776, but no tensor" in stderr

@@ -107,6 +107,11 @@ def test_report_with_a_bad_layer(compressed: tuple[Path, str], cli) -> None:
         (lambda data: data["plan"][1].update(name="__class__"), "does not have"),
         (lambda data: data["plan"][1]["layer"].update(out_channels=32), "out_channels planned 32"),
         (lambda data: data["arch"]["kwargs"].update(num_classes=100), "no tensor of the saved"),
+        (lambda data: data.update(plan=[]), "model.safetensors does not fit the model: missing"),
+        (
+            lambda data: data.update(folded_bn=[{"bn": "nope", "into": "conv1"}], format_version=2),
+            "ht2.json: the folded pairs name 'nope'",
+        ),
     ],
 )
 def test_report_of_a_folder_whose_manifest_is_damaged(
@@ -128,18 +133,43 @@ def test_report_of_a_model_that_cannot_be_built_on_the_meta_device(
     device; the folder check then builds the architecture for real instead of refusing it."""
     from ht2.io import artefacts
 
-    build = artefacts._architecture
+    build = artefacts._create
+    devices = []
 
     def no_meta(arch, where):
-        if torch.empty(0).device.type == "meta":
+        devices.append(torch.empty(0).device.type)
+        if devices[-1] == "meta":
             raise ht2.HT2Error("cannot build: Cannot copy out of meta tensor; no data!")
         return build(arch, where)
 
-    monkeypatch.setattr(artefacts, "_architecture", no_meta)
+    monkeypatch.setattr(artefacts, "_create", no_meta)
     out, table = compressed
     code, stdout, stderr = cli(["report", str(out)])
     assert (code, stderr) == (0, "")
     assert stdout.splitlines()[0] == table.splitlines()[0]
+    assert devices == ["meta", "cpu"]
+
+
+def test_a_damaged_plan_is_refused_after_one_build_on_the_meta_device(
+    compressed: tuple[Path, str], cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a builder that fails on meta gets a second, real build: a plan error does not."""
+    from ht2.io import artefacts
+
+    build = artefacts._create
+    devices = []
+
+    def spy(arch, where):
+        devices.append(torch.empty(0).device.type)
+        return build(arch, where)
+
+    monkeypatch.setattr(artefacts, "_create", spy)
+    out, _ = compressed
+    data = json.loads((out / "ht2.json").read_text())
+    data["plan"][1]["layer"].update(out_channels=32)
+    (out / "ht2.json").write_text(json.dumps(data))
+    _fails(["report", str(out)], cli, "out_channels planned 32")
+    assert devices == ["meta"]
 
 
 def test_not_a_folder(tmp_path: Path, cli) -> None:

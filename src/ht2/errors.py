@@ -1,8 +1,13 @@
-"""The one exception type for bad user input; the CLI turns it into a one-line error."""
+"""The one exception type for bad user input (the CLI turns it into a one-line error), and what
+reading a JSON file can raise besides."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+
+# What json.loads raises on a file that is not good JSON: bad syntax or UTF-8 (ValueError), a
+# number of more than 4,300 digits (ValueError), or nesting deeper than the stack (RecursionError).
+BAD_JSON = (ValueError, RecursionError)
 
 
 class HT2Error(Exception):

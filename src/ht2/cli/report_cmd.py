@@ -70,10 +70,10 @@ def pruned_report(directory: Path) -> dict[str, Any] | None:
     manifest = read_manifest(directory)
     if not manifest.get("pruned") or not manifest.get("arch"):
         return None
+    pruned = load(directory)  # every check first: the original is built from the same arch
     arch = manifest["arch"]
     original = models.create(arch["name"], **arch.get("kwargs", {}))
-    size = models.get_entry(arch["name"]).input_size
-    return pruning_summary(load(directory), original, size)
+    return pruning_summary(pruned, original, models.get_entry(arch["name"]).input_size)
 
 
 def pruned_table(summary: dict[str, Any], markdown: bool) -> str:

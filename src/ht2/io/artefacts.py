@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections import OrderedDict
@@ -14,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ht2 import __version__
-from ht2.errors import HT2Error
+from ht2.errors import BAD_JSON, HT2Error
 from ht2.io.atomic import atomic_directory, follow_umask, staging_directory
 from ht2.io.folds import FOLDED_BN, apply_folds, check_folds, folds_of
 from ht2.io.names import layer_name_problem
@@ -116,7 +117,7 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
         raise HT2Error(f"{path} is missing: {directory} is not a folder written by `ht2 compress`")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    except BAD_JSON as error:
         raise HT2Error(f"{path} is not valid JSON (truncated?): {error}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise HT2Error(f'{path} is not an ht2 manifest (no "format": "ht2")')
@@ -153,7 +154,7 @@ def read_report(directory: str | os.PathLike, required: bool = True) -> Compress
         raise HT2Error(f"{path} is missing: {directory} has no compression report")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    except BAD_JSON as error:
         raise HT2Error(f"{path} is not valid JSON (truncated?): {error}") from None
     try:
         return CompressionReport.from_dict(data)
@@ -174,15 +175,21 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
 def load_state_strict(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
     """Load `tensors` into `model`, every key and shape matching, else a one-line error."""
     expected = model.state_dict()
-    problems = state_dict_mismatches(expected, tensors)
-    if problems:
-        raise HT2Error(f"{path} does not fit the model: {'; '.join(problems)}")
+    _refuse_mismatches(expected, tensors, path)
     refuse_non_finite(tensors, str(path), model)
     # safetensors keeps no module versions; the tensors were saved from modules of the versions
     # this code builds, so hand those over (load hooks such as MNASNet's read them).
     versioned = OrderedDict(tensors)
     versioned._metadata = getattr(expected, "_metadata", OrderedDict())  # type: ignore[attr-defined]
     model.load_state_dict(versioned, strict=True)
+
+
+def _refuse_mismatches(
+    expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], path: Path
+) -> None:
+    problems = state_dict_mismatches(expected, found)
+    if problems:
+        raise HT2Error(f"{path} does not fit the model: {'; '.join(problems)}")
 
 
 def load(
@@ -199,25 +206,26 @@ def load(
 
 
 def check_folder(directory: str | os.PathLike) -> dict[str, Any]:
-    """Every check `load` makes before it reads the tensors (the manifest; for a registry model,
-    the counts against the tensor file's header and the plan against the architecture, built on
-    the meta device, so it costs no memory); the manifest. For commands that only read."""
+    """Every check `load` makes short of reading the tensors (the manifest; for a registry
+    model, the counts and the plan against the architecture and the tensor file's header
+    against the model, built on the meta device so that it costs no memory); the manifest.
+    For commands that only read."""
     directory = Path(directory)
     manifest = read_manifest(directory)
     if manifest.get("arch"):
-        # Some models cannot be built on meta (RegNet's init reads a tensor); those are built
-        # for real, which raises the folder's true error if it has one.
-        try:
-            with torch.device("meta"):
-                _skeleton(directory, manifest, None)
-        except Exception:  # any type: the meta device fails in many ways
-            _skeleton(directory, manifest, None)
+        model = _skeleton(directory, manifest, None, meta=True)
+        shapes = tensor_shapes(directory / TENSORS)
+        found = {name: torch.empty(shape, device="meta") for name, shape in shapes.items()}
+        _refuse_mismatches(model.state_dict(), found, directory / TENSORS)
     return manifest
 
 
-def _skeleton(directory: Path, manifest: dict[str, Any], model: nn.Module | None) -> nn.Module:
+def _skeleton(
+    directory: Path, manifest: dict[str, Any], model: nn.Module | None, meta: bool = False
+) -> nn.Module:
     """The saved model's modules, untrained: the architecture (the registry's, or `model`),
-    pruned, factorized by the plan and folded as the manifest says."""
+    pruned, factorized by the plan and folded as the manifest says; with `meta`, on the meta
+    device as far as the architecture allows (see _architecture)."""
     where = str(directory / MANIFEST)
     plan, folds = manifest["plan"], manifest.get(FOLDED_BN, [])
     if model is None:
@@ -228,17 +236,36 @@ def _skeleton(directory: Path, manifest: dict[str, Any], model: nn.Module | None
                 "in the registry: pass the architecture, ht2.load(dir, model=MyNet())"
             )
         check_counts_in_file(arch, tensor_shapes(directory / TENSORS), where)
-        model = _architecture(arch, where)
+        model = _architecture(arch, where, meta)
         model.ht2_arch = dict(arch)
-    apply_pruning(model, manifest.get(PRUNED, []))
-    check_plan_fits(model, plan, where)
-    apply_plan(model, plan)
-    apply_folds(model, folds)
+    # The rest where the architecture is: a real one (see _architecture) cannot take meta layers.
+    on_meta = meta and any(parameter.is_meta for parameter in model.parameters())
+    with torch.device("meta") if on_meta else contextlib.nullcontext():
+        apply_pruning(model, manifest.get(PRUNED, []))
+        check_plan_fits(model, plan, where)
+        apply_plan(model, plan)
+        try:
+            apply_folds(model, folds)
+        except HT2Error as error:
+            raise HT2Error(f"{where}: {error}") from None
     return model
 
 
-def _architecture(arch: dict[str, Any], where: str) -> nn.Module:
-    """The registry's model for a manifest's "arch" (random init; the tensors come next)."""
+def _architecture(arch: dict[str, Any], where: str, meta: bool = False) -> nn.Module:
+    """The registry's model for a manifest's "arch" (random init; the tensors come next). With
+    `meta`, on the meta device where its builder allows; some do not (torchvision's RegNets
+    read a tensor while they initialize), and those are built for real, which also raises a
+    bad arch's own error."""
+    if meta:
+        try:
+            with torch.device("meta"):
+                return _create(arch, where)
+        except Exception:  # any type: builders fail on the meta device in many ways
+            pass
+    return _create(arch, where)
+
+
+def _create(arch: dict[str, Any], where: str) -> nn.Module:
     from ht2.models import create
 
     try:

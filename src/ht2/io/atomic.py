@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ht2.errors import HT2Error
+from ht2.errors import BAD_JSON, HT2Error
 
 RENAME_NOREPLACE = 1  # renameat2 flags, from <linux/fs.h>
 RENAME_EXCHANGE = 2
@@ -46,7 +46,7 @@ def _read_json(path: Path, first_line_only: bool = False) -> Any:
     try:
         with path.open(encoding="utf-8") as handle:
             return json.loads(handle.readline() if first_line_only else handle.read())
-    except (OSError, ValueError):
+    except (OSError, *BAD_JSON):
         return None
 
 

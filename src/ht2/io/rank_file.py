@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ht2.errors import HT2Error
+from ht2.errors import BAD_JSON, HT2Error
 from ht2.io.names import layer_name_problem
 from ht2.layers.registry import method_names
 
@@ -35,7 +35,7 @@ def read_rank_file(path: str | os.PathLike) -> dict[str, dict[str, int]]:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise HT2Error(f"ranks file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, *BAD_JSON) as error:
         raise HT2Error(f"cannot read ranks file {path}: {error}") from None
     if isinstance(data, dict) and isinstance(data.get("layers"), list):
         ranks = _from_layer_list(data["layers"], path)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ht2.choices import RUNTIMES
-from ht2.errors import HT2Error
+from ht2.errors import BAD_JSON, HT2Error
 from ht2.metrics import treatment as treatments_module
 from ht2.metrics.latency import time_layers, time_models
 from ht2.metrics.speedup import layer_row, mark_best, pair_row, total_macs
@@ -50,7 +50,7 @@ def onnx_file_folds(path: str | Path) -> int | None:
     record = Path(path).with_name("onnx_check.json")
     try:
         return len(json.loads(record.read_text()).get("fold_bn", {}).get("folded", []))
-    except (OSError, ValueError, TypeError, AttributeError):
+    except (OSError, TypeError, AttributeError, *BAD_JSON):
         return None
 
 

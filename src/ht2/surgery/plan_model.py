@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ht2.errors import HT2Error
+from ht2.errors import BAD_JSON, HT2Error
 
 PLAN_FORMAT = "ht2-plan"
 PLAN_VERSION = 1
@@ -133,7 +133,7 @@ class Plan:
     def from_json(cls, text: str, where: str = "plan") -> Plan:
         try:
             data = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        except BAD_JSON as error:
             raise HT2Error(f"{where}: not a JSON plan ({error})") from None
         return cls.from_dict(data, where)
 

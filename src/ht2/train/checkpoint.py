@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ht2.errors import HT2Error
+from ht2.errors import BAD_JSON, HT2Error
 from ht2.io import atomic_directory
 
 STATE = "state.json"
@@ -76,7 +76,7 @@ def read_checkpoint_meta(directory: Path) -> dict[str, Any]:
         raise HT2Error(f"no checkpoint to resume from: {path} is missing")
     try:
         return json.loads(path.read_text(encoding="utf-8"))["meta"]
-    except (json.JSONDecodeError, KeyError) as error:
+    except (KeyError, TypeError, *BAD_JSON) as error:
         raise HT2Error(
             f"{path} is damaged ({error}); start again without resume", params="resume"
         ) from None

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ht2.errors import HT2Error
+from ht2.errors import BAD_JSON, HT2Error
 from ht2.io import check_output_dir
 from ht2.models import ModelEntry
 from ht2.train.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
@@ -144,8 +144,13 @@ def _rewrite_log(path: Path, upto_epoch: int) -> list[dict[str, Any]]:
     """Keep the log lines of completed epochs (a resumed run rewrites the rest)."""
     if not path.is_file():
         return []
-    kept = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    kept = [line for line in kept if line["epoch"] <= upto_epoch]
+    try:
+        kept = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        kept = [line for line in kept if line["epoch"] <= upto_epoch]
+    except (KeyError, TypeError, *BAD_JSON) as error:
+        raise HT2Error(
+            f"{path} is damaged ({error}); start again without resume", params="resume"
+        ) from None
     path.write_text("".join(json.dumps(line) + "\n" for line in kept))
     return kept
 
