@@ -351,3 +351,85 @@ def test_two_process_run_resumed_equals_a_straight_one(data: Path, tmp_path: Pat
     train(tmp_path / "resumed", 1)
     train(tmp_path / "resumed", 4, "--resume")
     assert_same_run(tmp_path / "straight", tmp_path / "resumed")
+
+
+def _edit_state(out: Path, edit) -> None:
+    path = out / "checkpoint" / "state.json"
+    state = json.loads(path.read_text())
+    edit(state)
+    path.write_text(json.dumps(state))
+
+
+def _rewrite_tensors(path: Path, edit) -> None:
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(path))
+    edit(tensors)
+    save_file(tensors, str(path))
+
+
+def next_key(out: Path) -> str:
+    """A momentum buffer's key in the checkpoint's optimizer file."""
+    from safetensors import safe_open
+
+    with safe_open(str(out / "checkpoint/optimizer.safetensors"), framework="pt") as tensors:
+        return next(k for k in tensors.keys() if tensors.get_slice(k).get_shape())
+
+
+def _one_tensor(key: str, edit):
+    return lambda tensors: tensors.update({key: edit(tensors[key])})
+
+
+@pytest.mark.parametrize(
+    ("damage", "needle"),
+    [
+        (lambda out: (out / "checkpoint/model.safetensors").write_bytes(b"\0" * 100), "damaged"),
+        (lambda out: (out / "checkpoint/optimizer.safetensors").unlink(), "damaged"),
+        (lambda out: _edit_state(out, lambda s: s["meta"].update(epoch="1")), "meta.epoch is '1'"),
+        (lambda out: _edit_state(out, lambda s: s.pop("scheduler")), "damaged"),
+        (lambda out: _edit_state(out, lambda s: s.update(meta=[1])), "meta is a list"),
+        (
+            lambda out: _rewrite_tensors(
+                out / "checkpoint/optimizer.safetensors",
+                _one_tensor(next_key(out), lambda v: v.flatten()[:1]),
+            ),
+            "has shape (1,)",
+        ),
+        (
+            lambda out: _rewrite_tensors(
+                out / "checkpoint/model.safetensors",
+                _one_tensor("head.2.weight", lambda v: v * float("nan")),
+            ),
+            "NaN",
+        ),
+        (
+            lambda out: _rewrite_tensors(
+                out / "checkpoint/model.safetensors",
+                _one_tensor("head.2.weight", lambda v: v.double()),
+            ),
+            "is torch.float64",
+        ),
+    ],
+    ids=[
+        "garbage-weights",
+        "no-optimizer",
+        "epoch-text",
+        "no-scheduler",
+        "meta-list",
+        "optimizer-shape",
+        "nan-weights",
+        "float64-weights",
+    ],
+)
+def test_a_damaged_checkpoint_is_refused_in_one_line(
+    data: Path, tmp_path: Path, damage, needle: str
+) -> None:
+    """A checkpoint that would not restore whole is an HT2Error naming it, not a traceback
+    from safetensors, the optimizer or the first training step."""
+    config = _config(schedule="step", step_size=1, gamma=0.5, epochs=1)
+    out = tmp_path / "run"
+    _run(data, out, config)
+    damage(out)
+    with pytest.raises(HT2Error, match="resume") as error:
+        _run(data, out, config.updated(epochs=2), resume=True)
+    assert needle in str(error.value)

@@ -83,7 +83,12 @@ def _extract_checked(archive: Path, staging: Path) -> None:
                 pass
     except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as error:
         if isinstance(error, OSError) and error.errno is not None:
-            raise  # the file system (disk full, permissions), not the archive
+            # The file system's word: a full disk, permissions, or members that clash (a file
+            # where another member needs a folder).
+            member = os.path.relpath(error.filename, staging) if error.filename else "?"
+            raise HT2Error(
+                f"cannot extract {archive} into {staging.parent}: {error.strerror} at '{member}'"
+            ) from None
         reason = " ".join(str(error).split()) or type(error).__name__
         raise HT2Error(
             f"cannot extract {archive}: it is corrupt or truncated ({reason}); download it again"

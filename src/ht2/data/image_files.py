@@ -47,7 +47,7 @@ def scan_split(folder: Path) -> tuple[list[str], list[tuple[str, int]]]:
     for label, name in enumerate(classes):
         files = [
             os.path.join(parent, file)
-            for parent, _, names in sorted(os.walk(folder / name, followlinks=True))
+            for parent, names in _folders_once(folder / name, outside=folder)
             for file in sorted(names)
             if file.lower().endswith(IMAGE_EXTENSIONS) and not file.startswith(".")
         ]
@@ -58,6 +58,25 @@ def scan_split(folder: Path) -> tuple[list[str], list[tuple[str, int]]]:
             )
         samples.extend((path, label) for path in files)
     return classes, samples
+
+
+def _folders_once(root: Path, outside: Path) -> list[tuple[str, list[str]]]:
+    """(folder, file names) under `root`, sorted by folder path, following links to folders
+    but entering each real folder once and never `outside` (the split, whose other classes
+    a link back up would pull in): a link loop neither hangs the scan nor counts an image
+    twice."""
+    status = os.stat(outside)
+    seen = {(status.st_dev, status.st_ino)}
+    found = []
+    for parent, folders, names in os.walk(root, followlinks=True):
+        status = os.stat(parent)
+        if (status.st_dev, status.st_ino) in seen:
+            folders.clear()
+            continue
+        seen.add((status.st_dev, status.st_ino))
+        folders.sort()  # which copy of a linked folder is kept does not depend on the disk
+        found.append((parent, names))
+    return sorted(found)
 
 
 def load_rgb(path: str) -> Image.Image:

@@ -26,7 +26,7 @@ from ht2.io.plan_check import (
     check_plan_fits,
     tensor_shapes,
 )
-from ht2.models.weights import refuse_non_finite, state_dict_mismatches
+from ht2.models.weights import refuse_unusable, state_dict_mismatches
 from ht2.surgery import CompressionReport, apply_plan, collect_plan
 from ht2.surgery.prune import PRUNED, apply_pruning, check_pruned, pruned_of
 
@@ -176,7 +176,7 @@ def load_state_strict(model: nn.Module, tensors: dict[str, torch.Tensor], path: 
     """Load `tensors` into `model`, every key and shape matching, else a one-line error."""
     expected = model.state_dict()
     _refuse_mismatches(expected, tensors, path)
-    refuse_non_finite(tensors, str(path), model)
+    refuse_unusable(tensors, str(path), model)
     # safetensors keeps no module versions; the tensors were saved from modules of the versions
     # this code builds, so hand those over (load hooks such as MNASNet's read them).
     versioned = OrderedDict(tensors)

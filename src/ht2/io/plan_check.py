@@ -165,11 +165,32 @@ def check_provenance(provenance: Any, where: str) -> None:
         "exclude": lambda v: (
             v is None or (isinstance(v, list) and all(isinstance(p, str) for p in v))
         ),
-        "target": lambda v: v is None or isinstance(v, dict),
+        "target": _is_target,
     }
     for key, valid in checks.items():
         if key in provenance and not valid(provenance[key]):
             raise HT2Error(f"{where}: provenance.{key} = {provenance[key]!r} is not valid")
+
+
+def _is_target(value: Any) -> bool:
+    """A size target as planning records it (ht2.surgery.targets, .allocate), with every field
+    the report prints; None or {} for none."""
+    if not value:
+        return value is None or value == {}
+    if not isinstance(value, dict) or value.get("kind") not in ("params", "macs"):
+        return False
+    positive = all(_is_number(value.get(k)) and value[k] > 0 for k in ("factor", "reached"))
+    met, note = value.get("met"), value.get("note", "")
+    allocation = value.get("allocation", "uniform")
+    after_forms = value.get("reached_after_forms")
+    return (
+        positive
+        and isinstance(met, bool)
+        and isinstance(note, str)
+        and isinstance(allocation, str)
+        and (allocation != "uniform" or _is_number(value.get("energy")))
+        and (after_forms is None or _is_number(after_forms))
+    )
 
 
 ENTRY_FIELDS = frozenset(

@@ -17,6 +17,9 @@ def _from_layer_list(layers: list[Any], path: Path) -> dict[str, dict[str, int]]
     for layer in layers:
         if not isinstance(layer, dict) or "name" not in layer:
             raise HT2Error(f"{path}: every entry of its layer list needs a name")
+        problem = layer_name_problem(layer["name"])
+        if problem:
+            raise HT2Error(f"{path}: layer name {problem}")
         method = layer.get("method", "dense")
         if method != "dense" and (not isinstance(method, str) or method not in method_names()):
             raise HT2Error(

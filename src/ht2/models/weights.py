@@ -121,12 +121,23 @@ def _extract_state_dict(obj: Any, file: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def refuse_non_finite(tensors: Mapping[str, torch.Tensor], source: str, model: nn.Module) -> None:
-    """Refuse parameters of `model` holding NaN or Inf in `tensors`, naming the first: such
-    weights (a diverged run, a corrupted file) only give a model that outputs garbage. Of the
-    buffers only BatchNorm statistics are judged: others may hold Inf on purpose (clamps)."""
+def refuse_unusable(tensors: Mapping[str, torch.Tensor], source: str, model: nn.Module) -> None:
+    """Refuse, naming the first, a tensor loading would silently change or cannot judge: one
+    that is not dense (sparse, meta), complex, or not floating point where `model` has a
+    floating parameter or buffer (load_state_dict would cast it); then parameters holding NaN
+    or Inf, which only give a model that outputs garbage. Of the buffers only BatchNorm
+    statistics are judged for NaN/Inf: others may hold Inf on purpose (clamps)."""
+    floating = {k for k, v in model.state_dict().items() if v.is_floating_point()}
     judged = {name for name, _ in model.named_parameters()}
     for key, value in tensors.items():
+        if value.layout != torch.strided or value.is_meta:
+            kind = "meta" if value.is_meta else str(value.layout).removeprefix("torch.")
+            raise HT2Error(f"{source} holds '{key}' as a {kind} tensor; save dense tensors")
+        if value.is_complex() or (key in floating and not value.is_floating_point()):
+            raise HT2Error(
+                f"{source} holds '{key}' as {str(value.dtype).removeprefix('torch.')}, where the "
+                "model has floating-point numbers; it cannot be used"
+            )
         statistic = key.endswith((".running_mean", ".running_var"))
         if not (key in judged or statistic) or not value.is_floating_point():
             continue
@@ -137,6 +148,7 @@ def refuse_non_finite(tensors: Mapping[str, torch.Tensor], source: str, model: n
 def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
     """Load a weights file into model, strictly: every key and shape must match."""
     state = read_state_dict(path)
+    refuse_unusable(state, f"weights file {path}", model)
     problems = state_dict_mismatches(model.state_dict(), state)
     if problems:
         arch = getattr(model, "ht2_arch", {}).get("name", type(model).__name__)
@@ -144,7 +156,6 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
             f"weights file {path} does not fit {arch}: {'; '.join(problems)}; "
             "pass weights saved from this architecture (or the matching model name)"
         )
-    refuse_non_finite(state, f"weights file {path}", model)
     model.load_state_dict(state, strict=True)
 
 

@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ht2.errors import BAD_JSON, HT2Error
 from ht2.io import atomic_directory
+from ht2.models.weights import refuse_unusable
 
 STATE = "state.json"
 MODEL = "model.safetensors"
@@ -70,16 +72,44 @@ def save_checkpoint(
 
 
 def read_checkpoint_meta(directory: Path) -> dict[str, Any]:
-    """The meta block of a checkpoint (epoch, model, ...), or a one-line error."""
+    """The meta block of a checkpoint (epoch, model, ...), every field checked, or a one-line
+    error."""
     path = directory / STATE
     if not path.is_file():
         raise HT2Error(f"no checkpoint to resume from: {path} is missing")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))["meta"]
+        meta = json.loads(path.read_text(encoding="utf-8"))["meta"]
+        problem = _meta_problem(meta)
     except (KeyError, TypeError, *BAD_JSON) as error:
-        raise HT2Error(
-            f"{path} is damaged ({error}); start again without resume", params="resume"
-        ) from None
+        problem = str(error)
+    if problem:
+        raise _damaged(path, problem)
+    return meta
+
+
+def _damaged(path: Path, why: str) -> HT2Error:
+    return HT2Error(f"{path} is damaged ({why}); start again without resume", params="resume")
+
+
+def _meta_problem(meta: Any) -> str | None:
+    """What is wrong with a checkpoint's meta block, as save_checkpoint's caller writes it."""
+    if not isinstance(meta, dict):
+        return f"meta is a {type(meta).__name__}, not an object"
+    for key in ("epoch", "best_epoch", "steps"):
+        value = meta.get(key, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            return f"meta.{key} is {value!r}, not a whole number from 0"
+    best = meta.get("best_top1")
+    if not isinstance(best, (int, float)) or isinstance(best, bool):
+        return f"meta.best_top1 is {best!r}, not a number"
+    for key in ("config", "computed"):
+        if not isinstance(meta.get(key, {}), dict):
+            return f"meta.{key} is {meta[key]!r}, not an object"
+    computed = meta.get("computed", {})
+    flags = {"amp": str, "channels_last": bool, "in_memory": bool}
+    if computed and any(not isinstance(computed.get(k), t) for k, t in flags.items()):
+        return f"meta.computed is {computed!r}, not amp, channels_last and in_memory"
+    return None
 
 
 def load_checkpoint(
@@ -89,7 +119,29 @@ def load_checkpoint(
     scheduler: Any,
     scaler: torch.amp.GradScaler,
 ) -> dict[str, Any]:
-    """Restore everything `save_checkpoint` wrote into the live objects; return the meta."""
+    """Restore everything `save_checkpoint` wrote into the live objects; return the meta. A
+    checkpoint that does not restore whole (a truncated file, an edited state) is refused in
+    one line: the run cannot go on from it."""
+    meta = read_checkpoint_meta(directory)
+    try:
+        _restore(directory, model, optimizer, scheduler, scaler)
+    except HT2Error:
+        raise
+    except (OSError, SafetensorError, KeyError, TypeError, AttributeError, *BAD_JSON) as error:
+        why = str(error).splitlines()[0] if str(error) else ""
+        raise _damaged(directory, f"{type(error).__name__}: {why}") from None
+    except RuntimeError as error:  # a state dict that does not fit the live object
+        raise _damaged(directory, str(error).splitlines()[0]) from None
+    return meta
+
+
+def _restore(
+    directory: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler,
+) -> None:
     state = json.loads((directory / STATE).read_text(encoding="utf-8"))
     weights = load_file(str(directory / MODEL))
     expected = model.state_dict()
@@ -99,10 +151,21 @@ def load_checkpoint(
         raise HT2Error(
             f"checkpoint {directory} was saved from another model; it cannot resume this one"
         )
+    changed = [k for k, v in expected.items() if weights[k].dtype != v.dtype]
+    if changed:
+        raise _damaged(directory / MODEL, f"{changed[0]} is {weights[changed[0]].dtype}")
+    try:
+        refuse_unusable(weights, str(directory / MODEL), model)
+    except HT2Error as error:
+        raise HT2Error(f"{error}; start again without resume", params="resume") from None
     model.load_state_dict(weights)
     device = next(model.parameters()).device
     opt_tensors = {k: v.to(device) for k, v in load_file(str(directory / OPTIMIZER)).items()}
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for flat, tensor in opt_tensors.items():
+        index = int(flat.split(".", 1)[0])
+        if tensor.dim() and (index >= len(params) or tensor.shape != params[index].shape):
+            raise _damaged(directory / OPTIMIZER, f"{flat} has shape {tuple(tensor.shape)}")
     optimizer.load_state_dict(_join_optimizer(opt_tensors, state["optimizer"]))
     scheduler.load_state_dict(state["scheduler"])
     scaler.load_state_dict(state["scaler"])
-    return state["meta"]
