@@ -86,11 +86,19 @@ def test_link_loops_in_a_data_folder_neither_hang_nor_count_twice(tmp_path: Path
     assert [label for _, label in samples] == [label for _, label in plain[1]]
 
 
-def test_a_plan_whose_target_is_not_a_target_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "target",
+    [
+        {"kind": "params", "factor": "x"},
+        {"kind": "params", "factor": 3, "reached": 2.5, "met": False, "energy": 0.5},
+    ],
+    ids=["factor-text", "missed-without-note"],
+)
+def test_a_plan_whose_target_is_not_a_target_is_refused(tmp_path: Path, target) -> None:
     model = ht2.models.create("cifar10_resnet20")
     plan = ht2.plan(model, energy=0.8)
     data = json.loads(plan.to_json())
-    data["provenance"]["target"] = {"kind": "params", "factor": "x"}
+    data["provenance"]["target"] = target
     (tmp_path / "plan.json").write_text(json.dumps(data))
     with pytest.raises(HT2Error, match=r"provenance\.target = .* is not valid"):
         read_plan(tmp_path / "plan.json")

@@ -180,7 +180,8 @@ def _is_target(value: Any) -> bool:
     if not isinstance(value, dict) or value.get("kind") not in ("params", "macs"):
         return False
     positive = all(_is_number(value.get(k)) and value[k] > 0 for k in ("factor", "reached"))
-    met, note = value.get("met"), value.get("note", "")
+    met = value.get("met")
+    note = value.get("note", "" if met is True else None)  # a missed target says why
     allocation = value.get("allocation", "uniform")
     after_forms = value.get("reached_after_forms")
     return (
