@@ -389,6 +389,10 @@ def _one_tensor(key: str, edit):
         (lambda out: _edit_state(out, lambda s: s.pop("scheduler")), "damaged"),
         (lambda out: _edit_state(out, lambda s: s.update(meta=[1])), "meta is a list"),
         (
+            lambda out: _edit_state(out, lambda s: s["meta"].pop("best_epoch")),
+            "meta.best_epoch is None",
+        ),
+        (
             lambda out: _rewrite_tensors(
                 out / "checkpoint/optimizer.safetensors",
                 _one_tensor(next_key(out), lambda v: v.flatten()[:1]),
@@ -416,6 +420,7 @@ def _one_tensor(key: str, edit):
         "epoch-text",
         "no-scheduler",
         "meta-list",
+        "no-best-epoch",
         "optimizer-shape",
         "nan-weights",
         "float64-weights",

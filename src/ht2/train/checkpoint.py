@@ -96,7 +96,7 @@ def _meta_problem(meta: Any) -> str | None:
     if not isinstance(meta, dict):
         return f"meta is a {type(meta).__name__}, not an object"
     for key in ("epoch", "best_epoch", "steps"):
-        value = meta.get(key, 0)
+        value = meta.get(key, 0 if key == "steps" else None)  # steps: not in older checkpoints
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             return f"meta.{key} is {value!r}, not a whole number from 0"
     best = meta.get("best_top1")
