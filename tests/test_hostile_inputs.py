@@ -110,3 +110,21 @@ def test_a_ranks_list_with_a_name_that_is_not_a_string_is_refused(tmp_path: Path
     (tmp_path / "ranks.json").write_text(json.dumps({"layers": layers}))
     with pytest.raises(HT2Error, match="layer name must be a string"):
         read_rank_file(tmp_path / "ranks.json")
+
+
+def test_a_plan_from_an_allocation_planner_reads_back_and_applies(tmp_path: Path, cli) -> None:
+    """The spectrum planner records its target as asked (kind and factor): that is a target."""
+    from ht2.io.plan_file import write_plan
+    from ht2.planning import CompressOptions, plan_with
+    from ht2.surgery.targets import Target
+
+    model = ht2.models.create("cifar10_resnet20")
+    options = CompressOptions(target=Target("params", 2.0))
+    plan = plan_with("spectrum", model, torch.randn(1, 3, 32, 32), options)
+    assert plan.provenance["target"] == {"kind": "params", "factor": 2.0}
+    write_plan(plan, tmp_path / "plan.json")
+    assert read_plan(tmp_path / "plan.json").provenance["target"] == plan.provenance["target"]
+    args = ["compress", "cifar10_resnet20", "--random-init", "--plan", str(tmp_path / "plan.json")]
+    code, stdout, stderr = cli([*args, "--out", str(tmp_path / "out")])
+    assert code == 0, stderr
+    assert "target 2x fewer params" in stdout + stderr

@@ -388,6 +388,14 @@ def _one_tensor(key: str, edit):
         (lambda out: _edit_state(out, lambda s: s["meta"].update(epoch="1")), "meta.epoch is '1'"),
         (lambda out: _edit_state(out, lambda s: s.pop("scheduler")), "damaged"),
         (lambda out: _edit_state(out, lambda s: s.update(meta=[1])), "meta is a list"),
+        (lambda out: _edit_state(out, lambda s: s["meta"].update(computed={})), "meta.computed"),
+        (
+            lambda out: _rewrite_tensors(
+                out / "checkpoint/optimizer.safetensors",
+                lambda t: t.update({"-1000.momentum_buffer": next(iter(t.values())).clone()}),
+            ),
+            "-1000.",
+        ),
         (
             lambda out: _edit_state(out, lambda s: s["meta"].pop("best_epoch")),
             "meta.best_epoch is None",
@@ -420,6 +428,8 @@ def _one_tensor(key: str, edit):
         "epoch-text",
         "no-scheduler",
         "meta-list",
+        "computed-empty",
+        "negative-index",
         "no-best-epoch",
         "optimizer-shape",
         "nan-weights",

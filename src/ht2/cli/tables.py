@@ -163,7 +163,9 @@ def rank_notes(report: CompressionReport) -> list[str]:
     """How the ranks were chosen, where that was not the plain energy rule."""
     notes = []
     allocation = (report.target or {}).get("allocation", "uniform")
-    if report.target:
+    if report.target and "reached" not in report.target:  # as asked, by a planner
+        notes.append(f"target {report.target['factor']:g}x fewer {report.target['kind']}")
+    elif report.target:
         target = report.target
         how = (
             f"at energy {target['energy']:.4f}"

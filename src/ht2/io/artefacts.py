@@ -240,9 +240,11 @@ def _skeleton(
         model.ht2_arch = dict(arch)
     # The rest where the architecture is: a real one (see _architecture) cannot take meta layers.
     on_meta = meta and any(parameter.is_meta for parameter in model.parameters())
-    with torch.device("meta") if on_meta else contextlib.nullcontext():
+    where_built = (lambda: torch.device("meta")) if on_meta else contextlib.nullcontext
+    with where_built():
         apply_pruning(model, manifest.get(PRUNED, []))
-        check_plan_fits(model, plan, where)
+    check_plan_fits(model, plan, where)  # outside: probing an overridden forward makes inputs
+    with where_built():
         apply_plan(model, plan)
         try:
             apply_folds(model, folds)

@@ -173,12 +173,17 @@ def check_provenance(provenance: Any, where: str) -> None:
 
 
 def _is_target(value: Any) -> bool:
-    """A size target as planning records it (ht2.surgery.targets, .allocate), with every field
-    the report prints; None or {} for none."""
+    """A size target as asked for (kind and factor: the spectrum and sensitivity planners) or
+    as reached (ht2.surgery.targets, .allocate), with every field the report prints; None or
+    {} for none."""
     if not value:
         return value is None or value == {}
     if not isinstance(value, dict) or value.get("kind") not in ("params", "macs"):
         return False
+    if "reached" not in value:
+        return (
+            set(value) == {"kind", "factor"} and _is_number(value["factor"]) and value["factor"] > 0
+        )
     positive = all(_is_number(value.get(k)) and value[k] > 0 for k in ("factor", "reached"))
     met = value.get("met")
     note = value.get("note", "" if met is True else None)  # a missed target says why

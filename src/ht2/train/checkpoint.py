@@ -105,9 +105,9 @@ def _meta_problem(meta: Any) -> str | None:
     for key in ("config", "computed"):
         if not isinstance(meta.get(key, {}), dict):
             return f"meta.{key} is {meta[key]!r}, not an object"
-    computed = meta.get("computed", {})
+    computed = meta.get("computed")
     flags = {"amp": str, "channels_last": bool, "in_memory": bool}
-    if computed and any(not isinstance(computed.get(k), t) for k, t in flags.items()):
+    if computed is not None and any(not isinstance(computed.get(k), t) for k, t in flags.items()):
         return f"meta.computed is {computed!r}, not amp, channels_last and in_memory"
     return None
 
@@ -130,6 +130,8 @@ def load_checkpoint(
     except (OSError, SafetensorError, KeyError, TypeError, AttributeError, *BAD_JSON) as error:
         why = str(error).splitlines()[0] if str(error) else ""
         raise _damaged(directory, f"{type(error).__name__}: {why}") from None
+    except torch.OutOfMemoryError:
+        raise  # the device's state, not the checkpoint's
     except RuntimeError as error:  # a state dict that does not fit the live object
         raise _damaged(directory, str(error).splitlines()[0]) from None
     return meta
@@ -164,7 +166,7 @@ def _restore(
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for flat, tensor in opt_tensors.items():
         index = int(flat.split(".", 1)[0])
-        if tensor.dim() and (index >= len(params) or tensor.shape != params[index].shape):
+        if not 0 <= index < len(params) or (tensor.dim() and tensor.shape != params[index].shape):
             raise _damaged(directory / OPTIMIZER, f"{flat} has shape {tuple(tensor.shape)}")
     optimizer.load_state_dict(_join_optimizer(opt_tensors, state["optimizer"]))
     scheduler.load_state_dict(state["scheduler"])
