@@ -213,19 +213,24 @@ def check_folder(directory: str | os.PathLike) -> dict[str, Any]:
     directory = Path(directory)
     manifest = read_manifest(directory)
     if manifest.get("arch"):
-        model = _skeleton(directory, manifest, None, meta=True)
         shapes = tensor_shapes(directory / TENSORS)
+        model = _skeleton(directory, manifest, None, meta=True, shapes=shapes)
         found = {name: torch.empty(shape, device="meta") for name, shape in shapes.items()}
         _refuse_mismatches(model.state_dict(), found, directory / TENSORS)
     return manifest
 
 
 def _skeleton(
-    directory: Path, manifest: dict[str, Any], model: nn.Module | None, meta: bool = False
+    directory: Path,
+    manifest: dict[str, Any],
+    model: nn.Module | None,
+    meta: bool = False,
+    shapes: dict[str, torch.Size] | None = None,
 ) -> nn.Module:
     """The saved model's modules, untrained: the architecture (the registry's, or `model`),
     pruned, factorized by the plan and folded as the manifest says; with `meta`, on the meta
-    device as far as the architecture allows (see _architecture)."""
+    device as far as the architecture allows (see _architecture). `shapes`: the tensor file's
+    header, when the caller has read it already."""
     where = str(directory / MANIFEST)
     plan, folds = manifest["plan"], manifest.get(FOLDED_BN, [])
     if model is None:
@@ -235,7 +240,9 @@ def _skeleton(
                 f"{directory} holds a {manifest.get('model_class', 'custom')} model that is not "
                 "in the registry: pass the architecture, ht2.load(dir, model=MyNet())"
             )
-        check_counts_in_file(arch, tensor_shapes(directory / TENSORS), where)
+        if shapes is None:
+            shapes = tensor_shapes(directory / TENSORS)
+        check_counts_in_file(arch, shapes, where)
         model = _architecture(arch, where, meta)
         model.ht2_arch = dict(arch)
     # The rest where the architecture is: a real one (see _architecture) cannot take meta layers.

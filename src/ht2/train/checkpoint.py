@@ -74,20 +74,26 @@ def save_checkpoint(
 def read_checkpoint_meta(directory: Path) -> dict[str, Any]:
     """The meta block of a checkpoint (epoch, model, ...), every field checked, or a one-line
     error."""
+    return _read_state(directory)["meta"]
+
+
+def _read_state(directory: Path) -> dict[str, Any]:
+    """The checkpoint's state.json, its meta block checked, or a one-line error."""
     path = directory / STATE
     if not path.is_file():
         raise HT2Error(f"no checkpoint to resume from: {path} is missing")
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))["meta"]
-        problem = _meta_problem(meta)
+        state = json.loads(path.read_text(encoding="utf-8"))
+        problem = _meta_problem(state["meta"])
     except (KeyError, TypeError, *BAD_JSON) as error:
         problem = str(error)
     if problem:
-        raise _damaged(path, problem)
-    return meta
+        raise damaged(path, problem)
+    return state
 
 
-def _damaged(path: Path, why: str) -> HT2Error:
+def damaged(path: Path, why: str) -> HT2Error:
+    """The one-line error for a run file that cannot be resumed from."""
     return HT2Error(f"{path} is damaged ({why}); start again without resume", params="resume")
 
 
@@ -122,29 +128,29 @@ def load_checkpoint(
     """Restore everything `save_checkpoint` wrote into the live objects; return the meta. A
     checkpoint that does not restore whole (a truncated file, an edited state) is refused in
     one line: the run cannot go on from it."""
-    meta = read_checkpoint_meta(directory)
+    state = _read_state(directory)
     try:
-        _restore(directory, model, optimizer, scheduler, scaler)
+        _restore(directory, state, model, optimizer, scheduler, scaler)
     except HT2Error:
         raise
     except (OSError, SafetensorError, KeyError, TypeError, AttributeError, *BAD_JSON) as error:
         why = str(error).splitlines()[0] if str(error) else ""
-        raise _damaged(directory, f"{type(error).__name__}: {why}") from None
+        raise damaged(directory, f"{type(error).__name__}: {why}") from None
     except torch.OutOfMemoryError:
         raise  # the device's state, not the checkpoint's
     except RuntimeError as error:  # a state dict that does not fit the live object
-        raise _damaged(directory, str(error).splitlines()[0]) from None
-    return meta
+        raise damaged(directory, str(error).splitlines()[0]) from None
+    return state["meta"]
 
 
 def _restore(
     directory: Path,
+    state: dict[str, Any],
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     scaler: torch.amp.GradScaler,
 ) -> None:
-    state = json.loads((directory / STATE).read_text(encoding="utf-8"))
     weights = load_file(str(directory / MODEL))
     expected = model.state_dict()
     if set(weights) != set(expected) or any(
@@ -155,7 +161,7 @@ def _restore(
         )
     changed = [k for k, v in expected.items() if weights[k].dtype != v.dtype]
     if changed:
-        raise _damaged(directory / MODEL, f"{changed[0]} is {weights[changed[0]].dtype}")
+        raise damaged(directory / MODEL, f"{changed[0]} is {weights[changed[0]].dtype}")
     try:
         refuse_unusable(weights, str(directory / MODEL), model)
     except HT2Error as error:
@@ -167,7 +173,7 @@ def _restore(
     for flat, tensor in opt_tensors.items():
         index = int(flat.split(".", 1)[0])
         if not 0 <= index < len(params) or (tensor.dim() and tensor.shape != params[index].shape):
-            raise _damaged(directory / OPTIMIZER, f"{flat} has shape {tuple(tensor.shape)}")
+            raise damaged(directory / OPTIMIZER, f"{flat} has shape {tuple(tensor.shape)}")
     optimizer.load_state_dict(_join_optimizer(opt_tensors, state["optimizer"]))
     scheduler.load_state_dict(state["scheduler"])
     scaler.load_state_dict(state["scaler"])

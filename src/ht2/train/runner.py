@@ -20,7 +20,7 @@ from torch import nn
 from ht2.errors import BAD_JSON, HT2Error
 from ht2.io import check_output_dir
 from ht2.models import ModelEntry
-from ht2.train.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
+from ht2.train.checkpoint import damaged, load_checkpoint, read_checkpoint_meta, save_checkpoint
 from ht2.train.config import TrainConfig
 from ht2.train.distributed import (
     World,
@@ -148,9 +148,7 @@ def _rewrite_log(path: Path, upto_epoch: int) -> list[dict[str, Any]]:
         kept = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         kept = [line for line in kept if line["epoch"] <= upto_epoch]
     except (KeyError, TypeError, *BAD_JSON) as error:
-        raise HT2Error(
-            f"{path} is damaged ({error}); start again without resume", params="resume"
-        ) from None
+        raise damaged(path, str(error)) from None
     path.write_text("".join(json.dumps(line) + "\n" for line in kept))
     return kept
 
