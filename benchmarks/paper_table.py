@@ -24,7 +24,8 @@ Each folder is then `ht2 finetune --epochs E` (BN calibration kept where held-ou
 images say it helps, distillation from the uncompressed model, one-cycle SGD; the base row
 distils from a frozen copy of itself). Top-1 on the data's test split: before fine-tuning (the
 model as compress or prune wrote it) and after the last epoch; delta is against the base row
-of the same net and epochs. The rows fine-tuned while that calibration was unconditional (all
+of the same net, epochs, --lr and --batch-size (rows run with either set apart from the default
+are a table of their own). The rows fine-tuned while that calibration was unconditional (all
 those of 2026-12-02 and before) differ only in their epoch-0 figure: training re-estimates the
 statistics from its first step.
 
@@ -50,9 +51,17 @@ from pathlib import Path
 from typing import Any
 
 from paths import portable
-from reporting.base import EPOCH0_NOTE, fine_tune_of, lr_phrase, target_cell
+from reporting.base import (
+    EPOCH0_NOTE,
+    TABLE_BATCH,
+    fine_tune_of,
+    target_cell,
+    variant_of,
+    variant_order,
+    variant_phrase,
+)
 
-from ht2.cli.number_args import real_number
+from ht2.cli.number_args import real_number, whole_number
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "paper_table.json"
@@ -92,11 +101,13 @@ class Row:
     target: float  # parameter reduction asked for (1 for the base; speed rows: the speedup)
     epochs: int
     lr: float | None = None  # the fine-tune's peak learning rate; None: ht2 finetune's own
+    batch: int | None = None  # the fine-tune's batch size; None: TABLE_BATCH
 
     @property
     def key(self) -> str:
         key = f"{self.net}/{self.pipeline}/{self.method}/{self.target:g}x/e{self.epochs}"
-        return key if self.lr is None else f"{key}/lr{self.lr:g}"
+        key += "" if self.lr is None else f"/lr{self.lr:g}"
+        return key + ("" if self.batch is None else f"/b{self.batch}")
 
     @property
     def slug(self) -> str:
@@ -113,7 +124,7 @@ class Settings:
     device: str = "auto"
     threads: int | None = None
     workers: int = 2
-    batch_size: int = 128
+    batch_size: int = TABLE_BATCH
     calib_images: int | None = None
     max_steps: int | None = None
     train_limit: int | None = None
@@ -134,25 +145,28 @@ class Settings:
 
 
 def plan_rows(
-    nets: list[str], epochs: int, speedups: tuple[float, ...] = (), lr: float | None = None
+    nets: list[str],
+    epochs: int,
+    speedups: tuple[float, ...] = (),
+    lr: float | None = None,
+    batch: int | None = None,
 ) -> list[Row]:
     """Every row of the table, in the order they run: each net's base first (so deltas fill as
     rows arrive), then each size by the paper's and the best pipeline, then the rivals, then
     channel pruning at each size, then (only when asked for) HT-2 compressed for `speedups`.
-    A fine-tuning `lr` of its own makes a table of its own, with its own base row."""
+    A fine-tuning `lr` or `batch` of its own makes a table of its own, with its own base row."""
+    tuned = {"epochs": epochs, "lr": lr, "batch": batch}
     rows = []
     for net in nets:
         plan = NETS[net]
-        rows.append(Row(net, "base", "dense", 1.0, epochs, lr))
+        rows.append(Row(net, "base", "dense", 1.0, **tuned))
         for size in plan.sizes:
-            rows += [Row(net, pipeline, "ht2", size, epochs, lr) for pipeline in ("paper", "best")]
+            rows += [Row(net, pipeline, "ht2", size, **tuned) for pipeline in ("paper", "best")]
         rows += [
-            Row(net, "best", rival, size, epochs, lr)
-            for size in plan.rival_sizes
-            for rival in RIVALS
+            Row(net, "best", rival, size, **tuned) for size in plan.rival_sizes for rival in RIVALS
         ]
-        rows += [Row(net, "prune", "channels", size, epochs, lr) for size in plan.sizes]
-        rows += [Row(net, "speed", "ht2", speedup, epochs, lr) for speedup in speedups]
+        rows += [Row(net, "prune", "channels", size, **tuned) for size in plan.sizes]
+        rows += [Row(net, "speed", "ht2", speedup, **tuned) for speedup in speedups]
     return rows
 
 
@@ -207,8 +221,7 @@ def _order(row: dict[str, Any]) -> tuple:
     return (
         row["net"],
         row["epochs"],
-        row.get("lr") is not None,  # the recipe's learning rate first
-        row.get("lr") or 0.0,
+        variant_order(variant_of(row)),  # the table's own fine-tune settings first
         row["pipeline"] == "speed",  # speed rows last: their target is a speedup, not a size
         row["target"],
         PIPELINES.index(row["pipeline"]) if row["pipeline"] in PIPELINES else 9,
@@ -225,12 +238,12 @@ def _number(value: float | None, digits: int = 2, sign: bool = False) -> str:
 def markdown(rows: list[dict[str, Any]]) -> str:
     """One table per net and epoch count, the way the paper reports."""
     lines = ["# The paper's table, measured here (`python benchmarks/paper_table.py`)", ""]
-    groups: dict[tuple[str, int, float | None], list[dict[str, Any]]] = {}
+    groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in sorted(rows, key=_order):
         groups.setdefault(fine_tune_of(row), []).append(row)
-    for (net, epochs, lr), members in groups.items():
+    for (net, epochs, variant), members in groups.items():
         lines += [
-            f"## {net}, {epochs} epochs of fine-tuning{lr_phrase(lr)}",
+            f"## {net}, {epochs} epochs of fine-tuning{variant_phrase(variant)}",
             "",
             f"| pipeline | method | target | params x | MACs x | top-1 before | top-1 after "
             f"{epochs} ep | delta vs base | minutes |",
@@ -449,6 +462,7 @@ def run_row(row: Row, settings: Settings, folder: Path) -> dict[str, Any]:
         "target": row.target,
         "epochs": row.epochs,
         **({"lr": row.lr} if row.lr is not None else {}),
+        **({"batch_size": row.batch} if row.batch is not None else {}),
         "params_x": state["sizes"]["params_x"],
         "macs_x": state["sizes"]["macs_x"],
         **({"speed_for": settings.speed_for} if row.pipeline == "speed" else {}),
@@ -547,7 +561,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--workers", type=int, default=2, help="data workers (default: 2)")
-    parser.add_argument("--batch-size", type=int, default=128, help="(default: 128)")
+    parser.add_argument(
+        "--batch-size",
+        type=whole_number(1, "a batch size of 1 or more"),
+        default=TABLE_BATCH,
+        help=f"the fine-tune's batch; another than {TABLE_BATCH} makes its rows (a base row too) "
+        f"a table of their own (default: {TABLE_BATCH})",
+    )
     parser.add_argument("--calib-images", type=int, help="for the best pipeline (default: its)")
     parser.add_argument("--max-steps", type=int, help="smoke runs: optimiser steps per run")
     parser.add_argument("--train-limit", type=int, help="smoke runs: training images")
@@ -616,8 +636,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [net for net in nets if net not in NETS]
     if unknown:
         raise SystemExit(f"paper_table: unknown nets {unknown}; known: {', '.join(NETS)}")
+    batch = None if args.batch_size == TABLE_BATCH else args.batch_size
     rows = pick(
-        plan_rows(list(dict.fromkeys(nets)), args.epochs, args.speed, args.lr),
+        plan_rows(list(dict.fromkeys(nets)), args.epochs, args.speed, args.lr, batch),
         args.rows.split(",") if args.rows else None,
     )
     done = {row["key"] for row in read_results(args.results)}

@@ -30,6 +30,7 @@ import torch
 from paper_table import slug_of
 from paths import ROOT, portable
 from paths import write_json as write_atomically  # benchmarks/ is on sys.path when run as a script
+from reporting.base import variant_of
 
 BENCHMARK = "table_speed"
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "paper_table_speed.json"
@@ -40,12 +41,13 @@ DEFAULT_RUNTIMES = "eager,openvino"
 
 def rows_to_time(results: Path, patterns: list[str] | None) -> list[dict[str, Any]]:
     """The rows of the paper table (JSON) that --rows picks, base rows left out (they are the
-    baseline), and rows fine-tuned at a learning rate of their own (their model is compressed as
-    the recipe-lr row's is: its timing serves both)."""
+    baseline), and rows fine-tuned at a learning rate or batch size of their own (their model is
+    compressed as the table's own row's is: its timing serves both)."""
     if not results.is_file():
         raise SystemExit(f"table_speed: {portable(results)} does not exist; run paper_table.py")
     rows = json.loads(results.read_text(encoding="utf-8")).get("rows", [])
-    picked = [row for row in rows if row["pipeline"] != "base" and row.get("lr") is None]
+    own = (None, None)
+    picked = [row for row in rows if row["pipeline"] != "base" and variant_of(row) == own]
     if patterns:
         picked = [r for r in picked if any(fnmatch.fnmatch(r["key"], p) for p in patterns)]
     return picked

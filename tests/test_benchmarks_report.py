@@ -86,15 +86,14 @@ def test_paper_table_rows_are_rendered_when_present(tmp_path: Path) -> None:
     assert "No rows yet." not in text
 
 
-def test_paper_table_rows_at_a_learning_rate_of_their_own_get_their_table_and_command(
-    tmp_path: Path,
-) -> None:
+def test_paper_table_rows_tuned_apart_get_their_table_and_command(tmp_path: Path) -> None:
     row = {"net": "cifar10_resnet20", "pipeline": "best", "method": "ht2", "target": 3.8}
     row |= {"epochs": 10, "params_x": 3.8, "macs_x": 2.3, "top1_before": 75.0, "delta": -1.5}
     row |= {"top1_after": 85.0, "minutes": 30.0, "settings": {"threads": 1, "workers": 1}}
     base = row | {"pipeline": "base", "method": "dense", "target": 1.0, "top1_after": 86.5}
     speed = row | {"pipeline": "speed", "target": 1.3}
     rows = [base, row, speed] + [r | {"lr": 0.003, "top1_after": 86.0} for r in (base, row)]
+    rows += [r | {"batch_size": 32, "top1_after": 86.2} for r in (base, row)]
     out = tmp_path / "report.md"
     assert (
         _report("--results", _synthetic(tmp_path / "results", rows), "--out", out).returncode == 0
@@ -102,9 +101,12 @@ def test_paper_table_rows_at_a_learning_rate_of_their_own_get_their_table_and_co
     text = out.read_text(encoding="utf-8")
     run = "python benchmarks/paper_table.py --data DATA --threads 1 --workers 1"
     assert f"nohup {run} --speed 1.3 > paper_table.log" in text
-    assert f"nohup {run} --lr 0.003 --rows '*/base/dense/1x/*,*/best/ht2/3.8x/*' > lr.log" in text
+    picked = "--rows '*/base/dense/1x/*,*/best/ht2/3.8x/*' > variant.log"
+    assert f"nohup {run} --lr 0.003 {picked}" in text
+    assert f"nohup {run} --batch-size 32 {picked}" in text
     plain = text.index("ResNet-20, 10 epochs of fine-tuning:")
-    assert plain < text.index("ResNet-20, 10 epochs of fine-tuning, peak learning rate 0.003")
+    own_lr = text.index("ResNet-20, 10 epochs of fine-tuning, peak learning rate 0.003")
+    assert plain < text.index("ResNet-20, 10 epochs of fine-tuning, batch 32 (not 128)") < own_lr
 
 
 def test_generating_twice_gives_the_same_file(tmp_path: Path) -> None:

@@ -235,7 +235,7 @@ def test_a_stopped_fine_tune_resumes_from_its_checkpoint(
         _kill_in_epoch(patch, epoch=2)
         assert table.main(argv) == 130
     assert not results.exists()
-    key = "cifar10_resnet20/paper/ht2/1.5x/e2"
+    key = "cifar10_resnet20/paper/ht2/1.5x/e2/b8"  # a batch of its own
     assert table.main([*argv, "--dry-run"]) == 0
     assert f"{key:45s} fine-tuned 1/2 epochs" in capsys.readouterr().out
 
@@ -329,5 +329,39 @@ def test_a_learning_rate_of_its_own_makes_a_table_with_its_own_base(
         with pytest.raises(SystemExit):
             table.main(_argv(tmp_path, "*", "--lr", bad))
         assert f"error: argument --lr: expected a finite number > 0, got {bad}" in (
+            capsys.readouterr().err
+        )
+
+
+def test_a_batch_size_of_its_own_makes_a_table_with_its_own_base(
+    table: ModuleType, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    keys = [row.key for row in table.plan_rows(["cifar10_resnet20"], 10, lr=0.003, batch=32)]
+    assert keys[0] == "cifar10_resnet20/base/dense/1x/e10/lr0.003/b32"
+    argv = table.finetune_args(table.Settings(data="d", batch_size=32), tmp_path, tmp_path, False)
+    assert argv[argv.index("--batch-size") + 1] == "32"
+
+    results = tmp_path / "out.json"
+    fake = FakeStages(table, results, {"base": 80.0, "best": 75.0})
+    fake.install(monkeypatch)
+    assert table.main(_argv(tmp_path, "base/*,best/ht2/3.8x/*", "--batch-size", "128")) == 0
+    fake.after = {"base": 81.0, "best": 80.5}
+    assert table.main(_argv(tmp_path, "base/*,best/ht2/3.8x/*", "--batch-size", "32")) == 0
+    rows = {row["key"]: row for row in table.read_results(results)}
+    assert {key: row["delta"] for key, row in rows.items()} == {
+        "cifar10_resnet20/base/dense/1x/e2": 0.0,
+        "cifar10_resnet20/best/ht2/3.8x/e2": -5.0,
+        "cifar10_resnet20/base/dense/1x/e2/b32": 0.0,
+        "cifar10_resnet20/best/ht2/3.8x/e2/b32": -0.5,
+    }
+    assert rows["cifar10_resnet20/best/ht2/3.8x/e2/b32"]["batch_size"] == 32
+    assert "batch_size" not in rows["cifar10_resnet20/best/ht2/3.8x/e2"]
+    text = results.with_suffix(".md").read_text()
+    plain = text.index("## cifar10_resnet20, 2 epochs of fine-tuning\n")
+    assert plain < text.index("## cifar10_resnet20, 2 epochs of fine-tuning, batch 32 (not 128)")
+    for bad in ("0", "-4", "many"):
+        with pytest.raises(SystemExit):
+            table.main(_argv(tmp_path, "*", "--batch-size", bad))
+        assert f"error: argument --batch-size: expected a batch size of 1 or more, got {bad}" in (
             capsys.readouterr().err
         )

@@ -25,6 +25,7 @@ def _table(tmp_path: Path) -> list[str]:
     keys = ["cifar10_resnet20/base/dense/1x/e10", KEY, "cifar10_resnet20/best/cp/2.5x/e10"]
     rows = [{"key": k, "net": "cifar10_resnet20", "pipeline": k.split("/")[1]} for k in keys]
     rows.append(rows[1] | {"key": f"{KEY}/lr0.003", "lr": 0.003})  # the same model, tuned apart
+    rows.append(rows[1] | {"key": f"{KEY}/b32", "batch_size": 32})
     (tmp_path / "table.json").write_text(json.dumps({"rows": rows}))
     model = ht2.models.create("cifar10_resnet20", weights="pretrained").eval()
     ht2.compress(model, energy=0.5, example_input=torch.zeros(1, 3, 32, 32))
@@ -48,7 +49,7 @@ def test_rows_are_timed_once_against_the_base_and_skipped_after(
     out = capsys.readouterr().out
     assert "cifar10_resnet20/best/cp/2.5x/e10: no compressed model in" in out
     assert "base/dense" not in out  # the base is the baseline, not a row
-    assert "lr0.003" not in out  # its model is KEY's, timed once
+    assert "lr0.003" not in out and "b32" not in out  # their model is KEY's, timed once
     data = json.loads((tmp_path / "speed.json").read_text())
     assert data["benchmark"] == "table_speed" and data["command"].startswith(
         "python benchmarks/table_speed.py --results"

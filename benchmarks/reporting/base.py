@@ -78,15 +78,47 @@ EPOCH0_NOTE = (
 )
 
 
-def fine_tune_of(row: dict[str, Any]) -> tuple[str, int, float | None]:
-    """What makes two paper-table rows comparable: the net, the epochs and the peak learning
-    rate (None: the fine-tuning recipe's) they were fine-tuned with."""
-    return row["net"], row["epochs"], row.get("lr")
+TABLE_BATCH = 128  # the paper table's fine-tuning batch; rows run with another are apart
+
+Variant = tuple[float | None, int | None]
 
 
-def lr_phrase(lr: float | None) -> str:
-    """How a table's heading names a learning rate of its own ("" for the recipe's)."""
-    return "" if lr is None else f", peak learning rate {lr:g} (not the recipe's)"
+def variant_of(row: dict[str, Any]) -> Variant:
+    """The fine-tune settings a paper-table row ran with apart from the table's own: its peak
+    learning rate (None: the recipe's) and batch size (None: TABLE_BATCH)."""
+    return row.get("lr"), row.get("batch_size")
+
+
+def fine_tune_of(row: dict[str, Any]) -> tuple[str, int, Variant]:
+    """What makes two paper-table rows comparable: the net, the epochs and the variant."""
+    return row["net"], row["epochs"], variant_of(row)
+
+
+def variant_order(variant: Variant) -> tuple:
+    """The table's own settings first, then by learning rate, then by batch size."""
+    lr, batch = variant
+    return lr is not None, lr or 0.0, batch is not None, batch or 0
+
+
+def variant_phrase(variant: Variant) -> str:
+    """How a table's heading names settings of its own ("" for the table's)."""
+    lr, batch = variant
+    lr_part = "" if lr is None else f", peak learning rate {lr:g} (not the recipe's)"
+    return lr_part + ("" if batch is None else f", batch {batch} (not {TABLE_BATCH})")
+
+
+def variant_flags(variant: Variant) -> str:
+    """The paper_table.py flags that run a variant (" --lr 0.003 --batch-size 32")."""
+    lr, batch = variant
+    return ("" if lr is None else f" --lr {lr:g}") + (
+        "" if batch is None else f" --batch-size {batch}"
+    )
+
+
+def model_key(row: dict[str, Any]) -> str:
+    """A paper-table row's key without its variant: rows that differ only in how they were
+    fine-tuned share one compressed model, and so one timing."""
+    return f"{row['net']}/{row['pipeline']}/{row['method']}/{row['target']:g}x/e{row['epochs']}"
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[Any]], right: str = "") -> str:

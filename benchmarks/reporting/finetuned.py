@@ -13,14 +13,18 @@ from .base import (
     command,
     fine_tune_of,
     grouped,
-    lr_phrase,
     method_name,
+    model_key,
     net_name,
     num,
     span,
     table,
     target_cell,
     times,
+    variant_flags,
+    variant_of,
+    variant_order,
+    variant_phrase,
 )
 
 
@@ -120,15 +124,16 @@ def paper_section(results: Results) -> Section:
         "from it. Speed rows (`--speed X`): HT-2 compressed by `ht2 compress --target-speedup "
         "X` for the runtime, dtype and batch size the row names, then fine-tuned the same way. "
         "`--lr X` fine-tunes the rows it picks (a base row among them) at peak learning rate X "
-        "instead of the recipe's, in a table of their own. " + EPOCH0_NOTE,
+        "instead of the recipe's, and `--batch-size B` with B images a step instead of 128, in a "
+        "table of their own. " + EPOCH0_NOTE,
     ]
     if not rows:
         parts.append("No rows yet.")
         return Section("After fine-tuning: the paper's table", "\n\n".join(parts))
     speeds, sizes = _row_speeds(results.json("paper_table_speed.json"))
-    for net, epochs, lr in sorted({fine_tune_of(r) for r in rows}, key=_fine_tune_order):
+    for net, epochs, variant in sorted({fine_tune_of(r) for r in rows}, key=_fine_tune_order):
         mine = sorted(
-            (r for r in rows if fine_tune_of(r) == (net, epochs, lr)),
+            (r for r in rows if fine_tune_of(r) == (net, epochs, variant)),
             key=lambda r: (
                 r["pipeline"] == "speed",  # last: their target is a speedup, not a size
                 r["target"],
@@ -155,7 +160,7 @@ def paper_section(results: Results) -> Section:
             for r in mine
         ]
         parts += [
-            f"{net_name(net)}, {epochs} epochs of fine-tuning{lr_phrase(lr)}:",
+            f"{net_name(net)}, {epochs} epochs of fine-tuning{variant_phrase(variant)}:",
             table(header, lines, "ll" + "r" * (len(header) - 2)),
         ]
     if sizes:
@@ -164,27 +169,32 @@ def paper_section(results: Results) -> Section:
 
 
 def _table_commands(rows: list[dict[str, Any]], flags: str) -> list[str]:
-    """The paper_table.py commands that ran these rows: the recipe-lr table (with its speed
-    rows' --speed), then one per learning rate of its own, naming the rows it ran."""
-    speeds = sorted({r["target"] for r in rows if r["pipeline"] == "speed" and not r.get("lr")})
+    """The paper_table.py commands that ran these rows: the table with its own fine-tune
+    settings (with its speed rows' --speed), then one per variant (--lr, --batch-size), naming
+    the rows it ran."""
+    own = (None, None)
+    speeds = sorted(
+        {r["target"] for r in rows if r["pipeline"] == "speed" and variant_of(r) == own}
+    )
     speed = f" --speed {','.join(f'{x:g}' for x in speeds)}" if speeds else ""
     run = f"python benchmarks/paper_table.py --data DATA{flags}"
     lines = [f"nohup {run}{speed} > paper_table.log 2>&1 &"]
-    for lr in sorted({r["lr"] for r in rows if r.get("lr") is not None}):
+    for variant in sorted({variant_of(r) for r in rows} - {own}, key=variant_order):
         picked = sorted(
             {
                 f"*/{r['pipeline']}/{r['method']}/{r['target']:g}x/*"
                 for r in rows
-                if r.get("lr") == lr
+                if variant_of(r) == variant
             }
         )
-        lines.append(f"nohup {run} --lr {lr:g} --rows '{','.join(picked)}' > lr.log 2>&1 &")
+        tuned = variant_flags(variant)
+        lines.append(f"nohup {run}{tuned} --rows '{','.join(picked)}' > variant.log 2>&1 &")
     return lines
 
 
-def _fine_tune_order(group: tuple[str, int, float | None]) -> tuple:
-    net, epochs, lr = group
-    return net, epochs, lr is not None, lr or 0.0
+def _fine_tune_order(group: tuple) -> tuple:
+    net, epochs, variant = group
+    return net, epochs, variant_order(variant)
 
 
 def _row_speeds(data: Any) -> tuple[dict[str, dict[int, float]], list[int]]:
@@ -201,8 +211,7 @@ def _row_speeds(data: Any) -> tuple[dict[str, dict[int, float]], list[int]]:
 def _speed_cell(row: dict[str, Any], speeds: dict[str, dict[int, float]], size: int) -> str:
     if row["pipeline"] == "base":
         return "1.00x"
-    key = row["key"] if row.get("lr") is None else row["key"].rsplit("/", 1)[0]  # same model
-    speedup = speeds.get(key, {}).get(size)
+    speedup = speeds.get(model_key(row), {}).get(size)
     return "-" if speedup is None else times(speedup)
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .accuracy import allocation_rows, bn_augmented, pipeline, refit_name
-from .base import Results, Section, method_name, net_name, num, table, times
+from .base import Results, Section, method_name, net_name, num, table, times, variant_of
 
 STAGES = ("zero-shot", "calibrated", "data-aware", "fine-tuned")
 TOLERANCE = 1.03  # sizes within 3 % of each other share a row
@@ -129,14 +129,17 @@ def _finetuned(results: Results) -> list[Figure]:
                     "fine-tuned",
                     r["top1_after"],
                     f"{method_name(r['method'])} {r['pipeline']} pipeline, "
-                    f"{r['epochs']} epochs{_at_lr(r)} (paper table)",
+                    f"{r['epochs']} epochs{_tuned(r)} (paper table)",
                 )
             )
     return found
 
 
-def _at_lr(row: dict[str, Any]) -> str:
-    return f" at peak lr {row['lr']:g}" if row.get("lr") is not None else ""
+def _tuned(row: dict[str, Any]) -> str:
+    lr, batch = variant_of(row)
+    return ("" if lr is None else f" at peak lr {lr:g}") + (
+        "" if batch is None else f", batch {batch}"
+    )
 
 
 def clusters(sizes: list[float]) -> list[list[float]]:
