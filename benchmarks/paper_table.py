@@ -565,8 +565,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--batch-size",
         type=whole_number(1, "a batch size of 1 or more"),
         default=TABLE_BATCH,
-        help=f"the fine-tune's batch; another than {TABLE_BATCH} makes its rows (a base row too) "
-        f"a table of their own (default: {TABLE_BATCH})",
+        help=f"the fine-tune's batch; any other than {TABLE_BATCH} makes its rows (a base row "
+        f"too) a table of their own (default: {TABLE_BATCH})",
     )
     parser.add_argument("--calib-images", type=int, help="for the best pipeline (default: its)")
     parser.add_argument("--max-steps", type=int, help="smoke runs: optimiser steps per run")
