@@ -55,6 +55,7 @@ from reporting.base import (
     EPOCH0_NOTE,
     TABLE_BATCH,
     fine_tune_of,
+    model_key,
     target_cell,
     variant_of,
     variant_order,
@@ -105,8 +106,7 @@ class Row:
 
     @property
     def key(self) -> str:
-        key = f"{self.net}/{self.pipeline}/{self.method}/{self.target:g}x/e{self.epochs}"
-        key += "" if self.lr is None else f"/lr{self.lr:g}"
+        key = model_key(vars(self)) + ("" if self.lr is None else f"/lr{self.lr:g}")
         return key + ("" if self.batch is None else f"/b{self.batch}")
 
     @property

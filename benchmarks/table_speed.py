@@ -30,7 +30,7 @@ import torch
 from paper_table import slug_of
 from paths import ROOT, portable
 from paths import write_json as write_atomically  # benchmarks/ is on sys.path when run as a script
-from reporting.base import variant_of
+from reporting.base import TABLE_OWN, variant_of
 
 BENCHMARK = "table_speed"
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "paper_table_speed.json"
@@ -46,8 +46,7 @@ def rows_to_time(results: Path, patterns: list[str] | None) -> list[dict[str, An
     if not results.is_file():
         raise SystemExit(f"table_speed: {portable(results)} does not exist; run paper_table.py")
     rows = json.loads(results.read_text(encoding="utf-8")).get("rows", [])
-    own = (None, None)
-    picked = [row for row in rows if row["pipeline"] != "base" and variant_of(row) == own]
+    picked = [row for row in rows if row["pipeline"] != "base" and variant_of(row) == TABLE_OWN]
     if patterns:
         picked = [r for r in picked if any(fnmatch.fnmatch(r["key"], p) for p in patterns)]
     return picked

@@ -81,6 +81,7 @@ EPOCH0_NOTE = (
 TABLE_BATCH = 128  # the paper table's fine-tuning batch; rows run with another are apart
 
 Variant = tuple[float | None, int | None]
+TABLE_OWN: Variant = (None, None)  # the variant of rows run with the table's own settings
 
 
 def variant_of(row: dict[str, Any]) -> Variant:

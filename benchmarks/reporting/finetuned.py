@@ -8,6 +8,8 @@ from typing import Any
 from .accuracy import allocation_commands, allocation_rows, pivot
 from .base import (
     EPOCH0_NOTE,
+    TABLE_BATCH,
+    TABLE_OWN,
     Results,
     Section,
     command,
@@ -124,8 +126,8 @@ def paper_section(results: Results) -> Section:
         "from it. Speed rows (`--speed X`): HT-2 compressed by `ht2 compress --target-speedup "
         "X` for the runtime, dtype and batch size the row names, then fine-tuned the same way. "
         "`--lr X` fine-tunes the rows it picks (a base row among them) at peak learning rate X "
-        "instead of the recipe's, and `--batch-size B` with B images a step instead of 128, in a "
-        "table of their own. " + EPOCH0_NOTE,
+        "instead of the recipe's, and `--batch-size B` with B images a step instead of "
+        f"{TABLE_BATCH}, in a table of their own. " + EPOCH0_NOTE,
     ]
     if not rows:
         parts.append("No rows yet.")
@@ -172,14 +174,13 @@ def _table_commands(rows: list[dict[str, Any]], flags: str) -> list[str]:
     """The paper_table.py commands that ran these rows: the table with its own fine-tune
     settings (with its speed rows' --speed), then one per variant (--lr, --batch-size), naming
     the rows it ran."""
-    own = (None, None)
     speeds = sorted(
-        {r["target"] for r in rows if r["pipeline"] == "speed" and variant_of(r) == own}
+        {r["target"] for r in rows if r["pipeline"] == "speed" and variant_of(r) == TABLE_OWN}
     )
     speed = f" --speed {','.join(f'{x:g}' for x in speeds)}" if speeds else ""
     run = f"python benchmarks/paper_table.py --data DATA{flags}"
     lines = [f"nohup {run}{speed} > paper_table.log 2>&1 &"]
-    for variant in sorted({variant_of(r) for r in rows} - {own}, key=variant_order):
+    for variant in sorted({variant_of(r) for r in rows} - {TABLE_OWN}, key=variant_order):
         picked = sorted(
             {
                 f"*/{r['pipeline']}/{r['method']}/{r['target']:g}x/*"
