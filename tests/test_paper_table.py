@@ -89,10 +89,14 @@ def test_row_keys_are_stable(table: ModuleType) -> None:
         "cifar10_resnet20/best/cp/2.5x/e10",
         "cifar10_resnet20/best/tucker2/3.8x/e10",
         "cifar10_resnet20/best/cp/3.8x/e10",
+        "cifar10_resnet20/best/cp/5.6x/e10",
+        "cifar10_resnet20/best/cp/8.4x/e10",
         *[f"cifar10_resnet20/prune/channels/{x}x/e10" for x in ("1.5", "2.5", "3.8", "5.6", "8.4")],
     ]
     sizes = [row.target for row in table.plan_rows(["cifar10_resnet56"], 10) if row.method == "ht2"]
     assert sorted(set(sizes)) == [1.5, 2.55, 4.0, 6.05, 9.05]
+    rivals = [(r.method, r.target) for r in table.plan_rows(["cifar10_resnet56"], 10)]
+    assert sorted(x for method, x in rivals if method == "cp") == [2.55, 4.0]
 
 
 def test_rows_are_written_one_by_one_and_a_second_run_skips_them(
