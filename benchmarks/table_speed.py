@@ -117,9 +117,22 @@ def summary_line(timed: dict[str, Any]) -> str:
     return f"{timed['key']}: {', '.join(parts)} best against best ({timed['macs_x']:.2f}x MACs)"
 
 
+SUBSET_FLAGS = {"--rows": 1, "--again": 0}  # which rows a run times, and how many values
+
+
 def command_line(argv: list[str]) -> str:
-    """This run as a command, absolute paths made portable."""
-    parts = [portable(arg) if os.path.isabs(arg) else arg for arg in argv]
+    """The command that fills the whole column as this run times: its argv, absolute paths made
+    portable, without the flags that pick which rows run (the column gathers several runs)."""
+    parts: list[str] = []
+    skip = 0
+    for arg in argv:
+        name = arg.split("=", 1)[0]
+        if skip:
+            skip -= 1
+        elif name in SUBSET_FLAGS:
+            skip = SUBSET_FLAGS[name] if "=" not in arg else 0
+        else:
+            parts.append(portable(arg) if os.path.isabs(arg) else arg)
     return " ".join(["python benchmarks/table_speed.py", *parts])
 
 

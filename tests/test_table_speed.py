@@ -73,6 +73,10 @@ def test_rows_are_timed_once_against_the_base_and_skipped_after(
     assert speed.main(argv) == 0
     assert calls == [] and f"{KEY}: timed already, skipped" in capsys.readouterr().out
     assert speed.main([*argv, "--again"]) == 0
+    assert speed.command_line(["--rows", "a/*,b/*", "--threads", "1", "--again"]) == (
+        "python benchmarks/table_speed.py --threads 1"
+    )  # the column gathers several runs: the command that fills it, not this run's subset
+    assert speed.command_line(["--rows=a/*", "--repeats", "3"]).endswith("table_speed.py --repeats 3")
     assert calls == [KEY]
 
 
