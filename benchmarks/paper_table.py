@@ -156,7 +156,8 @@ def plan_rows(
 ) -> list[Row]:
     """Every row of the table, in the order they run: each net's base first (so deltas fill as
     rows arrive), then each size by the paper's and the best pipeline, then the rivals (CP at
-    its further sizes too), then channel pruning at each size, then (only when asked for) HT-2 compressed for `speedups`.
+    its further sizes too), then channel pruning at each size, then (only when asked for) HT-2
+    compressed for `speedups`.
     A fine-tuning `lr` or `batch` of its own makes a table of its own, with its own base row."""
     tuned = {"epochs": epochs, "lr": lr, "batch": batch}
     rows = []
