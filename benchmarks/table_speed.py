@@ -132,7 +132,7 @@ def command_line(argv: list[str]) -> str:
         elif name in SUBSET_FLAGS:
             skip = SUBSET_FLAGS[name] if "=" not in arg else 0
         else:
-            parts.append(portable(arg) if os.path.isabs(arg) else arg)
+            parts.append(portable(arg))  # relative paths and other values come back as given
     return " ".join(["python benchmarks/table_speed.py", *parts])
 
 
