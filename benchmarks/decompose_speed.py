@@ -31,6 +31,8 @@ import sys
 import time
 from pathlib import Path
 
+from paths import write_json  # benchmarks/ is on sys.path when run as a script
+
 MODELS = ("vgg16_bn", "resnet50", "googlenet", "cifar10_densenet40")
 PATHS = ("ours", "float64", "full_svd", "unsized")
 DECOMP_MODULES = ("ht2.decomp.svd", "ht2.decomp.ht2", "ht2.decomp.tucker2")
@@ -191,10 +193,7 @@ def _write(args: argparse.Namespace, rows: list[dict]) -> None:
         "note": "speedup = seconds of the path / seconds of ours, same run",
         "rows": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(args.out)
+    write_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import platform
 from collections import Counter
 from pathlib import Path
 
 import torch
-from shared_weights import WEIGHTS  # benchmarks/ is on sys.path when run as a script
+from paths import write_json  # benchmarks/ is on sys.path when run as a script
+from shared_weights import WEIGHTS
 from torch import nn
 
 import ht2
@@ -138,14 +138,6 @@ def markdown(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
     lines += ["| " + " | ".join(cells(row)) + " |" for row in rows]
     return "\n".join(lines)
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Written under a temporary name, then renamed: never half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    os.replace(partial, path)
 
 
 def parse_args() -> argparse.Namespace:

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from paths import ROOT, portable
+from paths import ROOT, command_line, portable
 from paths import write_json as write_atomically  # benchmarks/ is on sys.path when run as a script
 from shared_weights import WEIGHTS
 from torch import nn
@@ -185,10 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out,
         {
             "benchmark": BENCHMARK,
-            "command": " ".join(
-                ["python benchmarks/layer_chain.py"]
-                + [portable(a) if os.path.isabs(a) else a for a in given]
-            ),
+            "command": command_line("python benchmarks/layer_chain.py", given),
             "model": args.model,
             "weights": portable(file.resolve()) if has_weights else "random init",
             "energy": args.energy,

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from paths import portable
+from paths import command_line, portable, write_text
 from reporting.base import (
     EPOCH0_NOTE,
     TABLE_BATCH,
@@ -191,14 +191,6 @@ def read_results(path: Path) -> list[dict[str, Any]]:
     return json.loads(path.read_text(encoding="utf-8")).get("rows", [])
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write `text` to a temporary file beside `path`, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
-
-
 def fill_deltas(rows: list[dict[str, Any]]) -> None:
     """Each row's top-1 after fine-tuning minus its net's base row's, fine-tuned the same way
     (None until that base row exists)."""
@@ -211,8 +203,8 @@ def fill_deltas(rows: list[dict[str, Any]]) -> None:
 def write_table(path: Path, rows: list[dict[str, Any]]) -> None:
     """Refresh every delta of `rows`, then write them as JSON and as Markdown beside it."""
     fill_deltas(rows)
-    write_atomically(path, json.dumps({"rows": rows}, indent=1) + "\n")
-    write_atomically(path.with_suffix(".md"), markdown(rows))
+    write_text(path, json.dumps({"rows": rows}, indent=1) + "\n")
+    write_text(path.with_suffix(".md"), markdown(rows))
 
 
 def store_row(path: Path, row: dict[str, Any]) -> list[dict[str, Any]]:
@@ -498,12 +490,12 @@ def row_minutes(state: dict[str, Any], log: list[dict[str, Any]]) -> float:
 
 def _command(argv: list[str]) -> str:
     """`ht2 ARGV` with every absolute path written portably."""
-    return "ht2 " + " ".join(portable(arg) if os.path.isabs(arg) else arg for arg in argv)
+    return command_line("ht2", argv)
 
 
 def _save_state(folder: Path, state: dict[str, Any], started: float) -> None:
     state["stage_seconds"] = state.get("stage_seconds", 0.0) + time.perf_counter() - started
-    write_atomically(folder / "row.json", json.dumps(state, indent=1) + "\n")
+    write_text(folder / "row.json", json.dumps(state, indent=1) + "\n")
 
 
 # --- the command line --------------------------------------------------------------------------

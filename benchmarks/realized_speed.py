@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from paths import ROOT, portable
+from paths import ROOT, command_line, portable
 from paths import write_json as write_atomically  # benchmarks/ is on sys.path when run as a script
 from shared_weights import WEIGHTS
 from torch import nn
@@ -504,18 +504,6 @@ def load_average() -> list[float]:
     return [round(value, 2) for value in os.getloadavg()]
 
 
-def command_line(argv: list[str]) -> str:
-    """This run as a command, paths made portable."""
-    parts = ["python benchmarks/realized_speed.py"]
-    for arg in argv:
-        flag, equals, value = arg.partition("=")
-        if equals and os.path.isabs(value):
-            parts.append(f"{flag}={portable(value)}")
-        else:
-            parts.append(portable(arg) if os.path.isabs(arg) else arg)
-    return " ".join(parts)
-
-
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -632,7 +620,7 @@ def run(argv: list[str]) -> dict[str, Any]:
     targets = target_rows(models)
     data = {
         "benchmark": BENCHMARK,
-        "command": command_line(argv),
+        "command": command_line("python benchmarks/realized_speed.py", argv),
         "torch": torch.__version__,
         "device": str(device),
         "device_name": platform.processor() or platform.machine(),

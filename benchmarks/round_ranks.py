@@ -24,7 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from paths import ROOT, portable, write_json  # benchmarks/ is on sys.path when run as a script
+from paths import (  # benchmarks/ is on sys.path when run as a script
+    ROOT,
+    command_line,
+    portable,
+    write_json,
+)
 
 import ht2
 from ht2.choices import DTYPES
@@ -288,16 +293,6 @@ def cpu_facts() -> dict[str, Any]:
     return {"model": name, "count": os.cpu_count(), **flags}
 
 
-def command_line(argv: list[str]) -> str:
-    """This run as a command, absolute paths made portable."""
-    return " ".join(
-        [
-            "python benchmarks/round_ranks.py",
-            *(portable(a) if os.path.isabs(a) else a for a in argv),
-        ]
-    )
-
-
 def run(argv: list[str]) -> Path:
     """The whole benchmark: the table printed, the JSON written; returns its path."""
     args = parse_args(argv)
@@ -313,7 +308,7 @@ def run(argv: list[str]) -> Path:
         notes.append("bfloat16 is emulated on this CPU: its times say little")
     payload = {
         "benchmark": "round_ranks",
-        "command": command_line(argv),
+        "command": command_line("python benchmarks/round_ranks.py", argv),
         "model": NET,
         "torch": torch.__version__,
         "cpu": cpu_facts(),

@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import paths
 import torch
 from paper_table import slug_of
 from paths import ROOT, portable
@@ -121,19 +122,9 @@ SUBSET_FLAGS = {"--rows": 1, "--again": 0}  # which rows a run times, and how ma
 
 
 def command_line(argv: list[str]) -> str:
-    """The command that fills the whole column as this run times: its argv, absolute paths made
-    portable, without the flags that pick which rows run (the column gathers several runs)."""
-    parts: list[str] = []
-    skip = 0
-    for arg in argv:
-        name = arg.split("=", 1)[0]
-        if skip:
-            skip -= 1
-        elif name in SUBSET_FLAGS:
-            skip = SUBSET_FLAGS[name] if "=" not in arg else 0
-        else:
-            parts.append(portable(arg))  # relative paths and other values come back as given
-    return " ".join(["python benchmarks/table_speed.py", *parts])
+    """The command that fills the whole column as this run times: its argv without the flags
+    that pick which rows run (the column gathers several runs)."""
+    return paths.command_line("python benchmarks/table_speed.py", argv, drop=SUBSET_FLAGS)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 import torch
-from paths import portable  # benchmarks/ is on sys.path when run as a script
+from paths import command_line  # benchmarks/ is on sys.path when run as a script
 
 import ht2
 from ht2.metrics.accuracy import evaluate_accuracy
@@ -264,7 +264,7 @@ def main() -> None:
     inputs.sampler.set_epoch(0)
     batches = list(itertools.islice(inputs.train, (args.rounds + 1) * args.steps))
     result = {
-        "command": " ".join(["python", "benchmarks/train_speed.py", *map(portable, sys.argv[1:])]),
+        "command": command_line("python benchmarks/train_speed.py", sys.argv[1:]),
         "machine": {
             "cpu_count": os.cpu_count(),
             "processor": platform.processor() or platform.machine(),
