@@ -25,10 +25,10 @@ Each folder is then `ht2 finetune --epochs E` (BN calibration kept where held-ou
 images say it helps, distillation from the uncompressed model, one-cycle SGD; the base row
 distils from a frozen copy of itself). Top-1 on the data's test split: before fine-tuning (the
 model as compress or prune wrote it) and after the last epoch; delta is against the base row
-of the same net, epochs, --lr and --batch-size (rows run with either set apart from the default
-are a table of their own). The rows fine-tuned while that calibration was unconditional (all
-those of 2026-12-02 and before) differ only in their epoch-0 figure: training re-estimates the
-statistics from its first step.
+of the same net, epochs, --lr, --batch-size and --ema (rows run with any of them set apart from
+the default are a table of their own). The rows fine-tuned while that calibration was
+unconditional (all those of 2026-12-02 and before) differ only in their epoch-0 figure: training
+re-estimates the statistics from its first step.
 
 Writes benchmarks/results/paper_table.json ({"rows": [...]}, replaced atomically after every
 row) and paper_table.md. Work folders (compressed models, fine-tuning runs with their
@@ -106,11 +106,13 @@ class Row:
     epochs: int
     lr: float | None = None  # the fine-tune's peak learning rate; None: ht2 finetune's own
     batch: int | None = None  # the fine-tune's batch size; None: TABLE_BATCH
+    ema: float | None = None  # the fine-tune's weight average (--ema); None: none kept
 
     @property
     def key(self) -> str:
         key = model_key(vars(self)) + ("" if self.lr is None else f"/lr{self.lr:g}")
-        return key + ("" if self.batch is None else f"/b{self.batch}")
+        key += "" if self.batch is None else f"/b{self.batch}"
+        return key + ("" if self.ema is None else f"/ema{self.ema:g}")
 
     @property
     def slug(self) -> str:
@@ -124,6 +126,7 @@ class Settings:
     data: str | None
     epochs: int = 10
     lr: float | None = None  # the fine-tune's peak learning rate (None: its recipe's)
+    ema: float | None = None  # the fine-tune's weight average decay (None: none kept)
     device: str = "auto"
     threads: int | None = None
     workers: int = 2
@@ -153,13 +156,15 @@ def plan_rows(
     speedups: tuple[float, ...] = (),
     lr: float | None = None,
     batch: int | None = None,
+    ema: float | None = None,
 ) -> list[Row]:
     """Every row of the table, in the order they run: each net's base first (so deltas fill as
     rows arrive), then each size by the paper's and the best pipeline, then the rivals (CP at
     its further sizes too), then channel pruning at each size, then (only when asked for) HT-2
     compressed for `speedups`.
-    A fine-tuning `lr` or `batch` of its own makes a table of its own, with its own base row."""
-    tuned = {"epochs": epochs, "lr": lr, "batch": batch}
+    A fine-tuning `lr`, `batch` or `ema` of its own makes a table of its own, with its own base
+    row."""
+    tuned = {"epochs": epochs, "lr": lr, "batch": batch, "ema": ema}
     rows = []
     for net in nets:
         plan = NETS[net]
@@ -305,6 +310,8 @@ def finetune_args(settings: Settings, source: Path, out: Path, resume: bool) -> 
     argv += ["--epochs", str(settings.epochs), "--batch-size", str(settings.batch_size)]
     if settings.lr is not None:
         argv += ["--lr", f"{settings.lr:g}"]
+    if settings.ema is not None:
+        argv += ["--ema", f"{settings.ema:g}"]
     argv += ["--workers", str(settings.workers), "--device", settings.device]
     for flag, value in (
         ("--max-steps", settings.max_steps),
@@ -460,6 +467,7 @@ def run_row(row: Row, settings: Settings, folder: Path) -> dict[str, Any]:
         "epochs": row.epochs,
         **({"lr": row.lr} if row.lr is not None else {}),
         **({"batch_size": row.batch} if row.batch is not None else {}),
+        **({"ema": row.ema} if row.ema is not None else {}),
         "params_x": state["sizes"]["params_x"],
         "macs_x": state["sizes"]["macs_x"],
         **({"speed_for": settings.speed_for} if row.pipeline == "speed" else {}),
@@ -555,6 +563,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the fine-tune's peak learning rate; its rows (a base row too) are a table of "
         "their own (default: ht2 finetune's recipe)",
     )
+    parser.add_argument(
+        "--ema",
+        type=real_number(0.0, 1.0, above=True, below=True),
+        metavar="DECAY",
+        help="fine-tune keeping a moving average of the weights (ht2 finetune --ema); its rows "
+        "(a base row too) are a table of their own (default: none)",
+    )
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--workers", type=int, default=2, help="data workers (default: 2)")
@@ -599,6 +614,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         data=str(Path(args.data).resolve()) if args.data else None,
         epochs=args.epochs,
         lr=args.lr,
+        ema=args.ema,
         device=args.device,
         threads=args.threads,
         workers=args.workers,
@@ -635,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"paper_table: unknown nets {unknown}; known: {', '.join(NETS)}")
     batch = None if args.batch_size == TABLE_BATCH else args.batch_size
     rows = pick(
-        plan_rows(list(dict.fromkeys(nets)), args.epochs, args.speed, args.lr, batch),
+        plan_rows(list(dict.fromkeys(nets)), args.epochs, args.speed, args.lr, batch, args.ema),
         args.rows.split(",") if args.rows else None,
     )
     done = {row["key"] for row in read_results(args.results)}

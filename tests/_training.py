@@ -56,6 +56,9 @@ def run_tensors(out: Path) -> dict[str, torch.Tensor]:
     tensors = {}
     for name in ("checkpoint/model.safetensors", "checkpoint/optimizer.safetensors"):
         tensors.update({f"{name}:{k}": v for k, v in load_file(str(out / name)).items()})
+    average = out / "checkpoint" / "average.safetensors"  # kept with --ema
+    if average.is_file():
+        tensors.update({f"average:{k}": v for k, v in load_file(str(average)).items()})
     tensors.update({f"best:{k}": v for k, v in load_file(str(out / "model.safetensors")).items()})
     return tensors
 

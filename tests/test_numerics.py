@@ -209,6 +209,7 @@ BAD_FLAGS = [
     (FINETUNE, "--label-smoothing", "nan"),
     (FINETUNE, "--label-smoothing", "1"),
     (FINETUNE, "--clip-grad", "0"),
+    *[(FINETUNE, "--ema", value) for value in ("1", "-0.1", "nan")],
     (FINETUNE, "--lighting", "-0.1"),
     (FINETUNE, "--workers", "-1"),
     (FINETUNE, "--train-limit", "0"),

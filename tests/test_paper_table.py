@@ -337,6 +337,36 @@ def test_a_learning_rate_of_its_own_makes_a_table_with_its_own_base(
         )
 
 
+def test_a_weight_average_makes_a_table_with_its_own_base(
+    table: ModuleType, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    keys = [row.key for row in table.plan_rows(["cifar10_resnet20"], 10, ema=0.999)]
+    assert keys[0] == "cifar10_resnet20/base/dense/1x/e10/ema0.999"
+    argv = table.finetune_args(table.Settings(data="d", ema=0.999), tmp_path, tmp_path, False)
+    assert argv[argv.index("--ema") + 1] == "0.999"
+    assert "--ema" not in table.finetune_args(table.Settings(data="d"), tmp_path, tmp_path, False)
+
+    results = tmp_path / "out.json"
+    fake = FakeStages(table, results, {"base": 80.0, "best": 75.0})
+    fake.install(monkeypatch)
+    assert table.main(_argv(tmp_path, "base/*,best/ht2/3.8x/*")) == 0
+    fake.after = {"base": 80.5, "best": 80.0}
+    assert table.main(_argv(tmp_path, "base/*,best/ht2/3.8x/*", "--ema", "0.999")) == 0
+    rows = {row["key"]: row for row in table.read_results(results)}
+    assert rows["cifar10_resnet20/best/ht2/3.8x/e2/ema0.999"]["delta"] == -0.5
+    assert rows["cifar10_resnet20/best/ht2/3.8x/e2/ema0.999"]["ema"] == 0.999
+    assert "ema" not in rows["cifar10_resnet20/best/ht2/3.8x/e2"]
+    text = results.with_suffix(".md").read_text()
+    plain = text.index("## cifar10_resnet20, 2 epochs of fine-tuning\n")
+    assert plain < text.index("2 epochs of fine-tuning, weight average kept (ema 0.999)")
+    for bad in ("0", "1", "nan"):
+        with pytest.raises(SystemExit):
+            table.main(_argv(tmp_path, "*", "--ema", bad))
+        assert "error: argument --ema: expected a finite number in (0, 1)" in (
+            capsys.readouterr().err
+        )
+
+
 def test_a_batch_size_of_its_own_makes_a_table_with_its_own_base(
     table: ModuleType, tmp_path: Path, monkeypatch, capsys
 ) -> None:

@@ -104,8 +104,9 @@ def _killed_then_resumed(
         {"schedule": "multistep", "milestones": [1, 2]},
         {"distill": True, "distill_weight": 0.7, "lighting": 0.1, "label_smoothing": 0.1},
         {"epochs": 4, "max_steps": 15},
+        {"ema": 0.9},
     ],
-    ids=["onecycle", "step", "multistep", "distill", "max-steps-mid-epoch"],
+    ids=["onecycle", "step", "multistep", "distill", "max-steps-mid-epoch", "ema"],
 )
 def test_a_run_killed_after_an_epoch_resumes_bit_identical(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, changes: dict
@@ -448,3 +449,15 @@ def test_a_damaged_checkpoint_is_refused_in_one_line(
     with pytest.raises(HT2Error, match="resume") as error:
         _run(data, out, config.updated(epochs=2), resume=True)
     assert needle in str(error.value)
+
+
+def test_a_weight_average_is_resumed_only_with_its_own_decay(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    config = _config(ema=0.9, epochs=1, schedule="step", step_size=1, gamma=0.5)
+    _run(data, out, config)
+    for other in (0.0, 0.99):
+        with pytest.raises(HT2Error, match="ema 0.9; resume with the same one"):
+            _run(data, out, config.updated(ema=other, epochs=2), resume=True)
+    (out / "checkpoint" / "average.safetensors").unlink()
+    with pytest.raises(HT2Error, match=r"damaged \(average.safetensors is missing\)"):
+        _run(data, out, config.updated(epochs=2), resume=True)

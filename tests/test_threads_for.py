@@ -89,4 +89,6 @@ def test_the_factors_are_those_of_a_decomposition_on_the_threads_set(
         (threaded.u1, threaded.g1, threaded.g2, threaded.u3),
         strict=True,
     ):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        # each ALS sweep carries the other thread count's float32 rounding forward: about
+        # 1e-4 after three here, where a different decomposition would differ by O(1)
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=5e-4)

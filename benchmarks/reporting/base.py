@@ -80,14 +80,15 @@ EPOCH0_NOTE = (
 
 TABLE_BATCH = 128  # the paper table's fine-tuning batch; rows run with another are apart
 
-Variant = tuple[float | None, int | None]
-TABLE_OWN: Variant = (None, None)  # the variant of rows run with the table's own settings
+Variant = tuple[float | None, int | None, float | None]
+TABLE_OWN: Variant = (None, None, None)  # the variant of rows run with the table's own settings
 
 
 def variant_of(row: dict[str, Any]) -> Variant:
     """The fine-tune settings a paper-table row ran with apart from the table's own: its peak
-    learning rate (None: the recipe's) and batch size (None: TABLE_BATCH)."""
-    return row.get("lr"), row.get("batch_size")
+    learning rate (None: the recipe's), batch size (None: TABLE_BATCH) and weight average decay
+    (None: no average kept)."""
+    return row.get("lr"), row.get("batch_size"), row.get("ema")
 
 
 def fine_tune_of(row: dict[str, Any]) -> tuple[str, int, Variant]:
@@ -96,24 +97,26 @@ def fine_tune_of(row: dict[str, Any]) -> tuple[str, int, Variant]:
 
 
 def variant_order(variant: Variant) -> tuple:
-    """The table's own settings first, then by learning rate, then by batch size."""
-    lr, batch = variant
-    return lr is not None, lr or 0.0, batch is not None, batch or 0
+    """The table's own settings first, then by learning rate, batch size and average."""
+    lr, batch, ema = variant
+    return lr is not None, lr or 0.0, batch is not None, batch or 0, ema is not None, ema or 0.0
 
 
 def variant_phrase(variant: Variant) -> str:
     """How a table's heading names settings of its own ("" for the table's)."""
-    lr, batch = variant
+    lr, batch, ema = variant
     lr_part = "" if lr is None else f", peak learning rate {lr:g} (not the recipe's)"
-    return lr_part + ("" if batch is None else f", batch {batch} (not {TABLE_BATCH})")
+    batch_part = "" if batch is None else f", batch {batch} (not {TABLE_BATCH})"
+    return lr_part + batch_part + ("" if ema is None else f", weight average kept (ema {ema:g})")
 
 
 def variant_flags(variant: Variant) -> str:
     """The paper_table.py flags that run a variant (" --lr 0.003 --batch-size 32")."""
-    lr, batch = variant
-    return ("" if lr is None else f" --lr {lr:g}") + (
+    lr, batch, ema = variant
+    flags = ("" if lr is None else f" --lr {lr:g}") + (
         "" if batch is None else f" --batch-size {batch}"
     )
+    return flags + ("" if ema is None else f" --ema {ema:g}")
 
 
 def model_key(row: dict[str, Any]) -> str:

@@ -136,9 +136,11 @@ def _finetuned(results: Results) -> list[Figure]:
 
 
 def _tuned(row: dict[str, Any]) -> str:
-    lr, batch = variant_of(row)
-    return ("" if lr is None else f" at peak lr {lr:g}") + (
-        "" if batch is None else f", batch {batch}"
+    lr, batch, ema = variant_of(row)
+    return (
+        ("" if lr is None else f" at peak lr {lr:g}")
+        + ("" if batch is None else f", batch {batch}")
+        + ("" if ema is None else f", weight average (ema {ema:g})")
     )
 
 

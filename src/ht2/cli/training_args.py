@@ -113,6 +113,14 @@ def add_training_args(parser: argparse.ArgumentParser, default_recipe: str | Non
         "epoch; CIFAR-style models only (default: on when the decoded training split takes "
         "at most 1 GiB)",
     )
+    add(
+        "--ema",
+        type=below_one,
+        metavar="DECAY",
+        help="keep an exponential moving average of the weights, DECAY per step (0.999 spans "
+        "about 1,000 steps), and evaluate and save it instead of the live weights "
+        f"(default: {d.ema or 'off'})",
+    )
     add("--clip-grad", type=positive_float, help="clip the gradient norm to this (default: off)")
     add(
         "--lighting",

@@ -19,6 +19,7 @@ from ht2.models.weights import refuse_unusable
 STATE = "state.json"
 MODEL = "model.safetensors"
 OPTIMIZER = "optimizer.safetensors"
+AVERAGE = "average.safetensors"  # the weight average (--ema), when one is kept
 
 
 def _split_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -53,8 +54,10 @@ def save_checkpoint(
     scheduler: Any,
     scaler: torch.amp.GradScaler,
     meta: dict[str, Any],
+    average: nn.Module | None = None,
 ) -> None:
-    """Write DIR (model, optimiser, scheduler, scaler, `meta`) whole, replacing the old one."""
+    """Write DIR (model, optimiser, scheduler, scaler, `meta`, and the weight `average` when one
+    is kept) whole, replacing the old one."""
     opt_tensors, opt_rest = _split_optimizer(optimizer.state_dict())
     state = {
         "meta": meta,
@@ -62,13 +65,16 @@ def save_checkpoint(
         "scheduler": _jsonable_scheduler(scheduler.state_dict()),
         "scaler": scaler.state_dict(),
     }
-    weights = {
-        k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()
-    }
     with atomic_directory(directory, overwrite=True) as staging:
-        save_file(weights, str(staging / MODEL))
+        save_file(_cpu_weights(model), str(staging / MODEL))
+        if average is not None:
+            save_file(_cpu_weights(average), str(staging / AVERAGE))
         save_file(opt_tensors, str(staging / OPTIMIZER))
         (staging / STATE).write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
+
+
+def _cpu_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
 
 
 def read_checkpoint_meta(directory: Path) -> dict[str, Any]:
@@ -124,13 +130,17 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     scaler: torch.amp.GradScaler,
+    average: nn.Module | None = None,
 ) -> dict[str, Any]:
-    """Restore everything `save_checkpoint` wrote into the live objects; return the meta. A
+    """Restore everything `save_checkpoint` wrote into the live objects (the weight `average`
+    too, when one is kept); return the meta. A
     checkpoint that does not restore whole (a truncated file, an edited state) is refused in
     one line: the run cannot go on from it."""
     state = _read_state(directory)
     try:
         _restore(directory, state, model, optimizer, scheduler, scaler)
+        if average is not None:
+            _restore_weights(directory / AVERAGE, average)
     except HT2Error:
         raise
     except (OSError, SafetensorError, KeyError, TypeError, AttributeError, *BAD_JSON) as error:
@@ -143,6 +153,29 @@ def load_checkpoint(
     return state["meta"]
 
 
+def _restore_weights(path: Path, model: nn.Module) -> None:
+    """`model`'s weights from `path`, refused when they belong to another model or are
+    damaged."""
+    if not path.is_file():
+        raise damaged(path.parent, f"{path.name} is missing")
+    weights = load_file(str(path))
+    expected = model.state_dict()
+    if set(weights) != set(expected) or any(
+        weights[k].shape != v.shape for k, v in expected.items()
+    ):
+        raise HT2Error(
+            f"checkpoint {path.parent} was saved from another model; it cannot resume this one"
+        )
+    changed = [k for k, v in expected.items() if weights[k].dtype != v.dtype]
+    if changed:
+        raise damaged(path, f"{changed[0]} is {weights[changed[0]].dtype}")
+    try:
+        refuse_unusable(weights, str(path), model)
+    except HT2Error as error:
+        raise HT2Error(f"{error}; start again without resume", params="resume") from None
+    model.load_state_dict(weights)
+
+
 def _restore(
     directory: Path,
     state: dict[str, Any],
@@ -151,22 +184,7 @@ def _restore(
     scheduler: Any,
     scaler: torch.amp.GradScaler,
 ) -> None:
-    weights = load_file(str(directory / MODEL))
-    expected = model.state_dict()
-    if set(weights) != set(expected) or any(
-        weights[k].shape != v.shape for k, v in expected.items()
-    ):
-        raise HT2Error(
-            f"checkpoint {directory} was saved from another model; it cannot resume this one"
-        )
-    changed = [k for k, v in expected.items() if weights[k].dtype != v.dtype]
-    if changed:
-        raise damaged(directory / MODEL, f"{changed[0]} is {weights[changed[0]].dtype}")
-    try:
-        refuse_unusable(weights, str(directory / MODEL), model)
-    except HT2Error as error:
-        raise HT2Error(f"{error}; start again without resume", params="resume") from None
-    model.load_state_dict(weights)
+    _restore_weights(directory / MODEL, model)
     device = next(model.parameters()).device
     opt_tensors = {k: v.to(device) for k, v in load_file(str(directory / OPTIMIZER)).items()}
     params = [p for group in optimizer.param_groups for p in group["params"]]

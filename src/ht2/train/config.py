@@ -33,6 +33,7 @@ class TrainConfig:
     distill_temperature: float = 4.0
     distill_weight: float = 0.5
     distill_blocks: float = 0.0  # weight of the block-output term (0: off; ht2.train.features)
+    ema: float = 0.0  # decay of the weight average kept and evaluated (0: off; ht2.train.averaging)
     train_limit: int | None = None
     eval_limit: int | None = None
     device: str = "auto"

@@ -38,6 +38,7 @@ class StepSettings:
     distill_weight: float = 0.5
     augment_batch: Callable[[torch.Tensor], torch.Tensor] | None = None
     blocks: BlockDistillation | None = None  # block outputs matched to the teacher's
+    after_step: Callable[[], None] | None = None  # called after every optimiser step
 
 
 def _autocast(settings: StepSettings):
@@ -122,6 +123,8 @@ def train_one_epoch(
             nn.utils.clip_grad_norm_(model.parameters(), settings.clip_grad)
         scaler.step(optimizer)
         scaler.update()
+        if settings.after_step is not None:
+            settings.after_step()
         if per_step_schedule:
             scheduler.step()
         steps += 1

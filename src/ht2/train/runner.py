@@ -20,6 +20,7 @@ from torch import nn
 from ht2.errors import BAD_JSON, HT2Error
 from ht2.io import check_output_dir
 from ht2.models import ModelEntry
+from ht2.train.averaging import weight_average
 from ht2.train.checkpoint import damaged, load_checkpoint, read_checkpoint_meta, save_checkpoint
 from ht2.train.config import TrainConfig
 from ht2.train.distributed import (
@@ -90,6 +91,12 @@ def check_resumable(meta: dict[str, Any], name: str, config: TrainConfig, out: P
             f"the checkpoint in {out} was trained with schedule {saved.get('schedule')}; "
             "resume with the same one",
             params="schedule",
+        )
+    if saved.get("ema", 0.0) != config.ema:
+        raise HT2Error(
+            f"the checkpoint in {out} kept a weight average with ema {saved.get('ema', 0.0)}; "
+            "resume with the same one",
+            params="ema",
         )
     if config.schedule == "onecycle" and saved.get("epochs") != config.epochs:
         raise HT2Error(
@@ -165,7 +172,9 @@ def fit(
     force: bool = False,
     evaluate_first: bool = False,
 ) -> RunResult:
-    """Train `model` by `config` on `data`, keeping the best epoch in `out` via `save_best`."""
+    """Train `model` by `config` on `data`, keeping the best epoch in `out` via `save_best`.
+    With `config.ema` the weight average is what is evaluated and handed to `save_best`;
+    `model` ends with the live weights."""
     world = setup_world(config.device)
     blocks = None
     try:
@@ -234,6 +243,10 @@ def _fit(
         teacher.to(world.device).eval()
         if precision.channels_last:
             teacher.to(memory_format=torch.channels_last)
+    average = weight_average(model, config.ema)
+    kept = model if average is None else average.module  # what is evaluated and saved
+    if average is not None:
+        say(world, f"evaluating and keeping a moving average of the weights (ema {config.ema:g})")
     net = wrap_model(model, world)
     steps_per_epoch = len(train_loader)
     if config.max_steps is not None:
@@ -264,6 +277,7 @@ def _fit(
         config.distill_weight,
         (lambda x: add_lighting_noise(x, config.lighting, std)) if config.lighting > 0 else None,
         blocks,
+        None if average is None else (lambda: average.update_parameters(model)),
     )
 
     name = getattr(model, "ht2_arch", {}).get("name", type(model).__name__)
@@ -272,7 +286,7 @@ def _fit(
     if resume:
         check_resumable(read_checkpoint_meta(out / CHECKPOINT), name, config, out)
         planned = getattr(scheduler, "total_steps", None)
-        meta = load_checkpoint(out / CHECKPOINT, model, optimizer, scheduler, scaler)
+        meta = load_checkpoint(out / CHECKPOINT, model, optimizer, scheduler, scaler, average)
         check_same_cycle(planned, getattr(scheduler, "total_steps", None))
         start_epoch, best_top1, best_epoch = meta["epoch"], meta["best_top1"], meta["best_epoch"]
         # checkpoints from before "steps" was kept: every epoch ran in full then
@@ -331,7 +345,7 @@ def _fit(
         steps_done += trained["steps"]
         if not per_step:
             scheduler.step()
-        scored = evaluate(model, eval_loader, world, desc=f"eval {epoch + 1}")
+        scored = evaluate(kept, eval_loader, world, desc=f"eval {epoch + 1}")
         line = {
             "epoch": epoch + 1,
             "lr": lr,
@@ -356,7 +370,7 @@ def _fit(
         if world.is_main:
             _append_log(out / LOG, line)
             if improved:
-                save_best(model, out, {"epoch": epoch + 1, **scored})
+                save_best(kept, out, {"epoch": epoch + 1, **scored})
             meta = {
                 "model": name,
                 "epoch": epoch + 1,
@@ -367,7 +381,7 @@ def _fit(
                 "computed": computed,
                 "saved": time.strftime("%Y-%m-%dT%H:%M:%S"),
             }
-            save_checkpoint(out / CHECKPOINT, model, optimizer, scheduler, scaler, meta)
+            save_checkpoint(out / CHECKPOINT, model, optimizer, scheduler, scaler, meta, average)
 
     agree, sums = checksums_agree(model, world)
     if world.distributed:
