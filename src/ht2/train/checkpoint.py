@@ -133,9 +133,8 @@ def load_checkpoint(
     average: nn.Module | None = None,
 ) -> dict[str, Any]:
     """Restore everything `save_checkpoint` wrote into the live objects (the weight `average`
-    too, when one is kept); return the meta. A
-    checkpoint that does not restore whole (a truncated file, an edited state) is refused in
-    one line: the run cannot go on from it."""
+    too, when one is kept); return the meta. A checkpoint that does not restore whole (a
+    truncated file, an edited state) is refused in one line: the run cannot go on from it."""
     state = _read_state(directory)
     try:
         _restore(directory, state, model, optimizer, scheduler, scaler)
