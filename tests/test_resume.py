@@ -458,6 +458,10 @@ def test_a_weight_average_is_resumed_only_with_its_own_decay(data: Path, tmp_pat
     for other in (0.0, 0.99):
         with pytest.raises(HT2Error, match="ema 0.9; resume with the same one"):
             _run(data, out, config.updated(ema=other, epochs=2), resume=True)
+    plain = tmp_path / "plain"
+    _run(data, plain, config.updated(ema=0.0))
+    with pytest.raises(HT2Error, match="kept no weight average; resume without ema"):
+        _run(data, plain, config.updated(epochs=2), resume=True)
     (out / "checkpoint" / "average.safetensors").unlink()
     with pytest.raises(HT2Error, match=r"damaged \(average.safetensors is missing\)"):
         _run(data, out, config.updated(epochs=2), resume=True)

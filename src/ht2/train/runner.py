@@ -92,10 +92,13 @@ def check_resumable(meta: dict[str, Any], name: str, config: TrainConfig, out: P
             "resume with the same one",
             params="schedule",
         )
-    if saved.get("ema", 0.0) != config.ema:
+    kept_ema = saved.get("ema", 0.0)  # checkpoints from before --ema kept none
+    if kept_ema != config.ema:
         raise HT2Error(
-            f"the checkpoint in {out} kept a weight average with ema {saved.get('ema', 0.0)}; "
-            "resume with the same one",
+            f"the checkpoint in {out} kept a weight average with ema {kept_ema:g}; resume with "
+            "the same one"
+            if kept_ema
+            else f"the checkpoint in {out} kept no weight average; resume without ema",
             params="ema",
         )
     if config.schedule == "onecycle" and saved.get("epochs") != config.epochs:
