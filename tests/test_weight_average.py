@@ -24,13 +24,11 @@ def test_no_decay_keeps_no_average() -> None:
 def test_the_average_is_exponential_over_steps_and_covers_buffers() -> None:
     model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
     average = weight_average(model, 0.9)
-    steps = []
     for value in (1.0, 2.0, 4.0):  # three "optimiser steps"
         with torch.no_grad():
             model[0].weight.fill_(value)
             model[1].running_mean.fill_(-value)
         average.update_parameters(model)
-        steps.append(value)
     expected = (0.9 * 1.0 + 0.1 * 2.0) * 0.9 + 0.1 * 4.0  # the first step is copied as it is
     assert torch.allclose(average.module[0].weight, torch.full((2, 3), expected))
     assert torch.allclose(average.module[1].running_mean, torch.full((2,), -expected))
